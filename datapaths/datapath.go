@@ -1,0 +1,65 @@
+package datapaths
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+
+	"github.com/meshbench/meshbench/harness/testbed"
+)
+
+// ErrNotSupported is returned (wrapped, with the reason) by Install when this
+// host lacks something the datapath needs.
+var ErrNotSupported = errors.New("not supported")
+
+// Datapath is one service-mesh architecture. A value is used for one
+// install/uninstall cycle on one cluster.
+type Datapath interface {
+	// Name is the datapath's name in scenarios and results.
+	Name() string
+	// Install sets the datapath up on env's cluster so that it carries the
+	// traffic of env's services. On error it removes what it set up.
+	Install(ctx context.Context, env *Env) error
+	// Target returns the address the load client sends a service's
+	// requests to: several addresses are used round robin.
+	Target(svc *Service) []netip.AddrPort
+	// Counters reads the datapath's own counters, the proof that it carries
+	// the traffic. The runner reads them before and after a step and passes
+	// the difference to Verify.
+	Counters(ctx context.Context) (map[string]int64, error)
+	// Verify says whether the counter deltas of a step account for
+	// successes successful requests, and explains why in words.
+	Verify(delta map[string]int64, successes int64) (ok bool, detail string)
+	// ProofSource says where the counters come from.
+	ProofSource() string
+	// Uninstall removes everything Install set up. It is safe to call after
+	// a failed or partial Install and more than once.
+	Uninstall(ctx context.Context) error
+}
+
+// Env is what a datapath is installed on.
+type Env struct {
+	Cluster  testbed.Cluster
+	Services []*Service
+	// Client is the pod that runs the load client.
+	Client *testbed.Pod
+	// Exec is the command prefix that runs a meshbench subcommand (for
+	// example the path of the meshbench binary).
+	Exec   []string
+	Logger *slog.Logger
+}
+
+// Service is one service of the scenario, resolved onto the cluster.
+type Service struct {
+	Name string
+	Port int
+	// VIP is the service's virtual address (198.19.128.0/17), for datapaths
+	// that resolve services themselves.
+	VIP      netip.Addr
+	Backends []*testbed.Pod
+}
+
+// EchoAdminPort is the port, on the pod's loopback, where every echo server
+// serves its counters at /stats.
+const EchoAdminPort = 15090

@@ -1,0 +1,3 @@
+// Package datapaths defines the Datapath interface that every service-mesh
+// architecture under test implements, and the registry of them.
+package datapaths

@@ -1,0 +1,234 @@
+package results
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Schema is the value of Run.Schema for files this version writes. A reader
+// refuses any other value.
+const Schema = "meshbench/v1"
+
+// Run statuses.
+const (
+	StatusRunning     = "running"     // the run is still going (a partial file)
+	StatusOK          = "ok"          // every step ran and proved its path
+	StatusFailed      = "failed"      // a step failed; Error says why
+	StatusInterrupted = "interrupted" // stopped by a signal; what was measured is kept
+)
+
+// Run is the whole content of a results.json file.
+type Run struct {
+	Schema      string       `json:"schema"`
+	ID          string       `json:"id"`
+	Status      string       `json:"status"`
+	Error       string       `json:"error,omitempty"`
+	Started     time.Time    `json:"started"`
+	Finished    time.Time    `json:"finished,omitzero"`
+	Environment Environment  `json:"environment"`
+	Scenario    ScenarioCopy `json:"scenario"`
+	// Calibration is the load client's own floor on this machine: the same
+	// client against an echo server in its own pod, over loopback.
+	Calibration *Step `json:"calibration,omitempty"`
+	// Steps holds one record per datapath × offered rate × repetition, in
+	// the order they ran.
+	Steps []Step `json:"steps"`
+	// Summaries aggregates Steps over repetitions: one per datapath × rate.
+	Summaries []Summary `json:"summaries"`
+}
+
+// Environment describes the machine a run was measured on.
+type Environment struct {
+	Hostname  string `json:"hostname"`
+	Kernel    string `json:"kernel"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	CPUModel  string `json:"cpu_model"`
+	Cores     int    `json:"cores"`
+	MemoryMiB int64  `json:"memory_mib"`
+	GoVersion string `json:"go_version"`
+	// Commit is the meshbench commit the binary was built from ("unknown"
+	// when it was built outside a checkout).
+	Commit   string `json:"commit"`
+	Version  string `json:"version"`
+	Provider string `json:"provider"`
+}
+
+// ScenarioCopy keeps the scenario a run used, both as written and as
+// resolved (with defaults filled in).
+type ScenarioCopy struct {
+	Path     string          `json:"path"`
+	Source   string          `json:"source"`
+	Resolved json.RawMessage `json:"resolved"`
+}
+
+// Step is one measured load step.
+type Step struct {
+	Datapath   string `json:"datapath"`
+	Service    string `json:"service"`
+	Repetition int    `json:"repetition"` // 1-based
+	// OfferedRPS is the rate the open-loop client was asked to send at.
+	OfferedRPS float64 `json:"offered_rps"`
+	// AchievedRPS is successful responses per second of the measured window.
+	AchievedRPS float64 `json:"achieved_rps"`
+	// SentRPS is requests actually sent per second of the measured window.
+	SentRPS      float64          `json:"sent_rps"`
+	Warmup       Duration         `json:"warmup"`
+	Duration     Duration         `json:"duration"`
+	Requests     int64            `json:"requests"`
+	Successes    int64            `json:"successes"`
+	SuccessRatio float64          `json:"success_ratio"`
+	Errors       map[string]int64 `json:"errors,omitempty"`
+	// LatencyUS is measured from each request's intended send time, in
+	// microseconds, over successful and failed requests alike.
+	LatencyUS Latency   `json:"latency_us"`
+	Histogram Histogram `json:"histogram"`
+	// Windows are fixed time buckets across the measured window.
+	Windows []Window `json:"windows,omitempty"`
+	Proof   Proof    `json:"proof"`
+	Cost    Cost     `json:"cost"`
+	// Processes lists every process in the testbed's pods and nodes.
+	Processes []Process `json:"processes,omitempty"`
+	// Interrupted is set when the step was cut short by a signal.
+	Interrupted bool   `json:"interrupted,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Latency holds summary percentiles in microseconds.
+type Latency struct {
+	Mean float64 `json:"mean"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
+}
+
+// Histogram is a full latency histogram in sparse form. Each bucket counts
+// the requests whose latency, in microseconds, was at most UpperUS and more
+// than the previous bucket's UpperUS. Buckets are in ascending order.
+type Histogram struct {
+	SignificantFigures int      `json:"significant_figures"`
+	Buckets            []Bucket `json:"buckets"`
+}
+
+// Bucket is one histogram bucket.
+type Bucket struct {
+	UpperUS int64 `json:"le_us"`
+	Count   int64 `json:"count"`
+}
+
+// Window summarises one fixed time bucket of a step.
+type Window struct {
+	// StartS is seconds from the start of the measured window.
+	StartS       float64 `json:"start_s"`
+	Requests     int64   `json:"requests"`
+	Successes    int64   `json:"successes"`
+	SuccessRatio float64 `json:"success_ratio"`
+	P50US        float64 `json:"p50_us"`
+	P99US        float64 `json:"p99_us"`
+}
+
+// Proof is the datapath's own evidence that it carried the step's traffic.
+type Proof struct {
+	// Source says where the counters come from (for example "echo request
+	// counters", "proxy /stats", "bpf map sockmap_counters").
+	Source string `json:"source"`
+	// Counters are the deltas over the step, by name.
+	Counters map[string]int64 `json:"counters"`
+	// Verified is true when the counters account for the step's successful
+	// requests; Detail explains the check either way.
+	Verified bool   `json:"verified"`
+	Detail   string `json:"detail"`
+}
+
+// Cost is the per-request cost of a step, summed over the testbed.
+type Cost struct {
+	// TCPInSegs and TCPOutSegs are summed over every namespace of the
+	// testbed (/proc/net/snmp).
+	TCPInSegs  int64 `json:"tcp_in_segs"`
+	TCPOutSegs int64 `json:"tcp_out_segs"`
+	// SegmentsPerRequest is (in + out) / requests.
+	SegmentsPerRequest float64 `json:"segments_per_request"`
+	// ContextSwitches is voluntary + involuntary switches of every process.
+	ContextSwitches         int64   `json:"context_switches"`
+	ContextSwitchesPerReq   float64 `json:"context_switches_per_request"`
+	CPUSeconds              float64 `json:"cpu_seconds"`
+	CPUMicrosPerRequest     float64 `json:"cpu_us_per_request"`
+	ClientCPUMicrosPerReq   float64 `json:"client_cpu_us_per_request"`
+	ServerCPUMicrosPerReq   float64 `json:"server_cpu_us_per_request"`
+	DatapathCPUMicrosPerReq float64 `json:"datapath_cpu_us_per_request"`
+}
+
+// Process roles.
+const (
+	RoleClient   = "client"   // the load client
+	RoleServer   = "server"   // an echo server
+	RoleDatapath = "datapath" // a proxy or forwarder of the datapath
+)
+
+// Process is one process in the testbed, measured over a step.
+type Process struct {
+	Pod  string `json:"pod"`
+	Node string `json:"node"`
+	Name string `json:"name"`
+	Role string `json:"role"`
+	PID  int    `json:"pid"`
+	// RSSBytes and PSSBytes are read at the end of the step.
+	RSSBytes        int64   `json:"rss_bytes"`
+	PSSBytes        int64   `json:"pss_bytes"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	ContextSwitches int64   `json:"context_switches"`
+}
+
+// Summary aggregates the repetitions of one datapath × rate.
+type Summary struct {
+	Datapath    string  `json:"datapath"`
+	Service     string  `json:"service"`
+	OfferedRPS  float64 `json:"offered_rps"`
+	Repetitions int     `json:"repetitions"`
+	// Each Spread is the median over repetitions with min and max.
+	AchievedRPS       Spread `json:"achieved_rps"`
+	SuccessRatio      Spread `json:"success_ratio"`
+	P50US             Spread `json:"p50_us"`
+	P90US             Spread `json:"p90_us"`
+	P99US             Spread `json:"p99_us"`
+	P999US            Spread `json:"p999_us"`
+	MaxUS             Spread `json:"max_us"`
+	SegmentsPerReq    Spread `json:"segments_per_request"`
+	CtxSwitchesPerReq Spread `json:"context_switches_per_request"`
+	CPUMicrosPerReq   Spread `json:"cpu_us_per_request"`
+	// ProofVerified is true when every repetition's proof was verified.
+	ProofVerified bool `json:"proof_verified"`
+}
+
+// Spread is a median with the extremes over repetitions.
+type Spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	// Values are the individual repetitions, in order.
+	Values []float64 `json:"values"`
+}
+
+// Duration is a time.Duration that encodes as a Go duration string.
+type Duration time.Duration
+
+// MarshalJSON encodes d as a string such as "1.5s".
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON decodes a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,131 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+)
+
+// ErrNotSupported is returned (wrapped) when a provider cannot run on this
+// host, with the reason in the wrapping message.
+var ErrNotSupported = errors.New("not supported")
+
+// Provider creates clusters. Implementations: netns (embedded, default) and
+// kind.
+type Provider interface {
+	// Name is the provider's name as given on the command line.
+	Name() string
+	// Create builds a cluster as spec asks and returns it ready: every node
+	// and pod exists, is addressed and can reach every other pod. On error,
+	// Create removes everything it created before returning.
+	Create(ctx context.Context, spec Spec) (Cluster, error)
+	// Down removes every object that runs of this provider left behind:
+	// those of runID, or of every run when runID is "". It reports what it
+	// removed and joins the errors of what it could not remove.
+	Down(ctx context.Context, runID string) ([]string, error)
+}
+
+// Spec describes the cluster to build.
+type Spec struct {
+	// RunID is a short lower-case hex id carried in every object's name.
+	RunID string
+	// Nodes is the number of nodes, at least 1.
+	Nodes int
+	// Pods are placed on nodes by index.
+	Pods []PodSpec
+}
+
+// PodSpec describes one pod.
+type PodSpec struct {
+	// Name is unique in the cluster: lower-case letters, digits and '-'.
+	Name string
+	// Node is the index of the node that hosts the pod.
+	Node int
+}
+
+// Cluster is a running testbed.
+type Cluster interface {
+	// RunID returns the id every object of the cluster carries.
+	RunID() string
+	// Nodes returns the nodes in index order.
+	Nodes() []*Node
+	// Pods returns the pods in the order of Spec.Pods.
+	Pods() []*Pod
+	// Pod returns the pod with that name, or nil.
+	Pod(name string) *Pod
+	// Namespaces returns the path of every network namespace of the
+	// cluster (nodes, pods and fabric), for counters summed over it.
+	Namespaces() []string
+	// Start starts a process in the pod's network namespace and cgroup and
+	// tracks it until it exits or the cluster is destroyed.
+	Start(ctx context.Context, pod *Pod, spec ProcessSpec) (*Process, error)
+	// StartOnNode starts a process in the node's network namespace (for
+	// per-node proxies and forwarders), tracked like Start's.
+	StartOnNode(ctx context.Context, node *Node, spec ProcessSpec) (*Process, error)
+	// Processes returns the processes started and not yet reaped.
+	Processes() []*Process
+	// Destroy stops every process and removes every object of the cluster.
+	// It is safe to call more than once and joins the errors of what it
+	// could not remove.
+	Destroy(ctx context.Context) error
+}
+
+// Node is the handle of one node.
+type Node struct {
+	Name  string
+	Index int
+	// IP is the node's address on the fabric between nodes.
+	IP netip.Addr
+	// PodCIDR is the prefix the node's pods are addressed from.
+	PodCIDR netip.Prefix
+	// Gateway is the node's address on its pod bridge.
+	Gateway netip.Addr
+	// NetnsPath is the node's network namespace.
+	NetnsPath string
+	// Uplink is the node's interface toward the fabric.
+	Uplink string
+	// Bridge is the node's pod bridge.
+	Bridge string
+}
+
+// Pod is the handle of one pod. Datapaths, chaos and metrics act on pods only
+// through these fields.
+type Pod struct {
+	Name string
+	// Node is the name of the node hosting the pod; NodeIndex its index.
+	Node      string
+	NodeIndex int
+	IP        netip.Addr
+	// MAC is the pod-side interface's hardware address.
+	MAC string
+	// NetnsPath is the pod's network namespace.
+	NetnsPath string
+	// CgroupPath is the pod's cgroup v2 directory, "" when the host has no
+	// cgroup v2 hierarchy.
+	CgroupPath string
+	// MemoryCgroupPath is the pod's cgroup v1 memory controller directory on
+	// hybrid hosts, "" otherwise.
+	MemoryCgroupPath string
+	// HostVeth is the node-side end of the pod's veth pair (in the node's
+	// namespace); PodVeth the end inside the pod (named eth0).
+	HostVeth string
+	PodVeth  string
+	// HostVethMAC is the node-side end's hardware address.
+	HostVethMAC string
+}
+
+// ProcessSpec describes a process to start.
+type ProcessSpec struct {
+	// Name identifies the process in results (for example "echo").
+	Name string
+	// Role is one of results.RoleClient, RoleServer, RoleDatapath.
+	Role string
+	// Args is the command line; Args[0] is the program's path.
+	Args []string
+	Env  []string
+	// UID and GID, when UID is non-zero, are the credentials to run as.
+	UID, GID uint32
+	// Stdout and Stderr receive the process's output; nil discards it.
+	Stdout, Stderr io.Writer
+}

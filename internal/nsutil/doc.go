@@ -1,0 +1,2 @@
+// Package nsutil runs code and opens sockets inside network namespaces.
+package nsutil

@@ -1,0 +1,2 @@
+// Package scenarios loads and validates meshbench scenario files.
+package scenarios

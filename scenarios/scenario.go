@@ -1,0 +1,73 @@
+package scenarios
+
+import "time"
+
+// Scenario is one scenario file: what to build, which datapaths to compare
+// and the load to drive through each.
+type Scenario struct {
+	// Name identifies the scenario in reports; default: the file's base name.
+	Name        string   `yaml:"name" json:"name"`
+	Description string   `yaml:"description" json:"description,omitempty"`
+	Topology    Topology `yaml:"topology" json:"topology"`
+	// Datapaths to compare, in order: none, sidecar, sockmap, nodeproxy,
+	// afxdp.
+	Datapaths []string `yaml:"datapaths" json:"datapaths"`
+	Load      Load     `yaml:"load" json:"load"`
+	// Repetitions of every datapath × rate step; default 1.
+	Repetitions int `yaml:"repetitions" json:"repetitions"`
+}
+
+// Topology is the cluster to build.
+type Topology struct {
+	// Nodes is the number of nodes (1..16); default 2.
+	Nodes int `yaml:"nodes" json:"nodes"`
+	// PodsPerNode is the number of pods per node (1..64); default 2. Every
+	// pod runs an echo server; pod 0 of node 0 also runs the load client.
+	PodsPerNode int `yaml:"pods_per_node" json:"pods_per_node"`
+	// Services select their replicas from the pods, round robin across
+	// nodes starting at the node after the client's, so that traffic
+	// crosses nodes.
+	Services []Service `yaml:"services" json:"services"`
+}
+
+// Service is a set of echo replicas behind one port.
+type Service struct {
+	// Name: lower-case letters, digits and '-', unique.
+	Name string `yaml:"name" json:"name"`
+	// Replicas (>= 1) must fit in the pods other than the client's.
+	Replicas int `yaml:"replicas" json:"replicas"`
+	// Port the echo servers listen on (1..65535, not a port the harness
+	// reserves); default 8080.
+	Port int `yaml:"port" json:"port"`
+}
+
+// Load is the open-loop load of every step.
+type Load struct {
+	// Service to load; default: the first service.
+	Service string `yaml:"service" json:"service"`
+	// Rates are the offered rates in requests per second, one step each.
+	Rates []int `yaml:"rates" json:"rates"`
+	// Duration of each measured step; Warmup runs before it at the same
+	// rate and is not measured.
+	Duration Duration `yaml:"duration" json:"duration"`
+	Warmup   Duration `yaml:"warmup" json:"warmup"`
+	// Connections is the number of keep-alive connections the client keeps
+	// per target; default 8.
+	Connections int `yaml:"connections" json:"connections"`
+	// RequestSize and ResponseSize are body sizes in bytes ("64", "32KiB").
+	RequestSize  ByteSize `yaml:"request_size" json:"request_size"`
+	ResponseSize ByteSize `yaml:"response_size" json:"response_size"`
+	// KeepAlive reuses HTTP/1.1 connections; default true.
+	KeepAlive *bool `yaml:"keep_alive" json:"keep_alive"`
+	// Timeout of each request; default 2s.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// Calibrate runs the client-floor calibration step first; default true.
+	Calibrate *bool `yaml:"calibrate" json:"calibrate"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s").
+type Duration time.Duration
+
+// ByteSize is a size in bytes written as an integer or with a unit suffix
+// (B, KiB, MiB, KB, MB).
+type ByteSize int64
