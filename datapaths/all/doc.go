@@ -1,0 +1,2 @@
+// Package all registers every datapath implementation by name.
+package all

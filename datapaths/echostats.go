@@ -1,0 +1,92 @@
+package datapaths
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/internal/nsutil"
+)
+
+// EchoStats is what an echo server's /stats reports.
+type EchoStats struct {
+	Requests    int64 `json:"requests"`
+	BytesIn     int64 `json:"bytes_in"`
+	BytesOut    int64 `json:"bytes_out"`
+	Connections int64 `json:"connections"`
+}
+
+// ReadEchoStats reads the counters of the echo server in pod, over the pod's
+// loopback.
+func ReadEchoStats(ctx context.Context, pod *testbed.Pod) (EchoStats, error) {
+	var st EchoStats
+	if err := getJSON(ctx, pod.NetnsPath, net.JoinHostPort("127.0.0.1", strconv.Itoa(EchoAdminPort)), "/stats", &st); err != nil {
+		return st, fmt.Errorf("read echo stats of pod %s: %w", pod.Name, err)
+	}
+	return st, nil
+}
+
+// getJSON fetches http://addr/path from inside the network namespace at
+// netnsPath and decodes the JSON answer into v.
+func getJSON(ctx context.Context, netnsPath, addr, path string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tr := &http.Transport{DialContext: nsutil.Dialer(netnsPath), DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// GetJSON fetches http://addr/path from inside the network namespace at
+// netnsPath and decodes the JSON answer into v. Datapaths use it to read
+// proxy admin endpoints on a pod's or node's loopback.
+func GetJSON(ctx context.Context, netnsPath, addr, path string, v any) error {
+	return getJSON(ctx, netnsPath, addr, path, v)
+}
+
+// WaitEcho waits until the echo server in every pod answers /stats, or ctx
+// ends. It returns the last error of each pod that never answered.
+func WaitEcho(ctx context.Context, pods []*testbed.Pod) error {
+	var errs []error
+pods:
+	for _, p := range pods {
+		for {
+			_, err := ReadEchoStats(ctx, p)
+			if err == nil {
+				continue pods
+			}
+			select {
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("echo in pod %s not ready: %w", p.Name, err))
+				continue pods
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WithinTolerance reports whether served accounts for successes: served may
+// exceed successes by requests still in flight when a window closed, and
+// fall short only by the same margin.
+func WithinTolerance(served, successes int64) bool {
+	margin := successes/20 + 10
+	return served >= successes-margin && served <= successes+margin
+}

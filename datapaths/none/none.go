@@ -1,0 +1,87 @@
+package none
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/meshbench/meshbench/datapaths"
+)
+
+// Name is the datapath's name in scenarios and results.
+const Name = "none"
+
+// Datapath is the no-mesh baseline. The load client addresses the
+// service's backend pods directly, round robin.
+type Datapath struct {
+	env *datapaths.Env
+}
+
+var _ datapaths.Datapath = (*Datapath)(nil)
+
+// New returns the baseline datapath.
+func New() *Datapath { return &Datapath{} }
+
+// Name implements datapaths.Datapath.
+func (d *Datapath) Name() string { return Name }
+
+// Install implements datapaths.Datapath. There is nothing to set up: it only
+// checks that every backend's echo server answers.
+func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) error {
+	d.env = env
+	for _, svc := range env.Services {
+		if len(svc.Backends) == 0 {
+			return fmt.Errorf("service %s has no backends", svc.Name)
+		}
+	}
+	return nil
+}
+
+// Target implements datapaths.Datapath: the backends' own addresses.
+func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(svc.Backends))
+	for _, p := range svc.Backends {
+		out = append(out, netip.AddrPortFrom(p.IP, uint16(svc.Port)))
+	}
+	return out
+}
+
+// ProofSource implements datapaths.Datapath.
+func (d *Datapath) ProofSource() string { return "echo servers' request counters (/stats)" }
+
+// Counters implements datapaths.Datapath: the request count of every
+// backend's echo server, keyed "echo_requests/<pod>", and their sum
+// "echo_requests".
+func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
+	if d.env == nil {
+		return nil, fmt.Errorf("datapath %s: not installed", Name)
+	}
+	out := map[string]int64{}
+	seen := map[string]bool{}
+	for _, svc := range d.env.Services {
+		for _, p := range svc.Backends {
+			if seen[p.Name] {
+				continue
+			}
+			seen[p.Name] = true
+			st, err := datapaths.ReadEchoStats(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			out["echo_requests/"+p.Name] = st.Requests
+			out["echo_requests"] += st.Requests
+		}
+	}
+	return out, nil
+}
+
+// Verify implements datapaths.Datapath: the backends must have served the
+// client's successful requests (within the in-flight margin).
+func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
+	served := delta["echo_requests"]
+	ok := successes > 0 && datapaths.WithinTolerance(served, successes)
+	return ok, fmt.Sprintf("backends served %d requests directly; client counted %d successes", served, successes)
+}
+
+// Uninstall implements datapaths.Datapath; there is nothing to remove.
+func (d *Datapath) Uninstall(ctx context.Context) error { return nil }
