@@ -1,0 +1,177 @@
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+
+	"github.com/meshbench/meshbench/harness/results"
+)
+
+// Line types: the value of the "type" field of each line of the stream.
+const (
+	TypeWindow  = "window"  // a Window line, written as each window closes
+	TypeSummary = "summary" // the Summary line, written once at the end
+)
+
+// Error classes: the keys of Summary.Errors. The set is small and stable so
+// that runs and datapaths can be compared.
+const (
+	ErrorTimeout           = "timeout"            // the request timed out (dial, headers or body)
+	ErrorConnectionRefused = "connection_refused" // ECONNREFUSED: nothing listening, or a REJECT
+	ErrorConnectionReset   = "connection_reset"   // ECONNRESET, EPIPE or EOF: the connection was cut under the request
+	ErrorUnreachable       = "unreachable"        // EHOSTUNREACH, ENETUNREACH, EHOSTDOWN
+	ErrorHTTP5xx           = "http_5xx"           // the server answered 5xx
+	ErrorHTTP4xx           = "http_4xx"           // the server answered 4xx
+	ErrorOther             = "other"              // anything else (including 1xx and 3xx answers)
+)
+
+// ErrNoSummary is returned by ReadStream when the stream ends before its
+// summary line.
+var ErrNoSummary = errors.New("load stream ended without a summary")
+
+// maxLine bounds one line of the stream (a summary with a full histogram is
+// tens of kilobytes).
+const maxLine = 16 << 20
+
+// Window is one window line: a fixed time bucket of the measured window,
+// written when every request sent in it has completed (or at the end).
+type Window struct {
+	Type string `json:"type"` // TypeWindow
+	results.Window
+}
+
+// Summary is the summary line: what the load client measured over the
+// measured window (warm-up excluded). Latencies are measured from each
+// request's intended send time.
+type Summary struct {
+	Type       string   `json:"type"` // TypeSummary
+	Targets    []string `json:"targets"`
+	OfferedRPS float64  `json:"offered_rps"`
+	// Warmup and Duration are the configured warm-up and measured window.
+	Warmup   results.Duration `json:"warmup"`
+	Duration results.Duration `json:"duration"`
+	// Measured is the actual span of the measured window: Duration, or less
+	// when the client was interrupted.
+	Measured results.Duration `json:"measured"`
+	// WarmupRequests counts the completed requests discarded as warm-up.
+	WarmupRequests int64 `json:"warmup_requests"`
+	// Sent counts the requests sent in the measured window.
+	Sent int64 `json:"sent"`
+	// Requests counts the sent requests that completed (success or error);
+	// it differs from Sent only by Aborted.
+	Requests  int64 `json:"requests"`
+	Successes int64 `json:"successes"`
+	// Aborted counts requests still in flight when the client was
+	// interrupted: neither successes nor errors.
+	Aborted int64 `json:"aborted,omitempty"`
+	// Errors counts failed requests by class (the Error* constants).
+	Errors map[string]int64 `json:"errors,omitempty"`
+	// ErrorSamples holds the first error message seen of each class.
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	SuccessRatio float64           `json:"success_ratio"`
+	// SentRPS is Sent / Measured; AchievedRPS is Successes / Measured.
+	SentRPS     float64 `json:"sent_rps"`
+	AchievedRPS float64 `json:"achieved_rps"`
+	// ConnectionsOpened counts the TCP connections the client dialled.
+	ConnectionsOpened int64             `json:"connections_opened"`
+	LatencyUS         results.Latency   `json:"latency_us"`
+	Histogram         results.Histogram `json:"histogram"`
+	// Windows are the window lines that preceded the summary; ReadStream
+	// fills them in (the client does not repeat them in the summary line).
+	Windows     []results.Window `json:"windows,omitempty"`
+	Interrupted bool             `json:"interrupted,omitempty"`
+}
+
+// Step returns a step record with the measured fields filled in from s:
+// rates, durations (Duration is the measured span), counts, errors,
+// latency, histogram, windows and Interrupted. The caller fills in the
+// datapath, service, repetition, proof and cost.
+func (s *Summary) Step() results.Step {
+	st := results.Step{
+		OfferedRPS:   s.OfferedRPS,
+		AchievedRPS:  s.AchievedRPS,
+		SentRPS:      s.SentRPS,
+		Warmup:       s.Warmup,
+		Duration:     s.Measured,
+		Requests:     s.Requests,
+		Successes:    s.Successes,
+		SuccessRatio: s.SuccessRatio,
+		LatencyUS:    s.LatencyUS,
+		Histogram: results.Histogram{
+			SignificantFigures: s.Histogram.SignificantFigures,
+			Buckets:            slices.Clone(s.Histogram.Buckets),
+		},
+		Windows:     slices.Clone(s.Windows),
+		Interrupted: s.Interrupted,
+	}
+	if len(s.Errors) > 0 {
+		st.Errors = maps.Clone(s.Errors)
+	}
+	return st
+}
+
+// WriteLine writes v (a Window or a Summary) as one JSON line.
+func WriteLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode load line: %w", err)
+	}
+	b = append(b, '\n')
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("write load line: %w", err)
+	}
+	return nil
+}
+
+// ReadStream reads the load client's stream from r, calls onWindow (when
+// not nil) for each window line, and returns at the summary line, with the
+// windows read so far in Summary.Windows. Lines that are not JSON objects
+// are skipped, as are objects of unknown type; a malformed object is an
+// error. A stream that ends before its summary returns ErrNoSummary.
+func ReadStream(r io.Reader, onWindow func(results.Window)) (*Summary, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	var windows []results.Window
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var probe struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(line, &probe); err != nil {
+			return nil, fmt.Errorf("load stream line %d: %w", n, err)
+		}
+		switch probe.Type {
+		case TypeWindow:
+			var w Window
+			if err := json.Unmarshal(line, &w); err != nil {
+				return nil, fmt.Errorf("load stream line %d: %w", n, err)
+			}
+			windows = append(windows, w.Window)
+			if onWindow != nil {
+				onWindow(w.Window)
+			}
+		case TypeSummary:
+			var s Summary
+			if err := json.Unmarshal(line, &s); err != nil {
+				return nil, fmt.Errorf("load stream line %d: %w", n, err)
+			}
+			if len(s.Windows) == 0 {
+				s.Windows = windows
+			}
+			return &s, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read load stream: %w", err)
+	}
+	return nil, ErrNoSummary
+}
