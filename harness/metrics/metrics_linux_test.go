@@ -396,4 +396,3 @@ func TestReadSNMPOwn(t *testing.T) {
 		t.Errorf("own namespace: %+v", tcp)
 	}
 }
-
