@@ -1,0 +1,3 @@
+// Package workload implements the echo server and the open-loop load client
+// that the harness runs as processes inside pods.
+package workload
