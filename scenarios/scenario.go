@@ -6,14 +6,16 @@ import "time"
 // and the load to drive through each.
 type Scenario struct {
 	// Name identifies the scenario in reports; default: the file's base name.
-	Name        string   `yaml:"name" json:"name"`
-	Description string   `yaml:"description" json:"description,omitempty"`
-	Topology    Topology `yaml:"topology" json:"topology"`
-	// Datapaths to compare, in order: none, sidecar, sockmap, nodeproxy,
-	// afxdp.
+	Name string `yaml:"name" json:"name"`
+	// Description is free text shown in reports.
+	Description string `yaml:"description" json:"description,omitempty"`
+	// Topology is the cluster every datapath runs on.
+	Topology Topology `yaml:"topology" json:"topology"`
+	// Datapaths to compare, in order, each one of KnownDatapaths; default
+	// ["none"].
 	Datapaths []string `yaml:"datapaths" json:"datapaths"`
 	Load      Load     `yaml:"load" json:"load"`
-	// Repetitions of every datapath × rate step; default 1.
+	// Repetitions of every datapath × rate step (1..100); default 1.
 	Repetitions int `yaml:"repetitions" json:"repetitions"`
 }
 
@@ -26,7 +28,8 @@ type Topology struct {
 	PodsPerNode int `yaml:"pods_per_node" json:"pods_per_node"`
 	// Services select their replicas from the pods, round robin across
 	// nodes starting at the node after the client's, so that traffic
-	// crosses nodes.
+	// crosses nodes. Every replica takes one pod, and the client's pod
+	// serves no service. Default: one service "echo" with one replica.
 	Services []Service `yaml:"services" json:"services"`
 }
 
@@ -34,7 +37,8 @@ type Topology struct {
 type Service struct {
 	// Name: lower-case letters, digits and '-', unique.
 	Name string `yaml:"name" json:"name"`
-	// Replicas (>= 1) must fit in the pods other than the client's.
+	// Replicas (>= 1) must fit in the pods other than the client's;
+	// default 1.
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// Port the echo servers listen on (1..65535, not a port the harness
 	// reserves); default 8080.
@@ -45,29 +49,33 @@ type Service struct {
 type Load struct {
 	// Service to load; default: the first service.
 	Service string `yaml:"service" json:"service"`
-	// Rates are the offered rates in requests per second, one step each.
+	// Rates are the offered rates in requests per second (1..200000, no
+	// duplicates), one step each, in order. Required.
 	Rates []int `yaml:"rates" json:"rates"`
-	// Duration of each measured step; Warmup runs before it at the same
-	// rate and is not measured.
+	// Duration of each measured step (1s..1h); default 10s.
 	Duration Duration `yaml:"duration" json:"duration"`
-	Warmup   Duration `yaml:"warmup" json:"warmup"`
+	// Warmup runs before each measured step at the same rate and is not
+	// measured (0..10m); default 2s.
+	Warmup Duration `yaml:"warmup" json:"warmup"`
 	// Connections is the number of keep-alive connections the client keeps
-	// per target; default 8.
+	// per target (1..1024); default 8.
 	Connections int `yaml:"connections" json:"connections"`
-	// RequestSize and ResponseSize are body sizes in bytes ("64", "32KiB").
+	// RequestSize and ResponseSize are body sizes in bytes (64, "32KiB";
+	// 0..16MiB); default 64.
 	RequestSize  ByteSize `yaml:"request_size" json:"request_size"`
 	ResponseSize ByteSize `yaml:"response_size" json:"response_size"`
 	// KeepAlive reuses HTTP/1.1 connections; default true.
 	KeepAlive *bool `yaml:"keep_alive" json:"keep_alive"`
-	// Timeout of each request; default 2s.
+	// Timeout of each request (> 0, <= 60s); default 2s.
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 	// Calibrate runs the client-floor calibration step first; default true.
 	Calibrate *bool `yaml:"calibrate" json:"calibrate"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
+// Duration is a time.Duration written as a Go duration string ("10s") in
+// YAML and JSON.
 type Duration time.Duration
 
 // ByteSize is a size in bytes written as an integer or with a unit suffix
-// (B, KiB, MiB, KB, MB).
+// (B, KB, KiB, MB, MiB, GB, GiB) in YAML; it is an integer in JSON.
 type ByteSize int64
