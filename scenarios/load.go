@@ -36,7 +36,8 @@ const (
 )
 
 // LoadFile reads, decodes, completes with defaults and validates the scenario
-// file at path. Errors name the file and line of each problem.
+// file at path. Errors name the file and line of each problem. (It is not
+// named Load because Load is the type of a scenario's load section.)
 func LoadFile(path string) (*Scenario, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -14,7 +14,8 @@ type Scenario struct {
 	// Datapaths to compare, in order, each one of KnownDatapaths; default
 	// ["none"].
 	Datapaths []string `yaml:"datapaths" json:"datapaths"`
-	Load      Load     `yaml:"load" json:"load"`
+	// Load is the load every step drives through the datapath.
+	Load Load `yaml:"load" json:"load"`
 	// Repetitions of every datapath × rate step (1..100); default 1.
 	Repetitions int `yaml:"repetitions" json:"repetitions"`
 }
