@@ -1,0 +1,383 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+)
+
+// xDS type URLs.
+const (
+	typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	typeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	typeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	typeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+var typeNames = map[string]string{typeListener: "listeners", typeRoute: "routes", typeCluster: "clusters", typeEndpoint: "endpoints"}
+
+// typeState is the client's state of one resource type.
+type typeState struct {
+	url      string
+	version  string // last accepted
+	nonce    string // last received
+	names    []string
+	wildcard bool
+	sent     bool // a request was sent on the current stream
+	res      map[string]proto.Message
+}
+
+type xdsClient struct {
+	p     *Builtin
+	types map[string]*typeState
+}
+
+func (p *Builtin) runXDS(ctx context.Context) {
+	x := &xdsClient{p: p, types: map[string]*typeState{
+		typeListener: {url: typeListener, wildcard: true, res: map[string]proto.Message{}},
+		typeCluster:  {url: typeCluster, wildcard: true, res: map[string]proto.Message{}},
+		typeEndpoint: {url: typeEndpoint, res: map[string]proto.Message{}},
+		typeRoute:    {url: typeRoute, res: map[string]proto.Message{}},
+	}}
+	conn, err := grpc.NewClient("unix://"+p.opts.XDSSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, err))
+		return
+	}
+	defer conn.Close()
+	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	var lastErr error = errors.New("no configuration received")
+	timer := time.NewTimer(p.opts.ConnectTimeout)
+	defer timer.Stop()
+	failed := false
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		errc := make(chan error, 1)
+		sctx, cancel := context.WithCancel(ctx)
+		go func() { errc <- x.stream(sctx, client) }()
+		var err error
+	wait:
+		for {
+			select {
+			case err = <-errc:
+				break wait
+			case <-timer.C:
+				if !p.IsReady() && !failed {
+					failed = true
+					p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, lastErr))
+				}
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			lastErr = err
+			p.log.Debug("xds stream ended", "err", err)
+		}
+		if p.IsReady() {
+			backoff = 50 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		case <-timer.C:
+			if !p.IsReady() && !failed {
+				failed = true
+				p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, lastErr))
+			}
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (x *xdsClient) node() *corev3.Node {
+	return &corev3.Node{Id: x.p.opts.NodeID, Cluster: x.p.opts.Cluster, UserAgentName: "meshbench-proxy"}
+}
+
+func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) error {
+	s, err := client.StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ts := range x.types {
+		ts.nonce, ts.sent = "", false
+	}
+	send := func(ts *typeState, detail error) error {
+		req := &discoveryv3.DiscoveryRequest{
+			Node: x.node(), TypeUrl: ts.url, VersionInfo: ts.version,
+			ResponseNonce: ts.nonce, ResourceNames: ts.names,
+		}
+		if detail != nil {
+			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: detail.Error()}
+		}
+		ts.sent = true
+		return s.Send(req)
+	}
+	for _, url := range []string{typeCluster, typeListener, typeEndpoint, typeRoute} {
+		ts := x.types[url]
+		if ts.wildcard || len(ts.names) > 0 {
+			if err := send(ts, nil); err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		ts, ok := x.types[resp.GetTypeUrl()]
+		if !ok {
+			continue
+		}
+		ts.nonce = resp.GetNonce()
+		res, err := decode(resp)
+		if err == nil {
+			err = x.p.apply(x.candidate(ts.url, res), resp.GetTypeUrl(), resp.GetVersionInfo())
+		}
+		if err != nil {
+			x.p.log.Warn("rejecting configuration", "type", typeNames[ts.url], "version", resp.GetVersionInfo(), "err", err)
+			if err := send(ts, err); err != nil {
+				return err
+			}
+			continue
+		}
+		ts.version, ts.res = resp.GetVersionInfo(), res
+		if err := send(ts, nil); err != nil {
+			return err
+		}
+		// Follow the references: clusters name endpoints, listeners name
+		// route configurations.
+		var follow *typeState
+		var names []string
+		switch ts.url {
+		case typeCluster:
+			follow, names = x.types[typeEndpoint], edsNames(res)
+		case typeListener:
+			follow, names = x.types[typeRoute], rdsNames(res)
+		}
+		if follow != nil && (!slices.Equal(follow.names, names) || !follow.sent && len(names) > 0) {
+			follow.names = names
+			if err := send(follow, nil); err != nil {
+				return err
+			}
+		}
+		if x.complete() {
+			x.p.readyOnce.Do(func() { close(x.p.ready) })
+		}
+	}
+}
+
+// candidate is the resource set if res replaced the resources of typeURL.
+func (x *xdsClient) candidate(typeURL string, res map[string]proto.Message) map[string]map[string]proto.Message {
+	out := map[string]map[string]proto.Message{}
+	for url, ts := range x.types {
+		out[url] = ts.res
+	}
+	out[typeURL] = res
+	return out
+}
+
+// complete says whether every type has been received and every reference
+// resolved: the first full configuration.
+func (x *xdsClient) complete() bool {
+	if x.types[typeListener].version == "" || x.types[typeCluster].version == "" {
+		return false
+	}
+	for _, n := range x.types[typeEndpoint].names {
+		if _, ok := x.types[typeEndpoint].res[n]; !ok {
+			return false
+		}
+	}
+	for _, n := range x.types[typeRoute].names {
+		if _, ok := x.types[typeRoute].res[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func decode(resp *discoveryv3.DiscoveryResponse) (map[string]proto.Message, error) {
+	out := map[string]proto.Message{}
+	for _, a := range resp.GetResources() {
+		if a.GetTypeUrl() != resp.GetTypeUrl() {
+			return nil, fmt.Errorf("resource of type %s in a %s response", a.GetTypeUrl(), resp.GetTypeUrl())
+		}
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
+		}
+		if v, ok := m.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				return nil, err
+			}
+		}
+		var name string
+		switch r := m.(type) {
+		case *listenerv3.Listener:
+			name = r.GetName()
+		case *clusterv3.Cluster:
+			name = r.GetName()
+		case *endpointv3.ClusterLoadAssignment:
+			name = r.GetClusterName()
+		case *routev3.RouteConfiguration:
+			name = r.GetName()
+		}
+		out[name] = m
+	}
+	return out, nil
+}
+
+func edsNames(res map[string]proto.Message) []string {
+	var names []string
+	for _, m := range res {
+		c := m.(*clusterv3.Cluster)
+		if c.GetType() == clusterv3.Cluster_EDS {
+			n := c.GetEdsClusterConfig().GetServiceName()
+			if n == "" {
+				n = c.GetName()
+			}
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func rdsNames(res map[string]proto.Message) []string {
+	set := map[string]bool{}
+	for _, m := range res {
+		lc, err := compileListener(m.(*listenerv3.Listener))
+		if err != nil {
+			continue
+		}
+		for _, c := range append(slices.Clone(lc.chains), lc.def) {
+			if c != nil && c.http != nil && c.http.rds != "" {
+				set[c.http.rds] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// apply compiles a full candidate resource set and, when it compiles,
+// makes it the running configuration.
+func (p *Builtin) apply(all map[string]map[string]proto.Message, typeURL, version string) error {
+	type compiled struct {
+		cfg *clusterCfg
+		eps []endpoint
+	}
+	clusters := map[string]compiled{}
+	for name, m := range all[typeCluster] {
+		cfg, err := compileCluster(m.(*clusterv3.Cluster))
+		if err != nil {
+			return err
+		}
+		eps := cfg.static
+		if cfg.eds {
+			svc := m.(*clusterv3.Cluster).GetEdsClusterConfig().GetServiceName()
+			if svc == "" {
+				svc = name
+			}
+			if cla, ok := all[typeEndpoint][svc]; ok {
+				var err error
+				if eps, err = compileAssignment(cla.(*endpointv3.ClusterLoadAssignment)); err != nil {
+					return fmt.Errorf("endpoints of %s: %w", name, err)
+				}
+			} else if old := p.cluster(name); old != nil {
+				eps = nil // keep the running endpoints until EDS answers
+				clusters[name] = compiled{cfg: cfg, eps: old.endpoints()}
+				continue
+			}
+		}
+		clusters[name] = compiled{cfg: cfg, eps: eps}
+	}
+	listeners := map[string]*listenerCfg{}
+	for name, m := range all[typeListener] {
+		lc, err := compileListener(m.(*listenerv3.Listener))
+		if err != nil {
+			return err
+		}
+		listeners[name] = lc
+	}
+	routes := map[string]*routeCfg{}
+	for name, m := range all[typeRoute] {
+		rc, err := compileRoutes(m.(*routev3.RouteConfiguration))
+		if err != nil {
+			return err
+		}
+		routes[name] = rc
+	}
+	// Commit.
+	p.cmu.Lock()
+	for name, c := range clusters {
+		rc, ok := p.clusters[name]
+		if !ok {
+			rc = newCluster(name, p.reg.cluster(name))
+			p.clusters[name] = rc
+		}
+		rc.update(c.cfg, c.eps)
+	}
+	var gone []*cluster
+	for name, rc := range p.clusters {
+		if _, ok := clusters[name]; !ok {
+			gone = append(gone, rc)
+			delete(p.clusters, name)
+		}
+	}
+	p.cmu.Unlock()
+	for _, rc := range gone {
+		rc.closeIdle()
+	}
+	old := p.state.Load()
+	versions := map[string]string{}
+	if old != nil {
+		for k, v := range old.version {
+			versions[k] = v
+		}
+	}
+	versions[typeNames[typeURL]] = version
+	p.state.Store(&state{version: versions, listeners: listeners, routes: routes, raw: all})
+	p.log.Debug("configuration applied", "type", typeNames[typeURL], "version", version)
+	return nil
+}
+
+// endpoints returns the cluster's current endpoints.
+func (c *cluster) endpoints() []endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	healthy := map[netip.AddrPort]bool{}
+	for _, h := range c.picker.Load().hosts {
+		healthy[h.addr] = true
+	}
+	out := make([]endpoint, 0, len(c.hosts))
+	for a, h := range c.hosts {
+		out = append(out, endpoint{addr: a, hostname: h.hostname, healthy: healthy[a]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].addr.Compare(out[j].addr) < 0 })
+	return out
+}
