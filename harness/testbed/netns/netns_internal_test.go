@@ -1,0 +1,123 @@
+package netns
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/meshbench/meshbench/harness/testbed"
+)
+
+func TestValidateSpec(t *testing.T) {
+	pods := func(names ...string) []testbed.PodSpec {
+		var out []testbed.PodSpec
+		for _, n := range names {
+			out = append(out, testbed.PodSpec{Name: n})
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		spec    testbed.Spec
+		wantErr string
+	}{
+		{"ok", testbed.Spec{RunID: "ab12cd34", Nodes: 2, Pods: pods("client", "n1-p0")}, ""},
+		{"one hex digit", testbed.Spec{RunID: "a", Nodes: 1}, ""},
+		{"empty id", testbed.Spec{RunID: "", Nodes: 1}, "run id"},
+		{"upper-case id", testbed.Spec{RunID: "AB", Nodes: 1}, "run id"},
+		{"long id", testbed.Spec{RunID: "123456789", Nodes: 1}, "run id"},
+		{"non-hex id", testbed.Spec{RunID: "xyz", Nodes: 1}, "run id"},
+		{"no nodes", testbed.Spec{RunID: "a", Nodes: 0}, "nodes 0"},
+		{"too many nodes", testbed.Spec{RunID: "a", Nodes: MaxNodes + 1}, "nodes"},
+		{"upper-case pod", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("Bad")}, "pod name"},
+		{"trailing dash", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("bad-")}, "pod name"},
+		{"long pod name", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods(strings.Repeat("a", 33))}, "pod name"},
+		{"fabric name", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("fab")}, "reserved"},
+		{"node netns name", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("n12")}, "reserved"},
+		{"node cgroup name", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("node-0")}, "reserved"},
+		{"duplicate", testbed.Spec{RunID: "a", Nodes: 1, Pods: pods("x", "x")}, "twice"},
+		{"node out of range", testbed.Spec{RunID: "a", Nodes: 1, Pods: []testbed.PodSpec{{Name: "x", Node: 1}}}, "out of range"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := validateSpec(tt.spec)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("validateSpec: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("validateSpec error = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	// The longest names still fit IFNAMSIZ-1 = 15 bytes.
+	for _, n := range []string{hostVethName("ffffffff", MaxPods-1), fabricVethName("ffffffff", MaxNodes-1)} {
+		if len(n) > 15 {
+			t.Errorf("interface name %q is %d bytes, more than 15", n, len(n))
+		}
+	}
+	tests := []struct {
+		name, id string
+		want     bool
+	}{
+		{"mbab12p0", "ab12", true},
+		{"mbab12u3", "ab12", true},
+		{"mbab12p0", "ab1", false}, // run "ab1" is not run "ab12"
+		{"mbab12", "ab12", false},
+		{"eth0", "ab12", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"/"+tt.id, func(t *testing.T) {
+			if got := isRunLink(tt.name, tt.id); got != tt.want {
+				t.Errorf("isRunLink(%q, %q) = %v, want %v", tt.name, tt.id, got, tt.want)
+			}
+			if got := anyLinkRe.MatchString(tt.name); got != (tt.name != "eth0" && tt.name != "mbab12") {
+				t.Errorf("anyLinkRe matches %q: %v", tt.name, got)
+			}
+		})
+	}
+}
+
+func TestParseMountinfo(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     cgroupRoots
+	}{
+		{
+			name: "hybrid",
+			in: `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`,
+			want: cgroupRoots{v2: "/sys/fs/cgroup/unified", mem: "/sys/fs/cgroup/memory"},
+		},
+		{
+			name: "unified",
+			in:   "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n",
+			want: cgroupRoots{v2: "/sys/fs/cgroup"},
+		},
+		{
+			name: "escaped and joined controllers",
+			in:   "35 31 0:32 / /sys/fs/cgroup/cpu\\040mem rw - cgroup cgroup rw,cpu,memory\n",
+			want: cgroupRoots{mem: "/sys/fs/cgroup/cpu mem"},
+		},
+		{name: "none", in: "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseMountinfo(bufio.NewScanner(strings.NewReader(tt.in)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("parseMountinfo = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
