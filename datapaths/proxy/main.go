@@ -1,0 +1,68 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+)
+
+// Main is the `meshbench proxy` subcommand: it parses args (flags --xds,
+// --node-id, --admin, --outbound-port, --inbound-port, --engine,
+// --connect-timeout, --verbose) and runs the proxy until ctx ends. Logs go
+// to stderr; usage errors are returned.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		xds      = fs.String("xds", "", "control plane unix socket (required)")
+		node     = fs.String("node-id", "", `node id, e.g. "sidecar~<pod>" (required)`)
+		cluster  = fs.String("cluster", "meshbench", "node cluster")
+		admin    = fs.String("admin", DefaultAdminAddr, "admin address (/stats, /ready, /config_dump, /memory)")
+		outPort  = fs.Int("outbound-port", DefaultOutboundPort, "outbound listener port (-1: off)")
+		inPort   = fs.Int("inbound-port", DefaultInboundPort, "inbound listener port (-1: off)")
+		engine   = fs.String("engine", "builtin", "proxy engine: builtin or envoy")
+		timeout  = fs.Duration("connect-timeout", DefaultConnectTimeout, "give up when the control plane sends no configuration in this time")
+		verbose  = fs.Bool("verbose", false, "debug logging")
+		confDir  = fs.String("config-dir", "", "envoy engine: directory for the bootstrap file")
+		envoyBin = fs.String("envoy-binary", "", "envoy engine: binary (default: envoy on PATH)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *xds == "" || *node == "" {
+		fs.Usage()
+		return errors.New("proxy: --xds and --node-id are required")
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	switch *engine {
+	case "builtin":
+		return Run(ctx, Options{
+			XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
+			OutboundPort: *outPort, InboundPort: *inPort, ConnectTimeout: *timeout, Logger: log,
+		})
+	case "envoy":
+		e := NewEnvoy(EnvoyOptions{
+			Binary: *envoyBin, XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
+			ConfigDir: *confDir, ConnectTimeout: *timeout, Stdout: stdout, Stderr: stderr, Logger: log,
+		})
+		if err := e.Start(ctx); err != nil {
+			return err
+		}
+		defer e.Stop(context.Background())
+		if err := e.Ready(ctx); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	default:
+		return fmt.Errorf("proxy: unknown engine %q (builtin, envoy)", *engine)
+	}
+}
+
