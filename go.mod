@@ -4,6 +4,8 @@ go 1.26.8
 
 require golang.org/x/sys v0.49.0
 
+require github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794 // indirect
+
 require (
 	cel.dev/expr v0.24.0 // indirect
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect

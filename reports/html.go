@@ -1,0 +1,430 @@
+package reports
+
+import (
+	_ "embed"
+	"encoding/base64"
+	"fmt"
+	"html/template"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/results"
+)
+
+//go:embed report.html.tmpl
+var reportTemplate string
+
+var pageTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+	"check": func(ok bool) string {
+		if ok {
+			return "✓"
+		}
+		return "✗"
+	},
+}).Parse(reportTemplate))
+
+// figure is one image of the report, or the reason it is missing.
+type figure struct {
+	ID      string
+	File    string
+	Title   string
+	Caption string
+	Src     template.URL
+	NoData  string
+}
+
+// summaryRow is one datapath × rate of the summary table.
+type summaryRow struct {
+	Datapath, Rate                     string
+	Achieved, Success                  string
+	P50, P99, P50Ratio, P99Ratio       string
+	CPU, Segments, CtxSwitches, Memory string
+	Proof                              bool
+	Warn                               bool
+}
+
+// spreadRow shows the spread over repetitions of one datapath × rate.
+type spreadRow struct {
+	Datapath, Rate, Reps                   string
+	Achieved, Success, P50, P90, P99, P999 string
+	Max, CPU, Segments, CtxSwitches        string
+}
+
+// proofRow is one step's proof of path.
+type proofRow struct {
+	Datapath, Rate, Rep, Source, Counters, Detail string
+	Verified                                      bool
+}
+
+// errorRow is one step's errors.
+type errorRow struct {
+	Datapath, Rate, Rep, Errors string
+}
+
+// kv is one key/value row.
+type kv struct{ Key, Value string }
+
+// memoryTableRow is one datapath of the memory table.
+type memoryTableRow struct {
+	Datapath, Model, Proxies, ProxyRSS, ProxyPSS, Pods, PodPSS string
+	DatapathPSS, ServerPSS, ClientPSS                          string
+}
+
+// extrapolationTableRow is one datapath of the extrapolation table.
+type extrapolationTableRow struct {
+	Datapath, Model, PerProxy string
+	Cells                     []string
+}
+
+// page is everything the HTML template shows.
+type page struct {
+	Title        string
+	Status       string
+	Banner       string
+	Meta         []kv
+	Headline     []string
+	Verdicts     []string
+	ProofWarning string
+	Summary      []summaryRow
+	Figures      []figure
+	Memory       []memoryTableRow
+	ExHeaders    []string
+	Extrapolate  []extrapolationTableRow
+	ExNote       string
+	Timelines    []figure
+	Spread       []spreadRow
+	Proof        []proofRow
+	Errors       []errorRow
+	Calibration  []kv
+	Environment  []kv
+	ScenarioPath string
+	Scenario     string
+	Resolved     string
+}
+
+// rendered holds a report's computed data and drawn figures.
+type rendered struct {
+	data  plotData
+	pngs  map[string][]byte // by file name
+	fails map[string]string // drawing errors by file name
+}
+
+func renderFigures(m *model, data plotData) rendered {
+	pal := newPalette(m.datapaths)
+	out := rendered{data: data, pngs: map[string][]byte{}, fails: map[string]string{}}
+	draw := func(file string, f func() ([]byte, error)) {
+		b, err := f()
+		if err != nil {
+			out.fails[file] = err.Error()
+			return
+		}
+		if len(b) > 0 {
+			out.pngs[file] = b
+		}
+	}
+	draw(fileSpectrum, func() ([]byte, error) { return drawSpectrum(data.Spectrum, pal) })
+	draw(fileLatencyVsLoad, func() ([]byte, error) { return drawLatencyVsLoad(data.LatencyVsLoad, pal) })
+	draw(fileThroughput, func() ([]byte, error) { return drawThroughput(data.Throughput, pal) })
+	draw(fileCost, func() ([]byte, error) { return drawCost(data.Cost, pal) })
+	draw(fileMemory, func() ([]byte, error) { return drawMemory(data.Memory, pal) })
+	draw(fileExtrapolation, func() ([]byte, error) { return drawExtrapolation(data.Extrapolation, pal) })
+	for _, tl := range data.Timelines {
+		draw(timelineFile(tl.Datapath), func() ([]byte, error) { return drawTimeline(tl) })
+	}
+	return out
+}
+
+func (r rendered) figure(id, file, title, caption, noData string) figure {
+	f := figure{ID: id, File: file, Title: title, Caption: caption}
+	switch {
+	case len(r.pngs[file]) > 0:
+		f.Src = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(r.pngs[file]))
+	case r.fails[file] != "":
+		f.NoData = "No figure: " + r.fails[file]
+	default:
+		f.NoData = noData
+	}
+	return f
+}
+
+// spread formats a Spread as "median [min–max]".
+func spread(s results.Spread, f func(float64) string) string {
+	if len(s.Values) == 0 && s.Median == 0 && s.Min == 0 && s.Max == 0 {
+		return "—"
+	}
+	if s.Min == s.Max || len(s.Values) == 1 {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s [%s–%s]", f(s.Median), f(s.Min), f(s.Max))
+}
+
+func buildPage(m *model, r rendered) page {
+	run := m.run
+	data := r.data
+	p := page{Status: run.Status}
+	name := scenarioName(run)
+	p.Title = "meshbench report"
+	if name != "" {
+		p.Title += ": " + name
+	}
+	switch run.Status {
+	case results.StatusOK:
+	case results.StatusFailed:
+		p.Banner = "This run FAILED"
+	case results.StatusInterrupted:
+		p.Banner = "This run was INTERRUPTED"
+	case results.StatusRunning:
+		p.Banner = "This run was still RUNNING when this report was made"
+	default:
+		p.Banner = fmt.Sprintf("This run has status %q", run.Status)
+	}
+	if p.Banner != "" {
+		if run.Error != "" {
+			p.Banner += ": " + run.Error
+		}
+		p.Banner += ". The report covers only the steps that were measured."
+	}
+	p.Meta = []kv{{"Run", run.ID}, {"Status", run.Status}}
+	if !run.Started.IsZero() {
+		p.Meta = append(p.Meta, kv{"Started", run.Started.UTC().Format(time.RFC3339)})
+	}
+	if !run.Finished.IsZero() && !run.Started.IsZero() {
+		p.Meta = append(p.Meta, kv{"Took", run.Finished.Sub(run.Started).Round(time.Second).String()})
+	}
+	p.Meta = append(p.Meta, kv{"Steps", fmt.Sprint(len(run.Steps))})
+	if run.Environment.Commit != "" {
+		p.Meta = append(p.Meta, kv{"meshbench", strings.TrimSpace(run.Environment.Version + " " + run.Environment.Commit)})
+	}
+
+	p.Headline, p.Verdicts = verdictLines(m, data.Memory, data.Extrapolation)
+	unverified := 0
+	for _, s := range run.Steps {
+		if !s.Proof.Verified {
+			unverified++
+		}
+	}
+	if unverified > 0 {
+		p.ProofWarning = fmt.Sprintf("The proof of path failed for %d of %d steps: the datapath's own counters did not account for the traffic (see Proof of path).", unverified, len(run.Steps))
+	}
+
+	exBy := map[string]extrapolationRow{}
+	for _, er := range data.Extrapolation.Rows {
+		exBy[er.Datapath] = er
+	}
+	memBy := map[string]memoryRow{}
+	for _, mr := range data.Memory {
+		memBy[mr.Datapath] = mr
+	}
+	for _, dp := range m.datapaths {
+		for _, rate := range m.ratesOf(dp) {
+			s, ok := m.summary(dp, rate)
+			if !ok {
+				continue
+			}
+			row := summaryRow{
+				Datapath:    dp,
+				Rate:        fmtRate(rate),
+				Achieved:    fmtNum(s.AchievedRPS.Median),
+				Success:     fmtPercent(s.SuccessRatio.Median),
+				P50:         fmtNum(s.P50US.Median),
+				P99:         fmtNum(s.P99US.Median),
+				P50Ratio:    "—",
+				P99Ratio:    "—",
+				CPU:         fmtNum(s.CPUMicrosPerReq.Median),
+				Segments:    fmtNum(s.SegmentsPerReq.Median),
+				CtxSwitches: fmtNum(s.CtxSwitchesPerReq.Median),
+				Memory:      "—",
+				Proof:       s.ProofVerified,
+			}
+			row.Warn = warnings(s) != ""
+			if b, ok := m.summary(baselineDatapath, rate); ok {
+				if b.P50US.Median > 0 {
+					row.P50Ratio = fmtRatio(s.P50US.Median / b.P50US.Median)
+				}
+				if b.P99US.Median > 0 {
+					row.P99Ratio = fmtRatio(s.P99US.Median / b.P99US.Median)
+				}
+			}
+			if er, ok := exBy[dp]; ok {
+				switch {
+				case er.Model == modelNone:
+					row.Memory = "no proxy"
+				case er.Measured:
+					row.Memory = fmtBytes(er.PerProxyBytes)
+				}
+			} else if mr, ok := memBy[dp]; ok && mr.Proxies > 0 {
+				row.Memory = fmtBytes(mr.ProxyPSS)
+			} else if dp == baselineDatapath {
+				row.Memory = "no proxy"
+			}
+			p.Summary = append(p.Summary, row)
+		}
+	}
+
+	ref := fmtRate(data.CostRateRPS)
+	p.Figures = []figure{
+		r.figure("fig-latency-spectrum", fileSpectrum, "Latency percentile spectrum",
+			"Latency at each percentile, all repetitions merged, one panel per offered rate. The percentile axis is log-scaled in 1/(1−q), so the tail gets as much room as the median.",
+			"No latency histograms in this run."),
+		r.figure("fig-latency-vs-load", fileLatencyVsLoad, "Latency against offered load",
+			"p50 (solid) and p99 (dashed) per datapath; bars span the fastest and slowest repetition.",
+			"No latency summaries in this run."),
+		r.figure("fig-throughput", fileThroughput, "Throughput",
+			"Successful responses per second against the rate offered; points under the dashed line mean the datapath could not keep up or failed requests.",
+			"No throughput data in this run."),
+		r.figure("fig-cost", fileCost, "Per-request cost",
+			"CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed, at "+ref+" req/s (median of repetitions). Extra segments and switches are where a proxy's latency comes from.",
+			"No cost counters in this run."),
+		r.figure("fig-memory", fileMemory, "Memory",
+			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
+			"No process memory was recorded in this run."),
+		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
+			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy.",
+			"Nothing to extrapolate."),
+	}
+	for _, mr := range data.Memory {
+		mdl := proxyModel(mr.Datapath, m.byDP[mr.Datapath])
+		p.Memory = append(p.Memory, memoryTableRow{
+			Datapath:    mr.Datapath,
+			Model:       mdl,
+			Proxies:     fmtNum(mr.Proxies),
+			ProxyRSS:    fmtBytes(mr.ProxyRSS),
+			ProxyPSS:    fmtBytes(mr.ProxyPSS),
+			Pods:        fmtNum(mr.Pods),
+			PodPSS:      fmtBytes(mr.PodPSS),
+			DatapathPSS: fmtBytes(mr.RolePSS[results.RoleDatapath]),
+			ServerPSS:   fmtBytes(mr.RolePSS[results.RoleServer]),
+			ClientPSS:   fmtBytes(mr.RolePSS[results.RoleClient]),
+		})
+	}
+	p.ExNote = data.Extrapolation.Note
+	for _, sc := range data.Extrapolation.Scales {
+		p.ExHeaders = append(p.ExHeaders, fmt.Sprintf("%d nodes × %d pods", sc.Nodes, sc.PodsPerNode))
+	}
+	for _, er := range data.Extrapolation.Rows {
+		row := extrapolationTableRow{Datapath: er.Datapath, Model: er.Model}
+		switch {
+		case er.Model == modelNone:
+			row.PerProxy = "no proxy"
+		case er.Measured:
+			row.PerProxy = fmtBytes(er.PerProxyBytes) + " " + er.Basis
+		default:
+			row.PerProxy = "not measured"
+		}
+		for _, sc := range er.Scales {
+			switch {
+			case !er.Measured:
+				row.Cells = append(row.Cells, fmt.Sprintf("%d proxies × ?", sc.Proxies))
+			case er.Model == modelNone:
+				row.Cells = append(row.Cells, "0")
+			default:
+				row.Cells = append(row.Cells, fmt.Sprintf("%s (%d proxies)", fmtBytes(sc.Bytes), sc.Proxies))
+			}
+		}
+		p.Extrapolate = append(p.Extrapolate, row)
+	}
+	for _, tl := range data.Timelines {
+		p.Timelines = append(p.Timelines, r.figure("fig-timeline-"+safeName(tl.Datapath), timelineFile(tl.Datapath),
+			"Timeline: "+tl.Datapath,
+			"Success ratio and p99 per time window, median over repetitions, one line per offered rate. Fault windows will be shaded once the results record them.",
+			"No windows."))
+	}
+
+	for _, dp := range m.datapaths {
+		for _, rate := range m.ratesOf(dp) {
+			s, ok := m.summary(dp, rate)
+			if !ok {
+				continue
+			}
+			p.Spread = append(p.Spread, spreadRow{
+				Datapath:    dp,
+				Rate:        fmtRate(rate),
+				Reps:        fmt.Sprint(s.Repetitions),
+				Achieved:    spread(s.AchievedRPS, fmtNum),
+				Success:     spread(s.SuccessRatio, fmtPercent),
+				P50:         spread(s.P50US, fmtNum),
+				P90:         spread(s.P90US, fmtNum),
+				P99:         spread(s.P99US, fmtNum),
+				P999:        spread(s.P999US, fmtNum),
+				Max:         spread(s.MaxUS, fmtNum),
+				CPU:         spread(s.CPUMicrosPerReq, fmtNum),
+				Segments:    spread(s.SegmentsPerReq, fmtNum),
+				CtxSwitches: spread(s.CtxSwitchesPerReq, fmtNum),
+			})
+		}
+	}
+
+	for _, s := range run.Steps {
+		var counters []string
+		for _, k := range sortedKeys(s.Proof.Counters) {
+			counters = append(counters, fmt.Sprintf("%s=%d", k, s.Proof.Counters[k]))
+		}
+		p.Proof = append(p.Proof, proofRow{
+			Datapath: s.Datapath,
+			Rate:     fmtRate(s.OfferedRPS),
+			Rep:      fmt.Sprint(s.Repetition),
+			Source:   s.Proof.Source,
+			Counters: strings.Join(counters, " "),
+			Detail:   s.Proof.Detail,
+			Verified: s.Proof.Verified,
+		})
+		var errs []string
+		for _, k := range sortedKeys(s.Errors) {
+			errs = append(errs, fmt.Sprintf("%s: %d", k, s.Errors[k]))
+		}
+		if s.Error != "" {
+			errs = append(errs, "step error: "+s.Error)
+		}
+		if s.Interrupted {
+			errs = append(errs, "interrupted")
+		}
+		if len(errs) > 0 {
+			p.Errors = append(p.Errors, errorRow{
+				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
+				Errors: strings.Join(errs, "; "),
+			})
+		}
+	}
+
+	if c := run.Calibration; c != nil {
+		p.Calibration = []kv{
+			{"Offered", fmtRate(c.OfferedRPS) + " req/s"},
+			{"Achieved", fmtNum(c.AchievedRPS) + " req/s"},
+			{"Success", fmtPercent(c.SuccessRatio)},
+			{"p50", fmtNum(c.LatencyUS.P50) + " µs"},
+			{"p90", fmtNum(c.LatencyUS.P90) + " µs"},
+			{"p99", fmtNum(c.LatencyUS.P99) + " µs"},
+			{"p99.9", fmtNum(c.LatencyUS.P999) + " µs"},
+			{"max", fmtNum(c.LatencyUS.Max) + " µs"},
+		}
+	}
+	e := run.Environment
+	p.Environment = []kv{
+		{"Hostname", e.Hostname}, {"Kernel", e.Kernel}, {"OS", e.OS}, {"Arch", e.Arch},
+		{"CPU", e.CPUModel}, {"Cores", fmt.Sprint(e.Cores)}, {"Memory", fmt.Sprintf("%d MiB", e.MemoryMiB)},
+		{"Go", e.GoVersion}, {"meshbench commit", e.Commit}, {"meshbench version", e.Version},
+		{"Provider", e.Provider},
+	}
+	p.ScenarioPath = run.Scenario.Path
+	p.Scenario = run.Scenario.Source
+	if len(run.Scenario.Resolved) > 0 {
+		p.Resolved = string(run.Scenario.Resolved)
+	}
+	return p
+}
+
+// scenarioName returns the resolved scenario's name, if it has one.
+func scenarioName(run *results.Run) string {
+	if sc, ok := resolvedScenario(run); ok && sc.Name != "" {
+		return sc.Name
+	}
+	return ""
+}
+
+func writeHTML(w io.Writer, p page) error {
+	if err := pageTemplate.Execute(w, p); err != nil {
+		return fmt.Errorf("render report: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package reports
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/meshbench/meshbench/harness/results"
+)
+
+// Thresholds under which a verdict warns about a step.
+const (
+	warnSuccessRatio = 0.999 // below this, say how many requests failed
+	warnAchieved     = 0.95  // achieved / offered below this: saturated
+)
+
+// verdictLines returns the headline (which datapath wins where, when there
+// is a choice) and one sentence per datapath at the reference rate, all
+// generated from the numbers.
+func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines []string) {
+	ref := m.refRate()
+	memBy := map[string]memoryRow{}
+	for _, r := range mem {
+		memBy[r.Datapath] = r
+	}
+	exBy := map[string]extrapolationRow{}
+	for _, r := range ex.Rows {
+		exBy[r.Datapath] = r
+	}
+	base, hasBase := m.summary(baselineDatapath, ref)
+	for _, dp := range m.datapaths {
+		r, ok := m.rateFor(dp, ref)
+		if !ok {
+			continue
+		}
+		s, ok := m.summary(dp, r)
+		if !ok {
+			continue
+		}
+		var b strings.Builder
+		cmpBase := hasBase && r == ref && dp != baselineDatapath &&
+			base.P50US.Median > 0 && base.P99US.Median > 0
+		if !cmpBase && dp != baselineDatapath && hasBase && r != ref {
+			// Compare at dp's own rate when none was measured there.
+			if bb, ok := m.summary(baselineDatapath, r); ok && bb.P50US.Median > 0 && bb.P99US.Median > 0 {
+				base, cmpBase = bb, true
+			}
+		}
+		switch {
+		case dp == baselineDatapath:
+			fmt.Fprintf(&b, "%s (the floor) serves p50 %s µs and p99 %s µs at %s req/s",
+				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
+			if c := s.CPUMicrosPerReq.Median; c > 0 {
+				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
+					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
+			}
+		case cmpBase:
+			r50 := s.P50US.Median / base.P50US.Median
+			r99 := s.P99US.Median / base.P99US.Median
+			if r50 >= 1 && r99 >= 1 {
+				fmt.Fprintf(&b, "%s adds %s p50 and %s p99 over none at %s req/s",
+					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
+			} else {
+				fmt.Fprintf(&b, "%s runs at %s the p50 and %s the p99 of none at %s req/s",
+					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
+			}
+			fmt.Fprintf(&b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
+				fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
+			var costs []string
+			if c, bc := s.CPUMicrosPerReq.Median, base.CPUMicrosPerReq.Median; c > 0 && bc > 0 {
+				costs = append(costs, fmt.Sprintf("%s the CPU per request (%s vs %s µs)", fmtRatio(c/bc), fmtNum(c), fmtNum(bc)))
+			}
+			if sg, bs := s.SegmentsPerReq.Median, base.SegmentsPerReq.Median; sg > 0 && bs > 0 {
+				costs = append(costs, fmt.Sprintf("%s the TCP segments (%s vs %s)", fmtRatio(sg/bs), fmtNum(sg), fmtNum(bs)))
+			}
+			if cs, bc := s.CtxSwitchesPerReq.Median, base.CtxSwitchesPerReq.Median; cs > 0 && bc > 0 {
+				costs = append(costs, fmt.Sprintf("%s the context switches (%s vs %s)", fmtRatio(cs/bc), fmtNum(cs), fmtNum(bc)))
+			}
+			if len(costs) > 0 {
+				b.WriteString(", and uses " + joinAnd(costs))
+			}
+		default:
+			fmt.Fprintf(&b, "%s serves p50 %s µs and p99 %s µs at %s req/s",
+				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
+			if c := s.CPUMicrosPerReq.Median; c > 0 {
+				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
+					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
+			}
+			if dp != baselineDatapath {
+				b.WriteString(" (no `none` measurement to compare with)")
+			}
+		}
+		if er, ok := exBy[dp]; ok && er.Model != modelNone && er.Measured {
+			fmt.Fprintf(&b, "; %s per proxy (%s)", fmtBytes(er.PerProxyBytes), er.Basis)
+			if len(er.Scales) > 0 {
+				sc := er.Scales[len(er.Scales)-1]
+				fmt.Fprintf(&b, ", %s at %d nodes × %d pods", fmtBytes(sc.Bytes), sc.Nodes, sc.PodsPerNode)
+			}
+		}
+		b.WriteString(".")
+		b.WriteString(warnings(s))
+		lines = append(lines, b.String())
+	}
+	headline = headlineLines(m, ref, ex)
+	return headline, lines
+}
+
+// warnings returns sentences flagging a summary's failures, or "".
+func warnings(s results.Summary) string {
+	var w []string
+	if sr := s.SuccessRatio.Median; sr < warnSuccessRatio {
+		w = append(w, fmt.Sprintf("Only %s of requests succeeded.", fmtPercent(sr)))
+	}
+	if a := s.AchievedRPS.Median; s.OfferedRPS > 0 && a < warnAchieved*s.OfferedRPS {
+		w = append(w, fmt.Sprintf("It achieved only %s of %s req/s offered (saturated).", fmtNum(a), fmtRate(s.OfferedRPS)))
+	}
+	if !s.ProofVerified {
+		w = append(w, "Its proof of path was NOT verified: treat these numbers with suspicion.")
+	}
+	if len(w) == 0 {
+		return ""
+	}
+	return " " + strings.Join(w, " ")
+}
+
+func joinAnd(parts []string) string {
+	switch len(parts) {
+	case 0:
+		return ""
+	case 1:
+		return parts[0]
+	default:
+		return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+	}
+}
+
+// headlineLines names the best mesh datapath by tail latency, CPU and
+// memory when the run measured more than one.
+func headlineLines(m *model, ref float64, ex extrapolation) []string {
+	if len(m.datapaths) == 0 {
+		return []string{"No step was measured: there is nothing to compare."}
+	}
+	var meshes []string
+	for _, dp := range m.datapaths {
+		if dp == baselineDatapath {
+			continue
+		}
+		if _, ok := m.summary(dp, ref); ok {
+			meshes = append(meshes, dp)
+		}
+	}
+	if len(meshes) == 0 {
+		if m.hasBaseline() {
+			return []string{"Only `none` was measured: this run is a floor measurement with no mesh datapath to compare."}
+		}
+		return nil
+	}
+	if len(meshes) < 2 {
+		return nil
+	}
+	base, hasBase := m.summary(baselineDatapath, ref)
+	best := func(get func(results.Summary) float64) (string, float64) {
+		bestDP, bestV := "", 0.0
+		for _, dp := range meshes {
+			s, _ := m.summary(dp, ref)
+			v := get(s)
+			if v <= 0 {
+				continue
+			}
+			if bestDP == "" || v < bestV {
+				bestDP, bestV = dp, v
+			}
+		}
+		return bestDP, bestV
+	}
+	var out []string
+	if dp, v := best(func(s results.Summary) float64 { return s.P99US.Median }); dp != "" {
+		line := fmt.Sprintf("Lowest tail latency at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
+		if hasBase && base.P99US.Median > 0 {
+			line += ", " + fmtRatio(v/base.P99US.Median) + " none"
+		}
+		out = append(out, line+").")
+	}
+	if dp, v := best(func(s results.Summary) float64 { return s.CPUMicrosPerReq.Median }); dp != "" {
+		line := fmt.Sprintf("Lowest CPU per request: %s (%s µs", dp, fmtNum(v))
+		if hasBase && base.CPUMicrosPerReq.Median > 0 {
+			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " none"
+		}
+		out = append(out, line+").")
+	}
+	var memDP string
+	var memV float64
+	var sc scaleCost
+	measured := 0
+	for _, r := range ex.Rows {
+		if r.Model == modelNone || !r.Measured || len(r.Scales) == 0 {
+			continue
+		}
+		measured++
+		last := r.Scales[len(r.Scales)-1]
+		if memDP == "" || last.Bytes < memV {
+			memDP, memV, sc = r.Datapath, last.Bytes, last
+		}
+	}
+	if measured >= 2 {
+		out = append(out, fmt.Sprintf("Smallest proxy memory at %d nodes × %d pods: %s (%s).", sc.Nodes, sc.PodsPerNode, memDP, fmtBytes(memV)))
+	}
+	return out
+}
