@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/meshbench/meshbench/harness/testbed"
-	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 // Addressing plan (RFC 2544 benchmarking range only).
@@ -498,11 +497,9 @@ func (c *cluster) start(ctx context.Context, netnsPath, v2, mem, pod, node strin
 		attr.UseCgroupFD, attr.CgroupFD = true, fd
 	}
 	cmd.SysProcAttr = attr
-	// The child is forked from a thread inside the namespace and inherits
-	// it. Pdeathsig fires if that thread ends, which nsutil.Do only lets
-	// happen when the thread cannot return to its namespace.
+	// The child is forked from a thread inside the namespace and inherits it.
 	var proc *testbed.Process
-	err := nsutil.Do(netnsPath, func() error {
+	err := spawnIn(netnsPath, func() error {
 		var err error
 		proc, err = testbed.StartCmd(cmd, spec.Name, spec.Role, pod, node)
 		return err

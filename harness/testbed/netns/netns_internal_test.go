@@ -83,6 +83,32 @@ func TestNames(t *testing.T) {
 	}
 }
 
+func TestAnyRunPatterns(t *testing.T) {
+	tests := []struct {
+		name string
+		re   interface{ MatchString(string) bool }
+		in   string
+		want bool
+	}{
+		{"netns pod", anyNetnsRe, "mb-ab12cd34-client", true},
+		{"netns fabric", anyNetnsRe, "mb-0-fab", true},
+		{"netns no object", anyNetnsRe, "mb-ab12-", false},
+		{"netns long id", anyNetnsRe, "mb-123456789-fab", false},
+		{"netns other tool", anyNetnsRe, "cni-1234", false},
+		{"netns upper case", anyNetnsRe, "mb-AB-fab", false},
+		{"cgroup", anyCgroupRe, "meshbench-ab12", true},
+		{"cgroup suffix", anyCgroupRe, "meshbench-ab12x", false},
+		{"cgroup other", anyCgroupRe, "system.slice", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.re.MatchString(tt.in); got != tt.want {
+				t.Errorf("match %q = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseMountinfo(t *testing.T) {
 	tests := []struct {
 		name, in string

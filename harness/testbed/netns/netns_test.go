@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -401,6 +403,32 @@ func TestStart(t *testing.T) {
 		}
 		if slices.Contains(c.Processes(), p) {
 			t.Errorf("Processes() still lists the stopped process")
+		}
+	})
+
+	t.Run("survives the end of pooled threads", func(t *testing.T) {
+		p, err := c.Start(ctx, pod, testbed.ProcessSpec{Name: "sleep", Args: []string{"sleep", "30"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Stop(ctx)
+		// A goroutine that exits while locked ends its thread; Pdeathsig
+		// must not fire for a child that was forked from such a thread.
+		for range 64 {
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					runtime.LockOSThread()
+					wg.Done()
+				}()
+			}
+			wg.Wait()
+			runtime.Gosched()
+		}
+		time.Sleep(100 * time.Millisecond)
+		if p.Exited() {
+			t.Fatalf("process killed when pooled threads ended: %v", p.Err())
 		}
 	})
 
