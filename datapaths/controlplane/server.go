@@ -40,6 +40,8 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 
+	// setMu serializes SetModel and the first snapshot of new nodes.
+	setMu   sync.Mutex
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every ACK/NACK/stream change
 	model   *Model
@@ -163,6 +165,8 @@ func (s *Server) SetModel(ctx context.Context, m Model) (string, error) {
 	if err := m.Validate(); err != nil {
 		return "", fmt.Errorf("set model: %w", err)
 	}
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
 	s.mu.Lock()
 	s.seq++
 	version := "v" + strconv.Itoa(s.seq)
@@ -215,27 +219,28 @@ func snapshotTypes(snap *cachev3.Snapshot) map[string]bool {
 }
 
 // ensureNode gives a node that connected before the model named it a
-// snapshot of the current model.
+// snapshot of the current model, or remembers it for the next SetModel.
 func (s *Server) ensureNode(id string) {
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
 	s.mu.Lock()
 	_, known := s.nodes[id]
 	m, version := s.model, s.version
-	if known || m == nil {
+	if known {
 		s.mu.Unlock()
 		return
 	}
 	s.nodes[id] = map[string]bool{resource.ListenerType: true, resource.ClusterType: true}
 	s.mu.Unlock()
+	if m == nil {
+		return
+	}
 	snap, err := Snapshot(m, id, version)
 	if err != nil {
 		s.log.Error("snapshot for new node", "node", id, "err", err)
 		return
 	}
 	s.mu.Lock()
-	if s.version != version { // a newer SetModel covered it
-		s.mu.Unlock()
-		return
-	}
 	s.nodes[id] = snapshotTypes(snap)
 	s.mu.Unlock()
 	if err := s.cache.SetSnapshot(context.Background(), id, snap); err != nil {
@@ -312,7 +317,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			}
 			s.mu.Unlock()
 			if first {
-				s.ensureNode(node)
+				// Not inline: SetSnapshot may wait for this stream.
+				go s.ensureNode(node)
 			}
 			return nil
 		},

@@ -65,4 +65,3 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("proxy: unknown engine %q (builtin, envoy)", *engine)
 	}
 }
-

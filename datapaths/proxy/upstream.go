@@ -143,6 +143,7 @@ func (c *cluster) get(ctx context.Context, h *host) (*upConn, error) {
 				c.mu.Unlock()
 				return nil, err
 			}
+			conn = &countingConn{Conn: conn, in: &c.stats.BytesIn, out: &c.stats.BytesOut}
 			return &upConn{conn: conn, br: bufio.NewReaderSize(conn, 16<<10), bw: bufio.NewWriterSize(conn, 16<<10), host: h}, nil
 		}
 		if !counted {
