@@ -79,9 +79,15 @@ type Summary struct {
 	SentRPS     float64 `json:"sent_rps"`
 	AchievedRPS float64 `json:"achieved_rps"`
 	// ConnectionsOpened counts the TCP connections the client dialled.
-	ConnectionsOpened int64             `json:"connections_opened"`
-	LatencyUS         results.Latency   `json:"latency_us"`
-	Histogram         results.Histogram `json:"histogram"`
+	ConnectionsOpened int64 `json:"connections_opened"`
+	// LatencyUS is measured from each request's intended send time to the
+	// end of its response, over completed requests (successes and errors).
+	LatencyUS results.Latency   `json:"latency_us"`
+	Histogram results.Histogram `json:"histogram"`
+	// SendLagUS is how late the client sent each request after its
+	// intended time: the client's own share of LatencyUS (the pacer and
+	// the goroutine that sends).
+	SendLagUS results.Latency `json:"send_lag_us"`
 	// Windows are the window lines that preceded the summary; ReadStream
 	// fills them in (the client does not repeat them in the summary line).
 	Windows     []results.Window `json:"windows,omitempty"`

@@ -60,7 +60,11 @@ type LoadOptions struct {
 	// MaxBodyCapture is how many bytes of each response body are kept in
 	// memory (-1: all). Bodies are always read to the end.
 	MaxBodyCapture int64
-	Logger         *slog.Logger
+	// PacerSpin is how long before each send the pacer stops sleeping and
+	// spins, trading CPU for an accurate send time (0: DefaultPacerSpin;
+	// negative: never spin). It is capped at a quarter of the interval.
+	PacerSpin time.Duration
+	Logger    *slog.Logger
 }
 
 // withDefaults returns o with defaults filled in, or an error when o is
@@ -165,7 +169,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 
 	rec := newRecorder(o, newSchedule(time.Time{}, o.Rate, o.Warmup, o.Duration, o.Window))
 	targeter := newTargeter(o)
-	pacer := vegeta.ConstantPacer{Freq: o.Rate, Per: time.Second}
+	pacer := newPrecisePacer(o.Rate, o.PacerSpin)
 
 	log.Info("load starting", "targets", strings.Join(o.Targets, ","), "rate", o.Rate,
 		"warmup", o.Warmup, "duration", o.Duration, "keep_alive", o.KeepAlive, "request_size", o.RequestSize)
@@ -270,7 +274,8 @@ type recorder struct {
 	sched schedule
 
 	hdr            *hdrhistogram.Histogram
-	sumNS          float64
+	lag            *hdrhistogram.Histogram // send time − intended time, µs
+	sumNS, lagNS   float64
 	sent, requests int64
 	successes      int64
 	aborted        int64
@@ -294,6 +299,7 @@ func newRecorder(o LoadOptions, sched schedule) *recorder {
 		o:       o,
 		sched:   sched,
 		hdr:     load.NewHDR(),
+		lag:     load.NewHDR(),
 		errors:  map[string]int64{},
 		samples: map[string]string{},
 		windows: make([]*windowAcc, sched.windows()),
@@ -327,9 +333,12 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 		return
 	}
 	lat := r.sched.latency(res.Seq, end)
-	us := min(max((lat+time.Microsecond-1)/time.Microsecond, load.LowestUS), load.HighestUS) // round up
-	_ = r.hdr.RecordValue(int64(us))                                                         // in range by construction
+	us := toUS(lat)
+	_ = r.hdr.RecordValue(us) // in range by construction
 	r.sumNS += float64(lat)
+	lag := r.sched.latency(res.Seq, res.Timestamp)
+	_ = r.lag.RecordValue(toUS(lag))
+	r.lagNS += float64(lag)
 	r.requests++
 	if ok {
 		r.successes++
@@ -344,11 +353,34 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 		if w.hdr == nil {
 			w.hdr = load.NewHDR()
 		}
-		_ = w.hdr.RecordValue(int64(us))
+		_ = w.hdr.RecordValue(us)
 		w.requests++
 		if ok {
 			w.successes++
 		}
+	}
+}
+
+// toUS returns d in whole microseconds, rounded up, within the range of
+// the histograms.
+func toUS(d time.Duration) int64 {
+	us := int64((d + time.Microsecond - 1) / time.Microsecond)
+	return min(max(us, load.LowestUS), load.HighestUS)
+}
+
+// latency returns the summary percentiles of h, with the exact mean.
+func latency(h results.Histogram, sumNS float64) results.Latency {
+	n := load.Count(h)
+	if n == 0 {
+		return results.Latency{}
+	}
+	return results.Latency{
+		Mean: sumNS / float64(n) / 1e3,
+		P50:  load.Percentile(h, 0.50),
+		P90:  load.Percentile(h, 0.90),
+		P99:  load.Percentile(h, 0.99),
+		P999: load.Percentile(h, 0.999),
+		Max:  load.Percentile(h, 1),
 	}
 }
 
@@ -434,15 +466,8 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, opened int64) lo
 	}
 	if r.requests > 0 {
 		s.SuccessRatio = float64(r.successes) / float64(r.requests)
-		h := s.Histogram
-		s.LatencyUS = results.Latency{
-			Mean: r.sumNS / float64(r.requests) / 1e3,
-			P50:  load.Percentile(h, 0.50),
-			P90:  load.Percentile(h, 0.90),
-			P99:  load.Percentile(h, 0.99),
-			P999: load.Percentile(h, 0.999),
-			Max:  load.Percentile(h, 1),
-		}
+		s.LatencyUS = latency(s.Histogram, r.sumNS)
+		s.SendLagUS = latency(load.HistogramFromHDR(r.lag), r.lagNS)
 	}
 	if span > 0 {
 		s.SentRPS = float64(r.sent) / span.Seconds()

@@ -64,6 +64,10 @@ func checkConsistent(t *testing.T, s *load.Summary) {
 	if s.Requests > 0 && !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max && l.Mean <= l.Max) {
 		t.Errorf("latency not monotone: %+v", l)
 	}
+	// Each request's send lag is part of its latency.
+	if g := s.SendLagUS; g.P50 > l.P50 || g.P99 > l.P99 || g.Max > l.Max || g.Mean > l.Mean {
+		t.Errorf("send lag %+v exceeds latency %+v", g, l)
+	}
 	if l.P99 != load.Percentile(s.Histogram, 0.99) {
 		t.Errorf("p99 %v differs from the histogram's %v", l.P99, load.Percentile(s.Histogram, 0.99))
 	}
@@ -76,8 +80,8 @@ func TestLoadAgainstEcho(t *testing.T) {
 		Connections: 4, RequestSize: 64, KeepAlive: true, Timeout: 10 * time.Second,
 	}
 	s := runLoad(t, context.Background(), o)
-	t.Logf("sent %d, requests %d, successes %d, warm-up %d, conns %d, p50 %v µs, p99 %v µs, max %v µs",
-		s.Sent, s.Requests, s.Successes, s.WarmupRequests, s.ConnectionsOpened, s.LatencyUS.P50, s.LatencyUS.P99, s.LatencyUS.Max)
+	t.Logf("sent %d, requests %d, successes %d, warm-up %d, conns %d, latency µs %+v, send lag µs %+v",
+		s.Sent, s.Requests, s.Successes, s.WarmupRequests, s.ConnectionsOpened, s.LatencyUS, s.SendLagUS)
 	checkConsistent(t, s)
 
 	want := int64(o.Rate) * int64(o.Duration/time.Second)

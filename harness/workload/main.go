@@ -83,6 +83,7 @@ func ParseLoadFlags(args []string, stderr io.Writer) (LoadOptions, error) {
 	fs.DurationVar(&o.Timeout, "timeout", 0, "per-request timeout (0: vegeta default, 30s)")
 	fs.DurationVar(&o.Window, "window", DefaultWindow, "width of the reported windows")
 	fs.Int64Var(&o.MaxBodyCapture, "max-body", 0, "bytes of each response body kept in memory (-1: all)")
+	fs.DurationVar(&o.PacerSpin, "pacer-spin", 0, "spin this long before each send for an accurate send time, at most a quarter of the interval (0: default; negative: never spin)")
 	if err := parse(fs, args); err != nil {
 		return o, err
 	}
