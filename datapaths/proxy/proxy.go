@@ -61,6 +61,9 @@ type Options struct {
 	// SO_ORIGINAL_DST. Datapaths that learn it another way (and tests)
 	// replace it.
 	OriginalDst func(net.Conn) (netip.AddrPort, error)
+	// Listen opens the outbound and inbound listeners; default
+	// net.Listen. A caller can create them in another network namespace.
+	Listen func(network, address string) (net.Listener, error)
 	// InboundOriginalIP makes the inbound listener's original-destination
 	// cluster dial the original address; by default it dials
 	// 127.0.0.1:<original port>, as Istio did before 1.10.
@@ -86,6 +89,9 @@ func (o *Options) defaults() {
 	}
 	if o.OriginalDst == nil {
 		o.OriginalDst = OriginalDst
+	}
+	if o.Listen == nil {
+		o.Listen = net.Listen
 	}
 	if o.Cluster == "" {
 		o.Cluster = "meshbench"
@@ -189,7 +195,7 @@ func (p *Builtin) Start(ctx context.Context) error {
 		case FreePort:
 			port = 0
 		}
-		return net.Listen("tcp4", net.JoinHostPort(p.opts.ListenIP, fmt.Sprint(port)))
+		return p.opts.Listen("tcp4", net.JoinHostPort(p.opts.ListenIP, fmt.Sprint(port)))
 	}
 	if p.outbound, err = listen(p.opts.OutboundPort); err != nil {
 		closeAll()
