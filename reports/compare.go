@@ -311,12 +311,21 @@ func (m MetricComparison) verdict() string {
 	}
 }
 
-// thresholdText describes a threshold.
+// String describes a threshold: "10%" or, when absolute, "0.005".
 func (t Threshold) String() string {
 	if t.Absolute != 0 {
-		return fmt.Sprintf("±%g", t.Absolute)
+		return fmt.Sprintf("%g", t.Absolute)
 	}
 	return fmt.Sprintf("%g%%", t.Percent)
+}
+
+// thresholdText describes the row's threshold in the row's terms
+// (percentage points for success ratios).
+func (m MetricComparison) thresholdText() string {
+	if m.Metric == MetricSuccessRatio && m.Threshold.Absolute != 0 {
+		return fmt.Sprintf("%g pt", m.Threshold.Absolute*100)
+	}
+	return m.Threshold.String()
 }
 
 // summaryLine says in one line whether the comparison found regressions.
@@ -350,12 +359,12 @@ func (c *Comparison) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
 	fmt.Fprintf(ew, "base: %s (commit %s)\nnew:  %s (commit %s)\n\n", orUnknown(c.BaseID), orUnknown(c.BaseCommit), orUnknown(c.NewID), orUnknown(c.NewCommit))
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "datapath\trate\tmetric\tbase\tnew\tchange\ttest\tthreshold\tverdict\t")
+	fmt.Fprintln(tw, "datapath\trate\tmetric\tbase\tnew\tchange\ttest\tthreshold\tverdict")
 	for _, m := range c.Metrics {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			m.Datapath, fmtRate(m.OfferedRPS), metricLabel(m.Metric),
 			fmtValue(m.Metric, m.BaseMedian), fmtValue(m.Metric, m.NewMedian),
-			m.fmtChange(), m.fmtTest(), m.Threshold, m.verdict())
+			m.fmtChange(), m.fmtTest(), m.thresholdText(), m.verdict())
 	}
 	tw.Flush()
 	notes := c.notes()
@@ -413,7 +422,7 @@ func (c *Comparison) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(ew, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				mdEscape(m.Datapath), fmtRate(m.OfferedRPS), metricLabel(m.Metric),
 				fmtValue(m.Metric, m.BaseMedian), fmtValue(m.Metric, m.NewMedian),
-				m.fmtChange(), m.fmtTest(), m.Threshold, v)
+				m.fmtChange(), m.fmtTest(), m.thresholdText(), v)
 		}
 	}
 	if notes := c.notes(); len(notes) > 0 {

@@ -91,7 +91,6 @@ type page struct {
 	Memory       []memoryTableRow
 	ExHeaders    []string
 	Extrapolate  []extrapolationTableRow
-	ExNote       string
 	Timelines    []figure
 	Spread       []spreadRow
 	Proof        []proofRow
@@ -262,7 +261,11 @@ func buildPage(m *model, r rendered) page {
 		}
 	}
 
-	ref := fmtRate(data.CostRateRPS)
+	costCaption := "CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed"
+	if data.CostRateRPS > 0 {
+		costCaption += ", at " + fmtRate(data.CostRateRPS) + " req/s (median of repetitions)"
+	}
+	costCaption += ". Extra segments and switches are where a proxy's latency comes from."
 	p.Figures = []figure{
 		r.figure("fig-latency-spectrum", fileSpectrum, "Latency percentile spectrum",
 			"Latency at each percentile, all repetitions merged, one panel per offered rate. The percentile axis is log-scaled in 1/(1−q), so the tail gets as much room as the median.",
@@ -274,31 +277,37 @@ func buildPage(m *model, r rendered) page {
 			"Successful responses per second against the rate offered; points under the dashed line mean the datapath could not keep up or failed requests.",
 			"No throughput data in this run."),
 		r.figure("fig-cost", fileCost, "Per-request cost",
-			"CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed, at "+ref+" req/s (median of repetitions). Extra segments and switches are where a proxy's latency comes from.",
+			costCaption,
 			"No cost counters in this run."),
 		r.figure("fig-memory", fileMemory, "Memory",
 			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
 			"No process memory was recorded in this run."),
 		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
 			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy.",
-			"Nothing to extrapolate."),
+			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
 	}
 	for _, mr := range data.Memory {
 		mdl := proxyModel(mr.Datapath, m.byDP[mr.Datapath])
-		p.Memory = append(p.Memory, memoryTableRow{
+		if mdl == modelNone {
+			mdl = "no proxy"
+		}
+		row := memoryTableRow{
 			Datapath:    mr.Datapath,
 			Model:       mdl,
 			Proxies:     fmtNum(mr.Proxies),
-			ProxyRSS:    fmtBytes(mr.ProxyRSS),
-			ProxyPSS:    fmtBytes(mr.ProxyPSS),
+			ProxyRSS:    "—",
+			ProxyPSS:    "—",
 			Pods:        fmtNum(mr.Pods),
 			PodPSS:      fmtBytes(mr.PodPSS),
 			DatapathPSS: fmtBytes(mr.RolePSS[results.RoleDatapath]),
 			ServerPSS:   fmtBytes(mr.RolePSS[results.RoleServer]),
 			ClientPSS:   fmtBytes(mr.RolePSS[results.RoleClient]),
-		})
+		}
+		if mr.Proxies > 0 {
+			row.ProxyRSS, row.ProxyPSS = fmtBytes(mr.ProxyRSS), fmtBytes(mr.ProxyPSS)
+		}
+		p.Memory = append(p.Memory, row)
 	}
-	p.ExNote = data.Extrapolation.Note
 	for _, sc := range data.Extrapolation.Scales {
 		p.ExHeaders = append(p.ExHeaders, fmt.Sprintf("%d nodes × %d pods", sc.Nodes, sc.PodsPerNode))
 	}
@@ -306,7 +315,7 @@ func buildPage(m *model, r rendered) page {
 		row := extrapolationTableRow{Datapath: er.Datapath, Model: er.Model}
 		switch {
 		case er.Model == modelNone:
-			row.PerProxy = "no proxy"
+			row.Model, row.PerProxy = "no proxy", "—"
 		case er.Measured:
 			row.PerProxy = fmtBytes(er.PerProxyBytes) + " " + er.Basis
 		default:
@@ -427,4 +436,12 @@ func writeHTML(w io.Writer, p page) error {
 		return fmt.Errorf("render report: %w", err)
 	}
 	return nil
+}
+
+// orDefault returns s, or def when s is empty.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

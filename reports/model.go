@@ -163,8 +163,8 @@ func fmtRate(r float64) string {
 func fmtNum(v float64) string {
 	a := math.Abs(v)
 	switch {
-	case v == 0:
-		return "0"
+	case v == math.Trunc(v) && a < 1e15:
+		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 1000:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:

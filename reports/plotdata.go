@@ -124,8 +124,9 @@ type faultSpan struct {
 	EndS   float64 `json:"end_s"`
 }
 
-// timeline is one datapath's windows over time: one series per rate, the
-// median over repetitions of each window.
+// timeline is one datapath's windows over time: one series per rate, each
+// window's median over repetitions with its min and max (so that a
+// disturbance in one repetition still shows).
 type timeline struct {
 	Datapath     string      `json:"datapath"`
 	Faults       []faultSpan `json:"faults"`
@@ -533,8 +534,8 @@ func timelineData(m *model) []timeline {
 				if len(ratios) == 0 {
 					continue
 				}
-				sr.Points = append(sr.Points, point{X: start, Y: median(ratios)})
-				p99.Points = append(p99.Points, point{X: start, Y: median(tails)})
+				sr.Points = append(sr.Points, spreadPoint(start, results.NewSpread(ratios)))
+				p99.Points = append(p99.Points, spreadPoint(start, results.NewSpread(tails)))
 			}
 			if len(sr.Points) > 0 {
 				tl.SuccessRatio = append(tl.SuccessRatio, sr)

@@ -184,8 +184,12 @@ func (ticks125) Ticks(lo, hi float64) []plot.Tick {
 		}
 	}
 	if labelled < 2 {
+		// Less than a decade: plain evenly spaced ticks read better.
+		ticks = plot.DefaultTicks{}.Ticks(lo, hi)
 		for i := range ticks {
-			ticks[i].Label = kLabel(ticks[i].Value)
+			if ticks[i].Label != "" {
+				ticks[i].Label = kLabel(ticks[i].Value)
+			}
 		}
 	}
 	return ticks
@@ -200,7 +204,7 @@ func (percentileTicks) Ticks(lo, hi float64) []plot.Tick {
 		x     float64
 		label string
 	}{
-		{1, "0%"}, {2, "50%"}, {4, ""}, {5, "80%"}, {10, "90%"}, {100, "99%"}, {1e3, "99.9%"},
+		{1, "0%"}, {2, "50%"}, {10, "90%"}, {100, "99%"}, {1e3, "99.9%"},
 		{1e4, "99.99%"}, {1e5, "99.999%"}, {1e6, "99.9999%"},
 	}
 	var ticks []plot.Tick
@@ -228,6 +232,16 @@ func logRange(a *plot.Axis, values []float64) bool {
 	a.Tick.Marker = ticks125{}
 	a.Min, a.Max = lo/1.15, hi*1.15
 	return true
+}
+
+// headroom raises a linear y axis that starts at 0 so that bars end below
+// the legend.
+func headroom(p *plot.Plot, factor float64) {
+	p.Y.Min = 0
+	if p.Y.Max <= 0 {
+		p.Y.Max = 1
+	}
+	p.Y.Max *= factor
 }
 
 func lineStyle(c color.Color, dashed bool) draw.LineStyle {
@@ -338,7 +352,11 @@ func drawSpectrum(panels []spectrumPanel, pal palette) ([]byte, error) {
 		logRange(&p.Y, ys)
 		rows[i/cols][i%cols] = p
 	}
-	return render(rows, 10*vg.Inch, vg.Length(nrows)*4.2*vg.Inch)
+	width := 10 * vg.Inch
+	if cols > 1 {
+		width = 11.5 * vg.Inch
+	}
+	return render(rows, width, vg.Length(nrows)*4.2*vg.Inch)
 }
 
 func drawLatencyVsLoad(ss []series, pal palette) ([]byte, error) {
@@ -356,7 +374,9 @@ func drawLatencyVsLoad(ss []series, pal palette) ([]byte, error) {
 			ys = append(ys, pt.Y, pt.YMin, pt.YMax)
 		}
 	}
-	logRange(&p.Y, ys)
+	if logRange(&p.Y, ys) {
+		p.Y.Max *= 1.6 // room for the legend
+	}
 	padX(&p.X, ss)
 	return render([][]*plot.Plot{{p}}, 10*vg.Inch, 4.5*vg.Inch)
 }
@@ -397,7 +417,7 @@ func drawThroughput(ss []series, pal palette) ([]byte, error) {
 			return nil, err
 		}
 	}
-	p.Y.Min = 0
+	headroom(p, 1.1)
 	return render([][]*plot.Plot{{p}}, 10*vg.Inch, 4.5*vg.Inch)
 }
 
@@ -456,7 +476,7 @@ func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 		proxy.Title.Text = "Per proxy: no proxies"
 		proxy.NominalX(names...)
 	}
-	proxy.Y.Min = 0
+	headroom(proxy, 1.3)
 	// Per pod PSS (apps and sidecars in pods).
 	pod := newPlot("Per pod (PSS, all processes in the pod)", "", "MiB")
 	for i, r := range rows {
@@ -467,7 +487,7 @@ func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 		pod.Add(b)
 	}
 	pod.NominalX(names...)
-	pod.Y.Min = 0
+	headroom(pod, 1.15)
 	// Testbed total by role, stacked.
 	total := newPlot("Testbed total by role (PSS)", "", "MiB")
 	var below *plotter.BarChart
@@ -495,7 +515,7 @@ func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 		total.Legend.Add(role, b)
 	}
 	total.NominalX(names...)
-	total.Y.Min = 0
+	headroom(total, 1.4)
 	return render([][]*plot.Plot{{proxy, pod, total}}, 12*vg.Inch, 4.2*vg.Inch)
 }
 
@@ -510,7 +530,11 @@ func drawExtrapolation(ex extrapolation, pal palette) ([]byte, error) {
 	p := newPlot(title, "", "GiB")
 	var names []string
 	for _, r := range ex.Rows {
-		names = append(names, r.Datapath+" ("+r.Model+")")
+		model := r.Model
+		if model == modelNone {
+			model = "no proxy"
+		}
+		names = append(names, r.Datapath+" ("+model+")")
 	}
 	n := len(ex.Scales)
 	w := vg.Points(36 / float64(n))
@@ -606,7 +630,7 @@ func drawCost(rows []costRow, pal palette) ([]byte, error) {
 		cpu.Legend.Add(part.role, b)
 	}
 	cpu.NominalX(names...)
-	cpu.Y.Min = 0
+	headroom(cpu, 1.45)
 	single := func(title, unit string, get func(costRow) float64) (*plot.Plot, error) {
 		p := newPlot(title, "", unit)
 		for i, r := range rows {
@@ -617,7 +641,7 @@ func drawCost(rows []costRow, pal palette) ([]byte, error) {
 			p.Add(b)
 		}
 		p.NominalX(names...)
-		p.Y.Min = 0
+		headroom(p, 1.15)
 		return p, nil
 	}
 	segs, err := single("TCP segments per request", "segments", func(r costRow) float64 { return r.Segments })
@@ -664,11 +688,15 @@ func drawTimeline(tl timeline) ([]byte, error) {
 	if len(tl.SuccessRatio) == 0 {
 		return nil, nil
 	}
-	sr := newPlot(fmt.Sprintf("%s: success ratio over time (median of repetitions)", tl.Datapath), "seconds into the measured window", "success (%)")
+	sr := newPlot(fmt.Sprintf("%s: success ratio over time (median, min–max over repetitions)", tl.Datapath), "seconds into the measured window", "success (%)")
+	sr.Legend.Top = false // the lines run along the top
 	lowest := 100.0
 	for _, s := range tl.SuccessRatio {
 		for _, pt := range s.Points {
 			lowest = min(lowest, pt.Y*100)
+			if pt.YMin > 0 {
+				lowest = min(lowest, pt.YMin*100)
+			}
 		}
 	}
 	sr.Y.Min = math.Max(0, math.Min(lowest-1, 95))
@@ -679,7 +707,7 @@ func drawTimeline(tl timeline) ([]byte, error) {
 	for i, s := range tl.SuccessRatio {
 		pct := make([]point, len(s.Points))
 		for j, pt := range s.Points {
-			pct[j] = point{X: pt.X, Y: pt.Y * 100}
+			pct[j] = point{X: pt.X, Y: pt.Y * 100, YMin: pt.YMin * 100, YMax: pt.YMax * 100}
 		}
 		if err := addLine(sr, s.Name, pct, rateColors[i%len(rateColors)], false, false); err != nil {
 			return nil, err
@@ -689,10 +717,11 @@ func drawTimeline(tl timeline) ([]byte, error) {
 	var ys []float64
 	for _, s := range tl.P99 {
 		for _, pt := range s.Points {
-			ys = append(ys, pt.Y)
+			ys = append(ys, pt.Y, pt.YMin, pt.YMax)
 		}
 	}
 	if logRange(&tail.Y, ys) {
+		tail.Y.Max *= 1.4 // room for the legend
 		if err := shadeFaults(tail, tl.Faults, tail.Y.Min, tail.Y.Max); err != nil {
 			return nil, err
 		}

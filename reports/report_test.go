@@ -1,0 +1,391 @@
+package reports
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/meshbench/meshbench/harness/results"
+)
+
+var (
+	update    = flag.Bool("update", false, "rewrite golden files in testdata")
+	keepOut   = flag.String("out", "", "write the reports into DIR/<case> instead of a temporary directory, to look at them")
+	goldenDir = "testdata"
+)
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join(goldenDir, name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run with -update to create it): %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (run with -update if the change is intended):\n%s", name, firstDiff(string(want), string(got)))
+	}
+}
+
+// firstDiff shows the first differing line of two texts.
+func firstDiff(want, got string) string {
+	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := range max(len(wl), len(gl)) {
+		var w, g string
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if w != g {
+			return fmt.Sprintf("line %d:\nwant: %s\ngot:  %s", i+1, w, g)
+		}
+	}
+	return "(no line differs)"
+}
+
+// Edge-case runs, built from the fixture.
+
+func singleRun(t *testing.T) *results.Run {
+	run := loadFixture(t)
+	var steps []results.Step
+	for _, s := range run.Steps {
+		if s.Datapath == "sidecar" && s.OfferedRPS == 500 && s.Repetition == 1 {
+			steps = append(steps, s)
+		}
+	}
+	run.Steps = steps
+	run.Summaries = results.Summarize(steps)
+	return run
+}
+
+func failedEarlyRun(t *testing.T) *results.Run {
+	run := loadFixture(t)
+	run.Status = results.StatusFailed
+	run.Error = "install sidecar in pod pod-0-0: <iptables> exited 4"
+	run.Steps, run.Summaries, run.Calibration = nil, nil, nil
+	return run
+}
+
+func noneOnlyRun(t *testing.T) *results.Run {
+	run := loadFixture(t)
+	var steps []results.Step
+	for _, s := range run.Steps {
+		if s.Datapath == "none" {
+			steps = append(steps, s)
+		}
+	}
+	run.Steps = steps
+	run.Summaries = results.Summarize(steps)
+	return run
+}
+
+func bareRun(t *testing.T) *results.Run {
+	run := loadFixture(t)
+	run.Status = results.StatusInterrupted
+	for i := range run.Steps {
+		s := &run.Steps[i]
+		s.Processes, s.Windows, s.Histogram = nil, nil, results.Histogram{}
+		s.Cost = results.Cost{}
+		s.Proof = results.Proof{}
+	}
+	run.Summaries = nil // as a partial file may have them
+	run.Calibration = nil
+	run.Scenario = results.ScenarioCopy{}
+	run.Environment = results.Environment{}
+	return run
+}
+
+var cases = []struct {
+	name string
+	run  func(*testing.T) *results.Run
+}{
+	{"fixture", loadFixture},
+	{"single", singleRun},
+	{"failed-early", failedEarlyRun},
+	{"none-only", noneOnlyRun},
+	{"bare", bareRun},
+}
+
+// TestPlotData checks the numbers every figure draws against golden JSON.
+func TestPlotData(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(tc.run(t))
+			d := buildPlotData(m, DefaultScales)
+			b, err := json.MarshalIndent(d, "", " ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "plotdata-"+tc.name+".golden.json", append(b, '\n'))
+		})
+	}
+}
+
+// htmlStructure lists the report's headings, banners, verdict sentences,
+// tables (with row counts) and figures (image or no-data), one per line:
+// the structure of the page without the image bytes.
+func htmlStructure(t *testing.T, doc []byte) string {
+	t.Helper()
+	root, err := html.Parse(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatalf("parse report: %v", err)
+	}
+	var b strings.Builder
+	attr := func(n *html.Node, key string) string {
+		for _, a := range n.Attr {
+			if a.Key == key {
+				return a.Val
+			}
+		}
+		return ""
+	}
+	var text func(n *html.Node) string
+	text = func(n *html.Node) string {
+		if n.Type == html.TextNode {
+			return n.Data
+		}
+		var s strings.Builder
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			s.WriteString(text(c))
+		}
+		return s.String()
+	}
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode {
+			class := attr(n, "class")
+			switch {
+			case n.Data == "h1" || n.Data == "h2" || n.Data == "h3" || n.Data == "h4":
+				fmt.Fprintf(&b, "%s %s\n", n.Data, strings.TrimSpace(text(n)))
+			case n.Data == "table":
+				rows := 0
+				var count func(*html.Node)
+				count = func(x *html.Node) {
+					if x.Type == html.ElementNode && x.Data == "tr" {
+						rows++
+					}
+					for c := x.FirstChild; c != nil; c = c.NextSibling {
+						count(c)
+					}
+				}
+				count(n)
+				fmt.Fprintf(&b, "table#%s rows=%d\n", attr(n, "id"), rows)
+			case n.Data == "img":
+				src := attr(n, "src")
+				kind := "external"
+				if strings.HasPrefix(src, "data:image/png;base64,") {
+					kind = "embedded-png"
+				}
+				fmt.Fprintf(&b, "img %s alt=%q\n", kind, attr(n, "alt"))
+			case n.Data == "figure":
+				fmt.Fprintf(&b, "figure#%s\n", attr(n, "id"))
+			case class == "banner" || class == "warning" || class == "nodata" ||
+				class == "verdict" || class == "headline-line":
+				fmt.Fprintf(&b, ".%s %s\n", class, strings.TrimSpace(text(n)))
+			case n.Data == "pre":
+				fmt.Fprintf(&b, "pre#%s lines=%d\n", attr(n, "id"), strings.Count(text(n), "\n"))
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(root)
+	return b.String()
+}
+
+// TestHTMLStructure checks the report's structure against golden text.
+func TestHTMLStructure(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := WriteHTML(&buf, tc.run(t), Options{}); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "html-"+tc.name+".golden.txt", []byte(htmlStructure(t, buf.Bytes())))
+			if strings.Contains(buf.String(), "<script>") {
+				t.Error("user text reached the page unescaped (<script>)")
+			}
+			if strings.Contains(buf.String(), "ZgotmplZ") {
+				t.Error("html/template rejected a value (ZgotmplZ)")
+			}
+		})
+	}
+}
+
+// TestGenerate runs the CLI entry point on each case and checks the files.
+func TestGenerate(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			run := tc.run(t)
+			dir := t.TempDir()
+			in := filepath.Join(dir, "results.json")
+			if err := results.WriteFile(in, run); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, "report")
+			if *keepOut != "" {
+				out = filepath.Join(*keepOut, tc.name)
+			}
+			path, err := Generate(in, out, Options{})
+			if err != nil {
+				t.Fatalf("Generate: %v", err)
+			}
+			if path != filepath.Join(out, HTMLFile) {
+				t.Errorf("Generate returned %q", path)
+			}
+			for _, f := range []string{HTMLFile, CSVFile, BenchfmtFile, SMPFile} {
+				if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+					t.Errorf("%s: missing or empty (%v)", f, err)
+				}
+			}
+			pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
+			var names []string
+			for _, p := range pngs {
+				names = append(names, filepath.Base(p))
+				checkPNG(t, p, 20)
+			}
+			want := map[string][]string{
+				"fixture":      {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar.png"},
+				"single":       {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-sidecar.png"},
+				"failed-early": nil,
+				"none-only":    {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory.png", "throughput.png", "timeline-none.png"},
+				"bare":         {"latency-vs-load.png", "throughput.png"},
+			}[tc.name]
+			if strings.Join(names, ",") != strings.Join(want, ",") {
+				t.Errorf("figures = %v, want %v", names, want)
+			}
+		})
+	}
+}
+
+// checkPNG decodes the PNG at path and fails unless it has at least
+// minColors distinct colors and some non-white pixels.
+func checkPNG(t *testing.T, path string, minColors int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, _, err := image.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: decode: %v", path, err)
+	}
+	colors, nonWhite, total := pixelStats(img)
+	if colors < minColors || nonWhite*100 < total {
+		t.Errorf("%s looks blank: %d distinct colors, %d of %d pixels not white", filepath.Base(path), colors, nonWhite, total)
+	}
+}
+
+// pixelStats counts the distinct colors and non-white pixels of img.
+func pixelStats(img image.Image) (colors, nonWhite, total int) {
+	seen := map[color.RGBA]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			c := color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)
+			seen[c] = true
+			if c.R < 0xf0 || c.G < 0xf0 || c.B < 0xf0 {
+				nonWhite++
+			}
+			total++
+		}
+	}
+	return len(seen), nonWhite, total
+}
+
+// chromium is where Debian's chromium package puts the browser.
+const chromium = "/usr/bin/chromium"
+
+// TestHTMLRendersInChromium renders the fixture's report in headless
+// Chromium and checks the screenshot is not blank.
+func TestHTMLRendersInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: starts a browser")
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("skipped: %s is absent (install the Debian package chromium, or run make test-deps)", chromium)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T) *results.Run
+	}{
+		{"fixture", loadFixture},
+		{"failed-early", failedEarlyRun},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "report")
+			if *keepOut != "" {
+				out = filepath.Join(*keepOut, tc.name)
+			}
+			path, err := GenerateRun(tc.run(t), out, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			abs, err := filepath.Abs(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shot := filepath.Join(dir, "screenshot.png")
+			if *keepOut != "" {
+				shot = filepath.Join(*keepOut, tc.name+"-screenshot.png")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, chromium,
+				"--headless", "--no-sandbox", "--disable-gpu",
+				"--disable-background-networking", "--disable-component-update",
+				"--disable-sync", "--no-first-run",
+				"--user-data-dir="+filepath.Join(dir, "profile"),
+				"--screenshot="+shot, "--window-size=1280,2000",
+				"file://"+abs)
+			cmd.Env = append(os.Environ(), "HOME="+dir)
+			if outb, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("chromium: %v\n%s", err, outb)
+			}
+			f, err := os.Open(shot)
+			if err != nil {
+				t.Fatalf("no screenshot: %v", err)
+			}
+			defer f.Close()
+			img, _, err := image.Decode(f)
+			if err != nil {
+				t.Fatalf("decode screenshot: %v", err)
+			}
+			if b := img.Bounds(); b.Dx() != 1280 || b.Dy() != 2000 {
+				t.Errorf("screenshot is %v, want 1280×2000", b.Size())
+			}
+			colors, nonWhite, total := pixelStats(img)
+			t.Logf("screenshot: %d distinct colors, %.1f%% non-white", colors, 100*float64(nonWhite)/float64(total))
+			if colors < 200 {
+				t.Errorf("screenshot has %d distinct colors; the page looks blank or unstyled", colors)
+			}
+			if nonWhite*100 < total*3 {
+				t.Errorf("screenshot is %.1f%% non-white; the page looks blank", 100*float64(nonWhite)/float64(total))
+			}
+		})
+	}
+}
