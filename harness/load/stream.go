@@ -92,6 +92,12 @@ type Summary struct {
 	// fills them in (the client does not repeat them in the summary line).
 	Windows     []results.Window `json:"windows,omitempty"`
 	Interrupted bool             `json:"interrupted,omitempty"`
+	// ClientCPUSeconds and ClientContextSwitches are the load client's own
+	// CPU time and context switches (getrusage) over the measured window;
+	// ClientRSSBytes is its peak resident set.
+	ClientCPUSeconds      float64 `json:"client_cpu_seconds"`
+	ClientContextSwitches int64   `json:"client_context_switches"`
+	ClientRSSBytes        int64   `json:"client_rss_bytes"`
 }
 
 // Step returns a step record with the measured fields filled in from s:

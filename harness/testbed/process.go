@@ -103,3 +103,13 @@ func (p *Process) Stop(ctx context.Context) error {
 		return fmt.Errorf("stop %s (pid %d): not reaped 5s after SIGKILL", p.Name, p.PID)
 	}
 }
+
+// Rusage returns the exited process's resource usage (CPU time, context
+// switches, peak RSS), or nil while it runs.
+func (p *Process) Rusage() *syscall.Rusage {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return nil
+	}
+	ru, _ := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return ru
+}

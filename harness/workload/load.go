@@ -1,6 +1,8 @@
 package workload
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -176,6 +178,15 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 
 	rec.sched.began = time.Now()
 	results := atk.Attack(targeter, pacer, o.Warmup+o.Duration, "meshbench")
+	// The client's own cost over the measured window: usage at its start
+	// (the end of warm-up) and at the end.
+	usageStart := make(chan unix.Rusage, 1)
+	usageTimer := time.AfterFunc(o.Warmup, func() {
+		var ru unix.Rusage
+		_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		usageStart <- ru
+	})
+	defer usageTimer.Stop()
 
 	// On cancellation: note when, stop the pacer, and after a short grace
 	// cut the connections of the requests still in flight.
@@ -228,6 +239,16 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		emit(load.Window{Type: load.TypeWindow, Window: w})
 	}
 	sum := rec.summary(at, interrupted, dialer.opened.Load())
+	select {
+	case ru0 := <-usageStart:
+		var ru1 unix.Rusage
+		_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+		sum.ClientCPUSeconds = cpuSeconds(ru1) - cpuSeconds(ru0)
+		sum.ClientContextSwitches = (ru1.Nvcsw + ru1.Nivcsw) - (ru0.Nvcsw + ru0.Nivcsw)
+		sum.ClientRSSBytes = ru1.Maxrss * 1024
+	default:
+		// Interrupted during warm-up: nothing was measured.
+	}
 	emit(sum)
 	log.Info("load finished", "sent", sum.Sent, "requests", sum.Requests, "successes", sum.Successes,
 		"p50_us", sum.LatencyUS.P50, "p99_us", sum.LatencyUS.P99, "interrupted", interrupted)
@@ -235,6 +256,10 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		return fmt.Errorf("load: %w", writeErr)
 	}
 	return nil
+}
+
+func cpuSeconds(ru unix.Rusage) float64 {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // newTargeter returns a vegeta targeter that cycles through o.Targets.

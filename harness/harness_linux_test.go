@@ -1,0 +1,200 @@
+package harness_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshbench/meshbench/datapaths/all"
+	"github.com/meshbench/meshbench/harness"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed/netns"
+	"github.com/meshbench/meshbench/harness/testbed/testutil"
+	"github.com/meshbench/meshbench/harness/workload"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+// TestMain lets this test binary serve as the workload programs the harness
+// starts in pods ("echo", "load"), and fails on anything a run left behind.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load") {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := workload.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil && ctx.Err() == nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(testutil.TestMainLeakCheck(m))
+}
+
+const testScenario = `
+topology:
+  nodes: 2
+  pods_per_node: 2
+  services:
+    - name: echo
+      replicas: 2
+load:
+  rates: [200]
+  duration: 2s
+  warmup: 1s
+  connections: 4
+`
+
+func options(t *testing.T, src string) harness.Options {
+	t.Helper()
+	sc, err := scenarios.Parse("test.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return harness.Options{
+		Scenario:       sc,
+		ScenarioPath:   "test.yaml",
+		ScenarioSource: []byte(src),
+		OutDir:         t.TempDir(),
+		Provider:       netns.New(netns.Options{}),
+		NewDatapath:    all.New,
+		Exec:           []string{exe},
+		RunID:          testutil.NewRunID(t),
+	}
+}
+
+func TestRunNone(t *testing.T) {
+	testutil.Privileged(t)
+	opts := options(t, testScenario)
+	var phases []string
+	opts.Progress = func(ev harness.Event) { phases = append(phases, ev.Phase) }
+	run, err := harness.Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if run.Status != results.StatusOK {
+		t.Fatalf("status %q: %s", run.Status, run.Error)
+	}
+	// The file on disk is what reports read: check it, not the value.
+	got, err := results.ReadFile(filepath.Join(opts.OutDir, harness.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Calibration == nil || got.Calibration.Successes == 0 {
+		t.Errorf("no calibration step: %+v", got.Calibration)
+	}
+	if len(got.Steps) != 1 {
+		t.Fatalf("got %d steps, want 1", len(got.Steps))
+	}
+	s := got.Steps[0]
+	if s.Datapath != "none" || s.OfferedRPS != 200 || s.Repetition != 1 {
+		t.Errorf("step identity: %s %v %d", s.Datapath, s.OfferedRPS, s.Repetition)
+	}
+	// 200 req/s for 2 s: the open-loop client sends ~400 requests.
+	if s.Requests < 300 || s.Requests > 500 {
+		t.Errorf("requests = %d, want about 400", s.Requests)
+	}
+	if s.SuccessRatio != 1 {
+		t.Errorf("success ratio %v, errors %v", s.SuccessRatio, s.Errors)
+	}
+	if !s.Proof.Verified || s.Proof.Counters["echo_requests"] == 0 {
+		t.Errorf("proof not verified: %+v", s.Proof)
+	}
+	l := s.LatencyUS
+	if !(l.P50 > 0 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
+		t.Errorf("latency percentiles not ordered: %+v", l)
+	}
+	// A request/response on a kept-alive connection needs at least a
+	// segment each way; the client and server each count theirs.
+	if s.Cost.SegmentsPerRequest < 2 {
+		t.Errorf("segments per request %v, want >= 2", s.Cost.SegmentsPerRequest)
+	}
+	if s.Cost.CPUMicrosPerRequest <= 0 || s.Cost.ClientCPUMicrosPerReq <= 0 {
+		t.Errorf("cpu per request not measured: %+v", s.Cost)
+	}
+	roles := map[string]int{}
+	for _, p := range s.Processes {
+		roles[p.Role]++
+		if p.Role == results.RoleServer && (p.RSSBytes == 0 || p.PSSBytes == 0) {
+			t.Errorf("process %s in %s: no memory figures", p.Name, p.Pod)
+		}
+	}
+	if roles[results.RoleServer] != 4 || roles[results.RoleClient] != 1 {
+		t.Errorf("processes by role %v, want 4 servers and 1 client", roles)
+	}
+	if len(got.Summaries) != 1 || got.Summaries[0].P50US.Median != l.P50 {
+		t.Errorf("summaries: %+v", got.Summaries)
+	}
+	if got.Environment.Kernel == "" || got.Environment.Cores == 0 {
+		t.Errorf("environment not recorded: %+v", got.Environment)
+	}
+	if len(phases) == 0 || phases[len(phases)-1] != "done" {
+		t.Errorf("progress phases %v", phases)
+	}
+}
+
+func TestRunFailureMidRun(t *testing.T) {
+	testutil.Privileged(t)
+	opts := options(t, testScenario+"repetitions: 2\n")
+	injected := errors.New("injected failure")
+	opts.AfterStep = func(ctx context.Context, s *results.Step) error {
+		// The cluster and its processes exist now: fail with them up.
+		return injected
+	}
+	run, err := harness.Run(context.Background(), opts)
+	if !errors.Is(err, injected) {
+		t.Fatalf("err = %v, want the injected failure", err)
+	}
+	if run.Status != results.StatusFailed {
+		t.Errorf("status %q, want failed", run.Status)
+	}
+	got, err := results.ReadFile(filepath.Join(opts.OutDir, harness.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != results.StatusFailed || len(got.Steps) != 1 {
+		t.Errorf("results file: status %q, %d steps", got.Status, len(got.Steps))
+	}
+	// testutil.NewRunID's cleanup checks that nothing is left.
+}
+
+func TestRunInterrupted(t *testing.T) {
+	testutil.Privileged(t)
+	opts := options(t, `
+topology: {nodes: 2, pods_per_node: 2}
+load: {rates: [200], duration: 20s, warmup: 1s}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts.Progress = func(ev harness.Event) {
+		if ev.Phase == "load" {
+			time.AfterFunc(3*time.Second, cancel)
+		}
+	}
+	start := time.Now()
+	run, err := harness.Run(ctx, opts)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want cancellation", err)
+	}
+	if el := time.Since(start); el > 15*time.Second {
+		t.Errorf("run took %s after a cancel at about 4s: the load was not stopped", el)
+	}
+	got, rerr := results.ReadFile(filepath.Join(opts.OutDir, harness.ResultsFile))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if got.Status != results.StatusInterrupted || run.Status != results.StatusInterrupted {
+		t.Errorf("status %q, want interrupted", got.Status)
+	}
+	if len(got.Steps) != 1 || !got.Steps[0].Interrupted || got.Steps[0].Successes == 0 {
+		t.Fatalf("want one interrupted step with what was measured, got %+v", got.Steps)
+	}
+}

@@ -1,0 +1,252 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+// ResultsFile is the name of the results file in the output directory.
+const ResultsFile = "results.json"
+
+// TeardownTimeout bounds teardown after the run's context has ended.
+const TeardownTimeout = 60 * time.Second
+
+// Options configure a run.
+type Options struct {
+	// Scenario is the validated scenario; ScenarioPath and ScenarioSource
+	// are kept in the results as written.
+	Scenario       *scenarios.Scenario
+	ScenarioPath   string
+	ScenarioSource []byte
+	// OutDir receives results.json; it is created if missing.
+	OutDir string
+	// Provider builds the clusters.
+	Provider testbed.Provider
+	// NewDatapath returns a fresh datapath by name.
+	NewDatapath func(name string) (datapaths.Datapath, error)
+	// Exec is the command prefix that runs a meshbench subcommand in a pod
+	// (default: this executable).
+	Exec []string
+	// Retain keeps the cluster of a failed datapath for inspection instead
+	// of tearing it down; `meshbench down` removes it later.
+	Retain bool
+	// RunID is carried in every object's name; default: random.
+	RunID string
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Progress, when set, is called as the run advances.
+	Progress func(Event)
+	// AfterStep, when set, is called after each measured step; a non-nil
+	// error fails the datapath (tests use it to inject failures).
+	AfterStep func(ctx context.Context, step *results.Step) error
+}
+
+// Event reports progress.
+type Event struct {
+	// Phase is what is happening: "create", "install", "prove", "calibrate",
+	// "load", "teardown", "done", "failed".
+	Phase       string
+	Datapath    string
+	Repetition  int
+	Repetitions int
+	Rate        int
+	// Step counts measured steps: the current one (1-based) of Steps.
+	Step, Steps int
+	// Load is the duration of the current load (warm-up included).
+	Load time.Duration
+	// Remaining is the estimated time left in the run.
+	Remaining time.Duration
+	Err       error
+}
+
+// Run runs the scenario and returns what it measured. The returned Run is
+// never nil once the output directory exists: on error or cancellation it
+// holds the steps that completed, and results.json has been written with
+// the matching status. The error joins every datapath's failure.
+func Run(ctx context.Context, opts Options) (*results.Run, error) {
+	r, err := newRunner(opts)
+	if err != nil {
+		return nil, err
+	}
+	return r.run(ctx)
+}
+
+type runner struct {
+	opts   Options
+	sc     *scenarios.Scenario
+	log    *slog.Logger
+	res    *results.Run
+	path   string
+	start  time.Time
+	steps  int // measured steps done
+	total  int
+	calibr bool // calibration still to do
+}
+
+func newRunner(opts Options) (*runner, error) {
+	if opts.Scenario == nil {
+		return nil, errors.New("harness: no scenario")
+	}
+	if opts.Provider == nil {
+		return nil, errors.New("harness: no provider")
+	}
+	if opts.NewDatapath == nil {
+		return nil, errors.New("harness: no datapath constructor")
+	}
+	if opts.OutDir == "" {
+		return nil, errors.New("harness: no output directory")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(opts.Exec) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find meshbench executable: %w", err)
+		}
+		opts.Exec = []string{exe}
+	}
+	if opts.RunID == "" {
+		opts.RunID = NewRunID()
+	}
+	// Check every datapath exists before creating anything.
+	for _, name := range opts.Scenario.Datapaths {
+		if _, err := opts.NewDatapath(name); err != nil {
+			return nil, fmt.Errorf("datapath %s: %w", name, err)
+		}
+	}
+	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create output directory: %w", err)
+	}
+	sc := opts.Scenario
+	resolved, err := sc.Resolved()
+	if err != nil {
+		return nil, fmt.Errorf("encode scenario: %w", err)
+	}
+	r := &runner{
+		opts: opts,
+		sc:   sc,
+		log:  opts.Logger.With("run", opts.RunID),
+		path: filepath.Join(opts.OutDir, ResultsFile),
+		res: &results.Run{
+			Schema:      results.Schema,
+			ID:          opts.RunID,
+			Status:      results.StatusRunning,
+			Environment: Environment(opts.Provider.Name()),
+			Scenario: results.ScenarioCopy{
+				Path:     opts.ScenarioPath,
+				Source:   string(opts.ScenarioSource),
+				Resolved: resolved,
+			},
+			Steps:     []results.Step{},
+			Summaries: []results.Summary{},
+		},
+		total:  len(sc.Datapaths) * sc.Repetitions * len(sc.Load.Rates),
+		calibr: sc.Load.Calibrate == nil || *sc.Load.Calibrate,
+	}
+	return r, nil
+}
+
+// NewRunID returns a random 6-hex-digit run id.
+func NewRunID() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (r *runner) run(ctx context.Context) (*results.Run, error) {
+	r.start = time.Now()
+	r.res.Started = r.start.UTC()
+	if err := r.save(); err != nil {
+		return r.res, err
+	}
+	var errs []error
+loop:
+	for _, dp := range r.sc.Datapaths {
+		for rep := 1; rep <= r.sc.Repetitions; rep++ {
+			if ctx.Err() != nil {
+				break loop
+			}
+			if err := r.cycle(ctx, dp, rep); err != nil {
+				if ctx.Err() != nil {
+					r.log.Info("run interrupted", "datapath", dp, "err", err)
+					break loop
+				}
+				err = fmt.Errorf("datapath %s repetition %d: %w", dp, rep, err)
+				r.log.Error("datapath failed", "datapath", dp, "err", err)
+				r.progress(Event{Phase: "failed", Datapath: dp, Repetition: rep, Err: err})
+				errs = append(errs, err)
+				// The next repetitions of a failing datapath would fail the
+				// same way: move on to the next datapath.
+				r.steps += (r.sc.Repetitions - rep + 1) * len(r.sc.Load.Rates)
+				continue loop
+			}
+		}
+	}
+	err := errors.Join(errs...)
+	switch {
+	case ctx.Err() != nil:
+		r.res.Status = results.StatusInterrupted
+		r.res.Error = "interrupted: " + context.Cause(ctx).Error()
+		err = errors.Join(err, fmt.Errorf("run interrupted: %w", context.Cause(ctx)))
+	case err != nil:
+		r.res.Status = results.StatusFailed
+		r.res.Error = err.Error()
+	default:
+		r.res.Status = results.StatusOK
+	}
+	r.res.Finished = time.Now().UTC()
+	r.res.Summaries = results.Summarize(r.res.Steps)
+	if serr := r.save(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	r.progress(Event{Phase: "done"})
+	return r.res, err
+}
+
+func (r *runner) save() error {
+	r.res.Summaries = results.Summarize(r.res.Steps)
+	return results.WriteFile(r.path, r.res)
+}
+
+// remaining estimates the time left from the steps still to run.
+func (r *runner) remaining() time.Duration {
+	left := r.total - r.steps
+	if left < 0 {
+		left = 0
+	}
+	per := time.Duration(r.sc.Load.Warmup+r.sc.Load.Duration) + stepOverhead
+	cycles := left / max(1, len(r.sc.Load.Rates))
+	return time.Duration(left)*per + time.Duration(cycles)*cycleOverhead
+}
+
+// Estimates used for the time left; measured on a 2-core machine.
+const (
+	stepOverhead  = 1 * time.Second
+	cycleOverhead = 3 * time.Second
+)
+
+func (r *runner) progress(ev Event) {
+	if r.opts.Progress == nil {
+		return
+	}
+	ev.Steps = r.total
+	if ev.Step == 0 {
+		ev.Step = r.steps
+	}
+	ev.Repetitions = r.sc.Repetitions
+	ev.Remaining = r.remaining()
+	r.opts.Progress(ev)
+}
