@@ -71,4 +71,3 @@ func TestPushLatency(t *testing.T) {
 		})
 	}
 }
-

@@ -53,7 +53,6 @@ type Server struct {
 	streams map[int64]*streamState
 	acked   map[string]map[string]string // node → type URL → version ACKed
 	nacks   map[string]map[string]nack   // node → version → NACK
-	pushed  map[string]time.Time         // version → SetModel time
 
 	grpc     *grpc.Server
 	listener net.Listener
@@ -85,7 +84,6 @@ func New(opts Options) *Server {
 		streams: map[int64]*streamState{},
 		acked:   map[string]map[string]string{},
 		nacks:   map[string]map[string]nack{},
-		pushed:  map[string]time.Time{},
 		done:    make(chan struct{}),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
@@ -190,7 +188,6 @@ func (s *Server) SetModel(ctx context.Context, m Model) (string, error) {
 	s.mu.Lock()
 	s.model = &m
 	s.version = version
-	s.pushed[version] = time.Now()
 	for id, snap := range snaps {
 		s.nodes[id] = snapshotTypes(snap)
 	}
@@ -279,6 +276,19 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) {
 			s.mu.Lock()
+			if st := s.streams[id]; st != nil && st.node != "" {
+				// A proxy that is gone has ACKed nothing: when it comes back
+				// it must ACK again.
+				open := false
+				for oid, o := range s.streams {
+					if oid != id && o.node == st.node {
+						open = true
+					}
+				}
+				if !open {
+					delete(s.acked, st.node)
+				}
+			}
 			delete(s.streams, id)
 			s.notify()
 			s.mu.Unlock()

@@ -64,6 +64,12 @@ func (p *Builtin) proxyHTTP(ctx context.Context, dc net.Conn, dst netip.AddrPort
 			return
 		}
 		ls.RqTotal.Add(1)
+		if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+			_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := bw.Flush(); err != nil {
+				return
+			}
+		}
 		body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
 		req.Body.Close()
 		var resp *http.Response
@@ -243,7 +249,7 @@ func retriable(rt *retryCfg, kind failKind, resp *http.Response) bool {
 	return false
 }
 
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Transfer-Encoding"}
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Transfer-Encoding", "Expect"}
 
 // try sends one request to h and reads its whole response.
 func (p *Builtin) try(ctx context.Context, cl *cluster, h *host, req *http.Request, body []byte, perTry time.Duration) (*http.Response, failKind) {

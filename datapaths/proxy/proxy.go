@@ -228,7 +228,7 @@ func (p *Builtin) Start(ctx context.Context) error {
 		p.wg.Wait()
 		p.cmu.Lock()
 		for _, c := range p.clusters {
-			c.closeIdle()
+			c.close()
 		}
 		p.cmu.Unlock()
 		close(p.done)

@@ -45,6 +45,7 @@ type cluster struct {
 
 	requests atomic.Int64
 	retries  atomic.Int64
+	closed   bool // removed from the configuration; guarded by mu
 }
 
 func newCluster(name string, stats *Counters) *cluster {
@@ -197,7 +198,7 @@ func (c *cluster) idleVictimLocked() *upConn {
 // cannot be reused.
 func (c *cluster) put(uc *upConn, reusable bool) {
 	c.mu.Lock()
-	if reusable && !uc.host.removed {
+	if reusable && !uc.host.removed && !c.closed {
 		uc.host.idle = append(uc.host.idle, uc)
 		c.broadcastLocked()
 		c.mu.Unlock()
@@ -232,9 +233,11 @@ func (c *cluster) releaseConn() {
 	c.mu.Unlock()
 }
 
-// closeIdle closes every idle connection.
-func (c *cluster) closeIdle() {
+// close closes every idle connection and makes the others close when
+// released.
+func (c *cluster) close() {
 	c.mu.Lock()
+	c.closed = true
 	var closing []*upConn
 	for _, h := range c.hosts {
 		closing = append(closing, h.idle...)

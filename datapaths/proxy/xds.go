@@ -351,7 +351,7 @@ func (p *Builtin) apply(all map[string]map[string]proto.Message, typeURL, versio
 	}
 	p.cmu.Unlock()
 	for _, rc := range gone {
-		rc.closeIdle()
+		rc.close()
 	}
 	old := p.state.Load()
 	versions := map[string]string{}
