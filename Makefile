@@ -1,0 +1,57 @@
+# meshbench — see README.md.
+#   make bench    set up this machine and run scenarios/default.yaml
+#   make test     set up this machine and run every test (privileged ones need root)
+
+SCENARIO ?= scenarios/default.yaml
+OUT      ?= results/$(shell date +%Y%m%d-%H%M%S)
+GO       ?= go
+COMMIT   := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/meshbench/meshbench/internal/version.Commit=$(COMMIT)
+BIN      := bin/meshbench
+TESTFLAGS ?= -count=1 -timeout 15m
+
+.PHONY: all build bench test unit-test deps test-deps generate lint regress baseline down doctor clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/meshbench
+
+deps:
+	ci/install-deps.sh run
+
+test-deps:
+	ci/install-deps.sh test
+
+bench: deps build
+	$(BIN) bench $(SCENARIO) --out $(OUT)
+
+test: test-deps
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) test $(TESTFLAGS) ./...
+
+# Unit tests only: no root needed, privileged tests skip with their reason.
+unit-test:
+	$(GO) test -count=1 -short ./...
+
+generate:
+	ci/install-deps.sh generate
+	$(GO) generate ./bpf/...
+
+lint:
+	$(GO) vet ./...
+	gofmt -l .
+	@command -v golangci-lint >/dev/null && golangci-lint run ./... || echo "golangci-lint not installed; skipped"
+
+regress: deps build
+	ci/regress.sh
+
+down: build
+	$(BIN) down
+
+doctor: build
+	$(BIN) doctor
+
+clean:
+	rm -rf bin

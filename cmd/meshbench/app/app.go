@@ -1,0 +1,278 @@
+// Package app is the meshbench command line: it maps subcommands and flags to
+// library options. Only main exits.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/meshbench/meshbench/datapaths/all"
+	"github.com/meshbench/meshbench/harness"
+	"github.com/meshbench/meshbench/harness/doctor"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/harness/testbed/netns"
+	"github.com/meshbench/meshbench/harness/workload"
+	"github.com/meshbench/meshbench/internal/version"
+	"github.com/meshbench/meshbench/reports"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+// ErrUsage marks a command-line mistake; main exits with status 2 for it.
+var ErrUsage = errors.New("usage")
+
+// ErrRegression is returned by compare when it finds a significant
+// regression.
+var ErrRegression = errors.New("significant regression")
+
+const usage = `meshbench compares service-mesh datapath architectures.
+
+Usage:
+  meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain]
+  meshbench report RESULTS.json [--out DIR]
+  meshbench compare BASE.json NEW.json [--markdown FILE]
+  meshbench down [--run ID]
+  meshbench doctor [--json]
+  meshbench version
+
+Run 'meshbench COMMAND --help' for a command's flags.
+`
+
+// Run runs the command line args (without the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command", ErrUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
+	case "report":
+		return runReport(ctx, rest, stdout, stderr)
+	case "compare":
+		return runCompare(ctx, rest, stdout, stderr)
+	case "down":
+		return runDown(ctx, rest, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, rest, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "meshbench %s (commit %s, %s)\n", version.Version, version.GetCommit(), runtime.Version())
+		return nil
+	case "echo", "load":
+		// The workloads the harness starts inside pods.
+		return workload.Main(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", ErrUsage, cmd)
+	}
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments, and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: meshbench %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+type benchFlags struct {
+	datapaths string
+	out       string
+	retain    bool
+	verbose   bool
+	runID     string
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f benchFlags
+	fs := newFlagSet("bench", stderr, "bench SCENARIO.yaml [flags]")
+	fs.StringVar(&f.datapaths, "datapaths", "", "comma-separated datapaths to compare, overriding the scenario's")
+	fs.StringVar(&f.out, "out", "", "output directory (default results/<timestamp>)")
+	fs.BoolVar(&f.retain, "retain", false, "keep a failed datapath's cluster for inspection (remove it with 'meshbench down')")
+	fs.BoolVar(&f.verbose, "v", false, "log details to stderr")
+	fs.StringVar(&f.runID, "run-id", "", "run id carried in object names (default random)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: bench takes exactly one scenario file", ErrUsage)
+	}
+	// Everything that can be checked is checked before anything is created.
+	src, err := os.ReadFile(pos[0])
+	if err != nil {
+		return fmt.Errorf("read scenario: %w", err)
+	}
+	sc, err := scenarios.Parse(pos[0], src)
+	if err != nil {
+		return err
+	}
+	if f.datapaths != "" {
+		if err := sc.WithDatapaths(strings.Split(f.datapaths, ",")); err != nil {
+			return fmt.Errorf("--datapaths: %w", err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("bench needs root to create network namespaces, cgroups and BPF programs: run it with sudo")
+	}
+	if f.out == "" {
+		f.out = filepath.Join("results", time.Now().Format("20060102-150405"))
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if f.verbose {
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	est := sc.EstimatedDuration()
+	fmt.Fprintf(stderr, "meshbench: scenario %s: %s × %d rate(s) × %d repetition(s), about %s\n",
+		sc.Name, strings.Join(sc.Datapaths, ","), len(sc.Load.Rates), sc.Repetitions, est.Round(time.Second))
+	prog := &progress{w: stderr}
+	run, runErr := harness.Run(ctx, harness.Options{
+		Scenario:       sc,
+		ScenarioPath:   pos[0],
+		ScenarioSource: src,
+		OutDir:         f.out,
+		Provider:       netns.New(netns.Options{Logger: logger}),
+		NewDatapath:    all.New,
+		Retain:         f.retain,
+		RunID:          f.runID,
+		Logger:         logger,
+		Progress:       prog.event,
+	})
+	if run == nil {
+		return runErr
+	}
+	resultsPath := filepath.Join(f.out, harness.ResultsFile)
+	html, repErr := reports.Generate(resultsPath, f.out, reports.Options{})
+	if repErr != nil {
+		repErr = fmt.Errorf("report: %w", repErr)
+	}
+	fmt.Fprintf(stderr, "meshbench: results: %s\n", resultsPath)
+	if html != "" {
+		fmt.Fprintln(stdout, html)
+	}
+	if run.Status != results.StatusOK && runErr == nil {
+		runErr = fmt.Errorf("run %s", run.Status)
+	}
+	return errors.Join(runErr, repErr)
+}
+
+// progress prints one line per phase change for people watching.
+type progress struct {
+	w io.Writer
+}
+
+func (p *progress) event(ev harness.Event) {
+	left := ""
+	if ev.Remaining > 0 {
+		left = fmt.Sprintf("  (about %s left)", ev.Remaining.Round(time.Second))
+	}
+	switch ev.Phase {
+	case "load":
+		fmt.Fprintf(p.w, "[%d/%d] %-9s rep %d/%d  %6d req/s  for %s%s\n",
+			ev.Step, ev.Steps, ev.Datapath, ev.Repetition, ev.Repetitions, ev.Rate, ev.Load, left)
+	case "create", "install", "calibrate":
+		fmt.Fprintf(p.w, "        %-9s rep %d/%d  %s\n", ev.Datapath, ev.Repetition, ev.Repetitions, phaseText[ev.Phase])
+	case "failed":
+		fmt.Fprintf(p.w, "        %-9s FAILED: %v\n", ev.Datapath, ev.Err)
+	}
+}
+
+var phaseText = map[string]string{
+	"create":    "creating cluster",
+	"install":   "installing datapath",
+	"calibrate": "calibrating the load client's floor",
+}
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("report", stderr, "report RESULTS.json [--out DIR]")
+	out := fs.String("out", "", "output directory (default: the results file's directory)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: report takes one results file", ErrUsage)
+	}
+	if *out == "" {
+		*out = filepath.Dir(pos[0])
+	}
+	html, err := reports.Generate(pos[0], *out, reports.Options{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, html)
+	return nil
+}
+
+func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("down", stderr, "down [--run ID]")
+	runID := fs.String("run", "", "remove only this run's objects (default: every run's)")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("down needs root to remove network namespaces and cgroups: run it with sudo")
+	}
+	var p testbed.Provider = netns.New(netns.Options{})
+	removed, err := p.Down(ctx, *runID)
+	for _, r := range removed {
+		fmt.Fprintf(stdout, "removed %s\n", r)
+	}
+	if len(removed) == 0 && err == nil {
+		fmt.Fprintln(stdout, "nothing to remove")
+	}
+	return err
+}
+
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("doctor", stderr, "doctor [--json]")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	rep := doctor.Check(ctx, doctor.Options{})
+	if *asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
