@@ -40,8 +40,23 @@ func startEcho(t *testing.T, size int, pod string) *testEcho {
 		e.done <- RunEcho(ctx, EchoOptions{Listener: ln, AdminListener: adminLn, ResponseSize: size, PodName: pod})
 	}()
 	t.Cleanup(func() { e.stop(t) })
+	// Ready when /healthz answers.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := noKeepAlive.Get("http://" + e.admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("echo not ready: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return e
 }
+
+// noKeepAlive is a client that leaves no idle connections behind.
+var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 
 // stop stops the server and checks that it returned nil promptly.
 func (e *testEcho) stop(t *testing.T) {
@@ -63,7 +78,7 @@ func (e *testEcho) stop(t *testing.T) {
 
 func (e *testEcho) stats(t *testing.T) datapaths.EchoStats {
 	t.Helper()
-	resp, err := http.Get("http://" + e.admin + "/stats")
+	resp, err := noKeepAlive.Get("http://" + e.admin + "/stats")
 	if err != nil {
 		t.Fatalf("GET /stats: %v", err)
 	}
@@ -125,7 +140,7 @@ func TestEcho(t *testing.T) {
 			if got := e.stats(t); got != want {
 				t.Errorf("stats = %+v, want %+v", got, want)
 			}
-			resp, err := http.Get("http://" + e.admin + "/healthz")
+			resp, err := noKeepAlive.Get("http://" + e.admin + "/healthz")
 			if err != nil {
 				t.Fatalf("GET /healthz: %v", err)
 			}

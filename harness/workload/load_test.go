@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,5 +307,62 @@ func TestLoadWriteError(t *testing.T) {
 	err := RunLoad(context.Background(), LoadOptions{Targets: []string{e.addr}, Rate: 50, Duration: 200 * time.Millisecond, KeepAlive: true}, errWriter{})
 	if err == nil || !strings.Contains(err.Error(), "pipe closed") {
 		t.Errorf("RunLoad = %v, want the write error", err)
+	}
+}
+
+// Windows are written as they close, before the load ends.
+func TestLoadStreamsWindows(t *testing.T) {
+	e := startEcho(t, 8, "")
+	pr, pw := io.Pipe()
+	var returned atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		err := RunLoad(context.Background(), LoadOptions{
+			Targets: []string{e.addr}, Rate: 200, Duration: 3 * time.Second, Window: 500 * time.Millisecond, KeepAlive: true,
+		}, pw)
+		returned.Store(true)
+		pw.CloseWithError(err)
+		errc <- err
+	}()
+	var early int
+	s, err := load.ReadStream(pr, func(results.Window) {
+		if !returned.Load() {
+			early++
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Windows) != 6 || early == 0 {
+		t.Errorf("%d windows, %d of them before the load ended", len(s.Windows), early)
+	}
+}
+
+// RunLoad leaves no goroutines behind (workers, connections, timers).
+func TestLoadNoGoroutineLeak(t *testing.T) {
+	e := startEcho(t, 8, "")
+	// Let the goroutines of the readiness check's connection end: wait
+	// until the count holds for 200 ms (at most 5 s).
+	base := runtime.NumGoroutine()
+	for stable, end := time.Now(), time.Now().Add(5*time.Second); time.Since(stable) < 200*time.Millisecond && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+		if n := runtime.NumGoroutine(); n != base {
+			base, stable = n, time.Now()
+		}
+	}
+	runLoad(t, context.Background(), LoadOptions{Targets: []string{e.addr}, Rate: 300, Duration: 500 * time.Millisecond, KeepAlive: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	runLoad(t, ctx, LoadOptions{Targets: []string{e.addr}, Rate: 300, Duration: 10 * time.Second, KeepAlive: false})
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after the load, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
 	}
 }
