@@ -283,7 +283,7 @@ func buildPage(m *model, r rendered) page {
 			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
 			"No process memory was recorded in this run."),
 		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
-			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy.",
+			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy. A per-node proxy was measured serving this testbed's pods; one serving more pods and connections may need more.",
 			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
 	}
 	for _, mr := range data.Memory {

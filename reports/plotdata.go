@@ -405,7 +405,7 @@ func proxyModel(dp string, steps []results.Step) string {
 
 // Notes shown instead of an extrapolation.
 const (
-	noteOnlyNone = "Nothing to extrapolate: this run measured only `none`, which runs no proxy."
+	noteOnlyNone = "Nothing to extrapolate: this run measured only the “none” datapath, which runs no proxy."
 	noteNoMemory = "Nothing to extrapolate: no proxy memory was measured (the steps recorded no processes)."
 )
 

@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/color"
 	_ "image/png"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,6 +117,65 @@ func bareRun(t *testing.T) *results.Run {
 	return run
 }
 
+// fiveRun adds sockmap, nodeproxy and afxdp to the fixture, derived from
+// its sidecar steps (latency, cost and proxy placement changed), to
+// exercise the per-node memory model and the headline.
+func fiveRun(t *testing.T) *results.Run {
+	run := loadFixture(t)
+	var extra []results.Step
+	for _, dp := range []struct {
+		name       string
+		lat, cost  float64
+		perNode    bool
+		proxyBytes int64
+	}{
+		{"sockmap", 0.95, 0.8, false, 24 << 20},
+		{"nodeproxy", 0.9, 0.7, true, 40 << 20},
+		{"afxdp", 0.7, 0.5, true, 90 << 20},
+	} {
+		for _, s := range run.Steps {
+			if s.Datapath != "sidecar" {
+				continue
+			}
+			s.Datapath = dp.name
+			s.LatencyUS.P50 *= dp.lat
+			s.LatencyUS.P90 *= dp.lat
+			s.LatencyUS.P99 *= dp.lat
+			s.LatencyUS.P999 *= dp.lat
+			s.Cost.CPUMicrosPerRequest *= dp.cost
+			s.Cost.DatapathCPUMicrosPerReq *= dp.cost
+			s.Cost.SegmentsPerRequest *= dp.cost
+			s.Cost.ContextSwitchesPerReq *= dp.cost
+			s.Histogram = results.Histogram{}
+			var procs []results.Process
+			for _, p := range s.Processes {
+				if p.Role != results.RoleDatapath {
+					procs = append(procs, p)
+				}
+			}
+			if dp.perNode {
+				for n := range 2 {
+					procs = append(procs, results.Process{Node: fmt.Sprintf("node-%d", n), Name: dp.name + "-forwarder",
+						Role: results.RoleDatapath, PID: 9000 + n, RSSBytes: dp.proxyBytes, PSSBytes: dp.proxyBytes * 9 / 10})
+				}
+			} else {
+				for _, p := range s.Processes {
+					if p.Role == results.RoleDatapath {
+						p.RSSBytes, p.PSSBytes = dp.proxyBytes, dp.proxyBytes*7/10
+						procs = append(procs, p)
+					}
+				}
+			}
+			s.Processes = procs
+			s.Windows = nil
+			extra = append(extra, s)
+		}
+	}
+	run.Steps = append(run.Steps, extra...)
+	run.Summaries = results.Summarize(run.Steps)
+	return run
+}
+
 var cases = []struct {
 	name string
 	run  func(*testing.T) *results.Run
@@ -125,6 +185,7 @@ var cases = []struct {
 	{"failed-early", failedEarlyRun},
 	{"none-only", noneOnlyRun},
 	{"bare", bareRun},
+	{"five", fiveRun},
 }
 
 // TestPlotData checks the numbers every figure draws against golden JSON.
@@ -272,6 +333,7 @@ func TestGenerate(t *testing.T) {
 				"failed-early": nil,
 				"none-only":    {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory.png", "throughput.png", "timeline-none.png"},
 				"bare":         {"latency-vs-load.png", "throughput.png"},
+				"five":         {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar.png"},
 			}[tc.name]
 			if strings.Join(names, ",") != strings.Join(want, ",") {
 				t.Errorf("figures = %v, want %v", names, want)
@@ -385,6 +447,74 @@ func TestHTMLRendersInChromium(t *testing.T) {
 			}
 			if nonWhite*100 < total*3 {
 				t.Errorf("screenshot is %.1f%% non-white; the page looks blank", 100*float64(nonWhite)/float64(total))
+			}
+		})
+	}
+}
+
+// TestOddData feeds degenerate runs through every output: none may panic
+// or fail.
+func TestOddData(t *testing.T) {
+	mutate := map[string]func(r *results.Run){
+		"zero latencies": func(r *results.Run) {
+			for i := range r.Steps {
+				r.Steps[i].LatencyUS = results.Latency{}
+				r.Steps[i].Windows = []results.Window{{StartS: 0}, {StartS: 1, Requests: 5, Successes: 0}}
+			}
+			r.Summaries = results.Summarize(r.Steps)
+		},
+		"one request": func(r *results.Run) {
+			r.Steps = r.Steps[:1]
+			r.Steps[0].Histogram.Buckets = []results.Bucket{{UpperUS: 1, Count: 1}}
+			r.Summaries = results.Summarize(r.Steps)
+		},
+		"rate zero and empty names": func(r *results.Run) {
+			for i := range r.Steps {
+				r.Steps[i].OfferedRPS = 0
+				r.Steps[i].Datapath = ""
+			}
+			r.Summaries = results.Summarize(r.Steps)
+		},
+		"huge values": func(r *results.Run) {
+			for i := range r.Steps {
+				r.Steps[i].LatencyUS.P99 = 1e12
+				r.Steps[i].Cost.CPUMicrosPerRequest = 1e15
+				for j := range r.Steps[i].Processes {
+					r.Steps[i].Processes[j].PSSBytes = 1 << 60
+				}
+			}
+			r.Summaries = results.Summarize(r.Steps)
+		},
+		"summaries without steps": func(r *results.Run) {
+			r.Steps = nil
+		},
+		"unknown datapath, per-node processes": func(r *results.Run) {
+			for i := range r.Steps {
+				r.Steps[i].Datapath = "my/odd <dp>"
+				for j := range r.Steps[i].Processes {
+					r.Steps[i].Processes[j].Pod = ""
+				}
+			}
+			r.Summaries = results.Summarize(r.Steps)
+		},
+		"resolved scenario of another shape": func(r *results.Run) {
+			r.Scenario.Resolved = json.RawMessage(`{"name": 5, "load": "x"}`)
+		},
+	}
+	for _, name := range sortedKeys(mutate) {
+		t.Run(name, func(t *testing.T) {
+			run := loadFixture(t)
+			mutate[name](run)
+			var logs bytes.Buffer
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			if _, err := GenerateRun(run, t.TempDir(), Options{Logger: logger, Scales: []Scale{{10, 3}, {0, 5}, {500, 30}}}); err != nil {
+				t.Fatalf("GenerateRun: %v", err)
+			}
+			if logs.Len() > 0 {
+				t.Errorf("figures not drawn:\n%s", logs.String())
+			}
+			if _, err := Compare(run, run, CompareOptions{}); err != nil {
+				t.Fatalf("Compare: %v", err)
 			}
 		})
 	}

@@ -86,7 +86,7 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
 			}
 			if dp != baselineDatapath {
-				b.WriteString(" (no `none` measurement to compare with)")
+				b.WriteString(" (no “none” measurement to compare with)")
 			}
 		}
 		if er, ok := exBy[dp]; ok && er.Model != modelNone && er.Measured {
@@ -150,7 +150,7 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	}
 	if len(meshes) == 0 {
 		if m.hasBaseline() {
-			return []string{"Only `none` was measured: this run is a floor measurement with no mesh datapath to compare."}
+			return []string{"Only the “none” datapath was measured: this run is a floor measurement with no mesh datapath to compare."}
 		}
 		return nil
 	}
