@@ -262,3 +262,76 @@ func TestInbound(t *testing.T) {
 		t.Errorf("inbound counters %v / %v", st.Listeners["inbound"], st.Clusters)
 	}
 }
+
+func TestHTTPBodies(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/chunked" {
+			w.(http.Flusher).Flush() // no Content-Length: a chunked response
+		}
+		_, _ = w.Write(b)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	a := l.Addr().(*net.TCPAddr).AddrPort()
+	env, p := setupOne(t, controlplane.Service{Name: "echo", Port: 8080, VIP: vip,
+		Endpoints: []controlplane.Endpoint{{Pod: "e", IP: a.Addr(), Port: int(a.Port()), Healthy: true}}})
+	c := env.res.client(p.OutboundAddr(), vipDst(8080))
+	payload := make([]byte, 1<<20)
+	_, _ = rand.Read(payload)
+	for _, tc := range []struct {
+		name    string
+		path    string
+		chunked bool
+	}{
+		{"content-length both ways", "/plain", false},
+		{"chunked request", "/plain", true},
+		{"chunked response", "/chunked", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = bytes.NewReader(payload)
+			if tc.chunked {
+				body = io.MultiReader(body) // unknown length: sent chunked
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://echo"+tc.path, body)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !bytes.Equal(got, payload) {
+				t.Fatalf("status %d, %d bytes back, byte-exact %v", resp.StatusCode, len(got), bytes.Equal(got, payload))
+			}
+		})
+	}
+}
+
+func TestInboundPassthrough(t *testing.T) {
+	echo := tcpEcho(t)
+	env := newEnv(t)
+	p := env.proxy(t, "sidecar~server")
+	env.set(t, controlplane.Model{}, "sidecar~server")
+	// A port no service names: delivered to 127.0.0.1 on the same port.
+	conn, err := env.res.dial(context.Background(), p.InboundAddr(), netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), echo.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := []byte("hello through the inbound passthrough")
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if n := adminStats(t, p).Clusters[controlplane.InboundPassthroughCluster]["cx_total"]; n != 1 {
+		t.Errorf("InboundPassthroughCluster cx_total = %d, want 1", n)
+	}
+}
