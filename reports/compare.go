@@ -245,6 +245,26 @@ func (c *Comparison) Regressed() bool {
 	return false
 }
 
+// Underpowered reports whether the comparison could not have found any
+// significant change: every metric compared had too few repetitions for
+// the test (benchmath's "need >= N samples" warning). It is false when
+// nothing was compared.
+func (c *Comparison) Underpowered() bool {
+	if len(c.Metrics) == 0 {
+		return false
+	}
+	for _, m := range c.Metrics {
+		few := false
+		for _, w := range m.Warnings {
+			few = few || strings.Contains(w, "samples to detect a difference")
+		}
+		if !few {
+			return false
+		}
+	}
+	return true
+}
+
 // Regressions returns the metrics that regressed.
 func (c *Comparison) Regressions() []MetricComparison {
 	var out []MetricComparison
@@ -338,6 +358,8 @@ func (c *Comparison) summaryLine() string {
 		}
 	}
 	switch {
+	case n == 0 && (lost == 0 || c.allowMissing) && c.Underpowered():
+		return fmt.Sprintf("No regression detected, but none could be: the runs have too few repetitions for any change to be significant at alpha %g (see the notes).", c.Alpha)
 	case n == 0 && (lost == 0 || c.allowMissing):
 		return fmt.Sprintf("No regression (alpha %g, %d metrics compared).", c.Alpha, len(c.Metrics))
 	case lost > 0 && !c.allowMissing && n == 0:

@@ -102,6 +102,9 @@ func TestCompare(t *testing.T) {
 			base: synthRun("base", map[string][]float64{"sidecar": {100, 112, 94, 106, 97}}),
 			new:  synthRun("new", map[string][]float64{"sidecar": {104, 110, 96, 109, 99}}),
 			check: func(t *testing.T, c *Comparison) {
+				if c.Underpowered() {
+					t.Error("Underpowered() = true with 5 repetitions per side")
+				}
 				m := metric(t, c, "sidecar", MetricP99)
 				if m.Significant || m.Regression {
 					t.Errorf("p99: significant=%v (p=%v) regression=%v; want not significant", m.Significant, m.P, m.Regression)
@@ -120,8 +123,11 @@ func TestCompare(t *testing.T) {
 				if m.Significant || len(m.Warnings) == 0 || !strings.Contains(m.Warnings[0], "need >= 4 samples") {
 					t.Errorf("p99: significant=%v warnings=%q; want benchmath's too-few-samples warning", m.Significant, m.Warnings)
 				}
+				if !c.Underpowered() {
+					t.Error("Underpowered() = false with 3 repetitions per side")
+				}
 			},
-			wantTextSubstr: []string{"note: need >= 4 samples"},
+			wantTextSubstr: []string{"note: need >= 4 samples", "none could be"},
 		},
 		{
 			name: "significant but within threshold",
