@@ -1,8 +1,6 @@
 package workload
 
 import (
-	"golang.org/x/sys/unix"
-
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"golang.org/x/sys/unix"
 
 	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/results"
@@ -258,6 +257,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	return nil
 }
 
+// cpuSeconds returns the user + system CPU time of ru in seconds.
 func cpuSeconds(ru unix.Rusage) float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

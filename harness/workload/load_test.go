@@ -100,6 +100,9 @@ func TestLoadAgainstEcho(t *testing.T) {
 	if len(s.Windows) != 2 || s.Windows[0].StartS != 0 || s.Windows[1].StartS != 1 {
 		t.Errorf("windows = %+v", s.Windows)
 	}
+	if s.ClientCPUSeconds <= 0 || s.ClientRSSBytes <= 0 {
+		t.Errorf("client usage: cpu %v s, rss %d B", s.ClientCPUSeconds, s.ClientRSSBytes)
+	}
 	if s.Histogram.SignificantFigures != load.SignificantFigures {
 		t.Errorf("significant figures %d", s.Histogram.SignificantFigures)
 	}
