@@ -1,0 +1,46 @@
+package controlplane
+
+import (
+	"github.com/meshbench/meshbench/datapaths"
+)
+
+// SidecarNodeID is the node id of the sidecar of a pod.
+func SidecarNodeID(pod string) string { return "sidecar~" + pod }
+
+// NodeProxyNodeID is the node id of the per-node proxy of a node.
+func NodeProxyNodeID(node string) string { return "nodeproxy~" + node }
+
+// ModelFromServices derives a model from the scenario's services resolved
+// onto the cluster: every backend pod is a healthy endpoint on the
+// service's port. tmpl supplies what scenarios do not say yet (protocol, LB
+// policy, circuit breakers, retries, timeouts); its name, port, VIP and
+// endpoints are ignored. proxies are the node ids expected to connect.
+func ModelFromServices(svcs []*datapaths.Service, tmpl Service, proxies []string) Model {
+	m := Model{Proxies: append([]string(nil), proxies...)}
+	for _, s := range svcs {
+		svc := tmpl
+		svc.Name, svc.Port, svc.VIP, svc.Endpoints = s.Name, s.Port, s.VIP, nil
+		for _, p := range s.Backends {
+			svc.Endpoints = append(svc.Endpoints, Endpoint{Pod: p.Name, IP: p.IP, Port: s.Port, Healthy: true})
+		}
+		m.Services = append(m.Services, svc)
+	}
+	return m
+}
+
+// WithPodHealth returns a copy of m in which pod's endpoints are unhealthy (a
+// killed pod), or healthy again when healthy is set (a restarted pod).
+func (m Model) WithPodHealth(pod string, healthy bool) Model {
+	out := m
+	out.Services = make([]Service, len(m.Services))
+	for i, s := range m.Services {
+		s.Endpoints = append([]Endpoint(nil), s.Endpoints...)
+		for j := range s.Endpoints {
+			if s.Endpoints[j].Pod == pod {
+				s.Endpoints[j].Healthy = healthy
+			}
+		}
+		out.Services[i] = s
+	}
+	return out
+}
