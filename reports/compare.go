@@ -246,23 +246,39 @@ func (c *Comparison) Regressed() bool {
 }
 
 // Underpowered reports whether the comparison could not have found any
-// significant change: every metric compared had too few repetitions for
-// the test (benchmath's "need >= N samples" warning). It is false when
-// nothing was compared.
+// significant change: for every metric, even two samples of its sizes
+// that did not overlap at all would not differ significantly at Alpha
+// (the Mann-Whitney U test needs 4 repetitions per side at alpha 0.05).
+// It is false when nothing was compared.
 func (c *Comparison) Underpowered() bool {
 	if len(c.Metrics) == 0 {
 		return false
 	}
 	for _, m := range c.Metrics {
-		few := false
-		for _, w := range m.Warnings {
-			few = few || strings.Contains(w, "samples to detect a difference")
-		}
-		if !few {
+		if canDetect(len(m.Base), len(m.New), c.Alpha) {
 			return false
 		}
 	}
 	return true
+}
+
+// canDetect reports whether samples of sizes n1 and n2 can differ
+// significantly at alpha: it tests two samples that do not overlap.
+func canDetect(n1, n2 int, alpha float64) bool {
+	if n1 == 0 || n2 == 0 {
+		return false
+	}
+	th := benchmath.DefaultThresholds
+	th.CompareAlpha = alpha
+	a, b := make([]float64, n1), make([]float64, n2)
+	for i := range a {
+		a[i] = float64(i)
+	}
+	for i := range b {
+		b[i] = float64(n1 + i)
+	}
+	cmp := benchmath.AssumeNothing.Compare(benchmath.NewSample(a, &th), benchmath.NewSample(b, &th))
+	return cmp.P < alpha
 }
 
 // Regressions returns the metrics that regressed.
