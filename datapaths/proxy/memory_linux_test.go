@@ -163,6 +163,13 @@ func TestMemory(t *testing.T) {
 	if ok.Load() == 0 || failed.Load() > 0 {
 		t.Errorf("load: %d ok, %d failed", ok.Load(), failed.Load())
 	}
+	st, err := ReadStats(context.Background(), path, DefaultAdminAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Listeners["outbound"]["rq_2xx"]; got < ok.Load() {
+		t.Errorf("proxy counted %d 2xx on the outbound listener, the client got %d", got, ok.Load())
+	}
 	peak := procKiB(t, pid, "VmHWM")
 	row("idle after load (after GC)", memory(true))
 

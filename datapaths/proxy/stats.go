@@ -1,13 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/meshbench/meshbench/datapaths"
 )
 
 // Counters are the counters of one listener or cluster. In JSON they are
@@ -158,6 +162,32 @@ func ParseStats(r io.Reader) (Stats, error) {
 	var s Stats
 	if err := json.NewDecoder(r).Decode(&s); err != nil {
 		return Stats{}, fmt.Errorf("decode proxy stats: %w", err)
+	}
+	return s, nil
+}
+
+// ReadStats reads a builtin proxy's /stats from its admin address (for
+// example DefaultAdminAddr) inside the network namespace at netnsPath ("":
+// this process's namespace).
+func ReadStats(ctx context.Context, netnsPath, adminAddr string) (Stats, error) {
+	var s Stats
+	if netnsPath == "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddr+"/stats", nil)
+		if err != nil {
+			return Stats{}, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return Stats{}, fmt.Errorf("read proxy stats: %w", err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return Stats{}, fmt.Errorf("read proxy stats: %s", resp.Status)
+		}
+		return ParseStats(resp.Body)
+	}
+	if err := datapaths.GetJSON(ctx, netnsPath, adminAddr, "/stats", &s); err != nil {
+		return Stats{}, fmt.Errorf("read proxy stats in %s: %w", netnsPath, err)
 	}
 	return s, nil
 }

@@ -55,7 +55,9 @@ func (p *Builtin) runXDS(ctx context.Context) {
 		typeEndpoint: {url: typeEndpoint, res: map[string]proto.Message{}},
 		typeRoute:    {url: typeRoute, res: map[string]proto.Message{}},
 	}}
-	conn, err := grpc.NewClient("unix://"+p.opts.XDSSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+p.opts.XDSSocket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
 		p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, err))
 		return
