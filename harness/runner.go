@@ -227,16 +227,10 @@ func (r *runner) remaining() time.Duration {
 	if left < 0 {
 		left = 0
 	}
-	per := time.Duration(r.sc.Load.Warmup+r.sc.Load.Duration) + stepOverhead
+	per := time.Duration(r.sc.Load.Warmup+r.sc.Load.Duration) + scenarios.StepOverhead
 	cycles := left / max(1, len(r.sc.Load.Rates))
-	return time.Duration(left)*per + time.Duration(cycles)*cycleOverhead
+	return time.Duration(left)*per + time.Duration(cycles)*scenarios.CycleOverhead
 }
-
-// Estimates used for the time left; measured on a 2-core machine.
-const (
-	stepOverhead  = 1 * time.Second
-	cycleOverhead = 3 * time.Second
-)
 
 func (r *runner) progress(ev Event) {
 	if r.opts.Progress == nil {

@@ -165,6 +165,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "meshbench: scenario %s: %s × %d rate(s) × %d repetition(s), about %s\n",
 		sc.Name, strings.Join(sc.Datapaths, ","), len(sc.Load.Rates), sc.Repetitions, est.Round(time.Second))
 	prog := &progress{w: stderr}
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stderr, "meshbench: interrupted: stopping the load, tearing down, writing what was measured (interrupt again to quit at once, then run 'meshbench down')")
+		case <-finished:
+		}
+	}()
 	run, runErr := harness.Run(ctx, harness.Options{
 		Scenario:       sc,
 		ScenarioPath:   pos[0],
@@ -177,6 +185,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Logger:         logger,
 		Progress:       prog.event,
 	})
+	close(finished)
 	if run == nil {
 		return runErr
 	}

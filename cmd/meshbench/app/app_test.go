@@ -1,0 +1,87 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "no command"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"bench without scenario", []string{"bench"}, "exactly one scenario"},
+		{"bench two scenarios", []string{"bench", "a.yaml", "b.yaml"}, "exactly one scenario"},
+		{"bench unknown flag", []string{"bench", "--nope", "a.yaml"}, "flag provided but not defined"},
+		{"compare one file", []string{"compare", "a.json"}, "base and a new"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := Run(context.Background(), tt.args, &out, &errb)
+			if !errors.Is(err, ErrUsage) {
+				t.Fatalf("err = %v, want a usage error", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// A bad scenario is reported with file, line and field before anything is
+// created, whoever runs it.
+func TestBenchBadScenario(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(path, []byte("load:\n  rates: [100]\n  duraton: 5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	err := Run(context.Background(), []string{"bench", path, "--out", out}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), path+":3:") || !strings.Contains(err.Error(), "duraton") {
+		t.Fatalf("err = %v, want %s:3 and the field", err, path)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output directory created for a bad scenario (stat: %v)", err)
+	}
+}
+
+func TestBenchBadDatapathFlag(t *testing.T) {
+	err := Run(context.Background(), []string{"bench", "../../../scenarios/quick.yaml", "--datapaths", "none,warp"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "--datapaths") || !strings.Contains(err.Error(), "warp") {
+		t.Fatalf("err = %v, want a --datapaths error naming warp", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"version"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "meshbench ") {
+		t.Errorf("version output %q", out.String())
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	var f benchFlags
+	fs := newFlagSet("bench", &bytes.Buffer{}, "")
+	fs.StringVar(&f.out, "out", "", "")
+	fs.BoolVar(&f.retain, "retain", false, "")
+	pos, err := parseInterspersed(fs, []string{"--out", "d", "s.yaml", "--retain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pos) != 1 || pos[0] != "s.yaml" || f.out != "d" || !f.retain {
+		t.Errorf("pos %v, flags %+v", pos, f)
+	}
+}
