@@ -55,3 +55,9 @@ doctor: build
 
 clean:
 	rm -rf bin
+
+# Store the newest results as the regression baseline CI compares against.
+baseline:
+	@latest=$$(ls -1d results/*/results.json 2>/dev/null | sort | tail -1); \
+	test -n "$$latest" || { echo "no results/*/results.json: run 'make bench' first"; exit 1; }; \
+	mkdir -p ci/baselines && cp "$$latest" ci/baselines/default.json && echo "baseline: $$latest -> ci/baselines/default.json"
