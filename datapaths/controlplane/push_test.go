@@ -19,7 +19,7 @@ func modelWith(n int) controlplane.Model {
 	svc := controlplane.Service{Name: "echo", Port: 8080, VIP: netip.MustParseAddr("198.19.128.1")}
 	for i := 0; i < n; i++ {
 		svc.Endpoints = append(svc.Endpoints, controlplane.Endpoint{
-			Pod: "pod", IP: netip.AddrFrom4([4]byte{198, 18, byte(i / 250), byte(i%250 + 1)}), Port: 8080, Healthy: true,
+			Pod: fmt.Sprintf("pod-%d", i), IP: netip.AddrFrom4([4]byte{198, 18, byte(i / 250), byte(i%250 + 1)}), Port: 8080, Healthy: true,
 		})
 	}
 	return controlplane.Model{Services: []controlplane.Service{svc}}
@@ -51,23 +51,29 @@ func TestPushLatency(t *testing.T) {
 			if _, _, err := cp.PushLatency(ctx, m, nodes); err != nil {
 				t.Fatal(err)
 			}
-			var lats []time.Duration
-			for round := 0; round < 5; round++ {
-				// Kill one endpoint, then bring it back (a restart).
-				killed := m
-				killed.Services = slices.Clone(m.Services)
-				killed.Services[0].Endpoints = slices.Delete(slices.Clone(m.Services[0].Endpoints), round, round+1)
-				for _, mm := range []controlplane.Model{killed, m} {
-					lat, _, err := cp.PushLatency(ctx, mm, nodes)
-					if err != nil {
-						t.Fatal(err)
+			for _, how := range []string{"removed", "marked unhealthy"} {
+				var lats []time.Duration
+				for round := 0; round < 5; round++ {
+					// Kill one endpoint, then bring it back (a restart).
+					killed := m
+					killed.Services = slices.Clone(m.Services)
+					if how == "removed" {
+						killed.Services[0].Endpoints = slices.Delete(slices.Clone(m.Services[0].Endpoints), round, round+1)
+					} else {
+						killed = m.WithPodHealth(m.Services[0].Endpoints[round].Pod, false)
 					}
-					lats = append(lats, lat)
+					for _, mm := range []controlplane.Model{killed, m} {
+						lat, _, err := cp.PushLatency(ctx, mm, nodes)
+						if err != nil {
+							t.Fatal(err)
+						}
+						lats = append(lats, lat)
+					}
 				}
+				slices.Sort(lats)
+				t.Logf("push latency, %d endpoints, 2 proxies, endpoint %s and restored, %d pushes: min %v median %v max %v",
+					n, how, len(lats), lats[0], lats[len(lats)/2], lats[len(lats)-1])
 			}
-			slices.Sort(lats)
-			t.Logf("push latency, %d endpoints, 2 proxies, %d pushes: min %v median %v max %v",
-				n, len(lats), lats[0], lats[len(lats)/2], lats[len(lats)-1])
 		})
 	}
 }

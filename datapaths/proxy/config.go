@@ -34,6 +34,7 @@ const (
 type clusterCfg struct {
 	name           string
 	eds            bool
+	edsName        string // the EDS resource: service_name, or the cluster's name
 	originalDst    bool
 	lb             lbKind
 	connectTimeout time.Duration
@@ -129,6 +130,10 @@ func compileCluster(c *clusterv3.Cluster) (*clusterCfg, error) {
 	switch c.GetType() {
 	case clusterv3.Cluster_EDS:
 		cc.eds = true
+		cc.edsName = c.GetEdsClusterConfig().GetServiceName()
+		if cc.edsName == "" {
+			cc.edsName = cc.name
+		}
 	case clusterv3.Cluster_STATIC:
 		eps, err := compileAssignment(c.GetLoadAssignment())
 		if err != nil {

@@ -44,8 +44,9 @@ type typeState struct {
 }
 
 type xdsClient struct {
-	p     *Builtin
-	types map[string]*typeState
+	p        *Builtin
+	types    map[string]*typeState
+	compiled compiledSet
 }
 
 func (p *Builtin) runXDS(ctx context.Context) {
@@ -154,7 +155,7 @@ func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDis
 		ts.nonce = resp.GetNonce()
 		res, err := decode(resp)
 		if err == nil {
-			err = x.p.apply(x.candidate(ts.url, res), resp.GetTypeUrl(), resp.GetVersionInfo())
+			err = x.apply(ts, res, resp.GetVersionInfo())
 		}
 		if err != nil {
 			x.p.log.Warn("rejecting configuration", "type", typeNames[ts.url], "version", resp.GetVersionInfo(), "err", err)
@@ -175,7 +176,7 @@ func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDis
 		case typeCluster:
 			follow, names = x.types[typeEndpoint], edsNames(res)
 		case typeListener:
-			follow, names = x.types[typeRoute], rdsNames(res)
+			follow, names = x.types[typeRoute], rdsNames(x.compiled.listeners)
 		}
 		if follow != nil && (!slices.Equal(follow.names, names) || !follow.sent && len(names) > 0) {
 			follow.names = names
@@ -187,16 +188,6 @@ func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDis
 			x.p.readyOnce.Do(func() { close(x.p.ready) })
 		}
 	}
-}
-
-// candidate is the resource set if res replaced the resources of typeURL.
-func (x *xdsClient) candidate(typeURL string, res map[string]proto.Message) map[string]map[string]proto.Message {
-	out := map[string]map[string]proto.Message{}
-	for url, ts := range x.types {
-		out[url] = ts.res
-	}
-	out[typeURL] = res
-	return out
 }
 
 // complete says whether every type has been received and every reference
@@ -265,13 +256,9 @@ func edsNames(res map[string]proto.Message) []string {
 	return names
 }
 
-func rdsNames(res map[string]proto.Message) []string {
+func rdsNames(listeners map[string]*listenerCfg) []string {
 	set := map[string]bool{}
-	for _, m := range res {
-		lc, err := compileListener(m.(*listenerv3.Listener))
-		if err != nil {
-			continue
-		}
+	for _, lc := range listeners {
 		for _, c := range append(slices.Clone(lc.chains), lc.def) {
 			if c != nil && c.http != nil && c.http.rds != "" {
 				set[c.http.rds] = true
@@ -286,67 +273,99 @@ func rdsNames(res map[string]proto.Message) []string {
 	return names
 }
 
-// apply compiles a full candidate resource set and, when it compiles,
-// makes it the running configuration.
-func (p *Builtin) apply(all map[string]map[string]proto.Message, typeURL, version string) error {
-	type compiled struct {
-		cfg *clusterCfg
-		eps []endpoint
-	}
-	clusters := map[string]compiled{}
-	for name, m := range all[typeCluster] {
-		cfg, err := compileCluster(m.(*clusterv3.Cluster))
-		if err != nil {
-			return err
-		}
-		eps := cfg.static
-		if cfg.eds {
-			svc := m.(*clusterv3.Cluster).GetEdsClusterConfig().GetServiceName()
-			if svc == "" {
-				svc = name
-			}
-			if cla, ok := all[typeEndpoint][svc]; ok {
-				var err error
-				if eps, err = compileAssignment(cla.(*endpointv3.ClusterLoadAssignment)); err != nil {
-					return fmt.Errorf("endpoints of %s: %w", name, err)
-				}
-			} else if old := p.cluster(name); old != nil {
-				eps = nil // keep the running endpoints until EDS answers
-				clusters[name] = compiled{cfg: cfg, eps: old.endpoints()}
+// compiledSet is the compiled form of the accepted resources.
+type compiledSet struct {
+	clusters    map[string]*clusterCfg
+	assignments map[string][]endpoint
+	listeners   map[string]*listenerCfg
+	routes      map[string]*routeCfg
+}
+
+// compileType compiles the resources of one response, reusing the compiled
+// form of those equal to the accepted ones.
+func compileType[T any](old map[string]proto.Message, prev map[string]T, res map[string]proto.Message, compile func(proto.Message) (T, error)) (map[string]T, map[string]bool, error) {
+	out := make(map[string]T, len(res))
+	changed := map[string]bool{}
+	for name, m := range res {
+		if o, ok := old[name]; ok && proto.Equal(o, m) {
+			if c, ok := prev[name]; ok {
+				out[name] = c
 				continue
 			}
 		}
-		clusters[name] = compiled{cfg: cfg, eps: eps}
-	}
-	listeners := map[string]*listenerCfg{}
-	for name, m := range all[typeListener] {
-		lc, err := compileListener(m.(*listenerv3.Listener))
+		c, err := compile(m)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		listeners[name] = lc
+		out[name] = c
+		changed[name] = true
 	}
-	routes := map[string]*routeCfg{}
-	for name, m := range all[typeRoute] {
-		rc, err := compileRoutes(m.(*routev3.RouteConfiguration))
-		if err != nil {
-			return err
+	for name := range prev {
+		if _, ok := res[name]; !ok {
+			changed[name] = true
 		}
-		routes[name] = rc
 	}
-	// Commit.
+	return out, changed, nil
+}
+
+// apply compiles a response's resources and, when they compile, makes them
+// part of the running configuration. Nothing changes on error.
+func (x *xdsClient) apply(ts *typeState, res map[string]proto.Message, version string) error {
+	c := &x.compiled
+	next := *c
+	var changedClusters, changedAssignments map[string]bool
+	var err error
+	switch ts.url {
+	case typeCluster:
+		next.clusters, changedClusters, err = compileType(ts.res, c.clusters, res, func(m proto.Message) (*clusterCfg, error) {
+			return compileCluster(m.(*clusterv3.Cluster))
+		})
+	case typeEndpoint:
+		next.assignments, changedAssignments, err = compileType(ts.res, c.assignments, res, func(m proto.Message) ([]endpoint, error) {
+			eps, err := compileAssignment(m.(*endpointv3.ClusterLoadAssignment))
+			if err != nil {
+				return nil, fmt.Errorf("endpoints of %s: %w", m.(*endpointv3.ClusterLoadAssignment).GetClusterName(), err)
+			}
+			return eps, nil
+		})
+	case typeListener:
+		next.listeners, _, err = compileType(ts.res, c.listeners, res, func(m proto.Message) (*listenerCfg, error) {
+			return compileListener(m.(*listenerv3.Listener))
+		})
+	case typeRoute:
+		next.routes, _, err = compileType(ts.res, c.routes, res, func(m proto.Message) (*routeCfg, error) {
+			return compileRoutes(m.(*routev3.RouteConfiguration))
+		})
+	}
+	if err != nil {
+		return err
+	}
+	*c = next
+	p := x.p
+
+	// Commit the clusters whose configuration or endpoints changed.
 	p.cmu.Lock()
-	for name, c := range clusters {
-		rc, ok := p.clusters[name]
-		if !ok {
+	for name, cfg := range c.clusters {
+		rc, exists := p.clusters[name]
+		if exists && !changedClusters[name] && !(cfg.eds && changedAssignments[cfg.edsName]) {
+			continue
+		}
+		eps := cfg.static
+		if cfg.eds {
+			var ok bool
+			if eps, ok = c.assignments[cfg.edsName]; !ok && exists {
+				eps = rc.endpoints() // keep the running endpoints until EDS answers
+			}
+		}
+		if !exists {
 			rc = newCluster(name, p.reg.cluster(name))
 			p.clusters[name] = rc
 		}
-		rc.update(c.cfg, c.eps)
+		rc.update(cfg, eps)
 	}
 	var gone []*cluster
 	for name, rc := range p.clusters {
-		if _, ok := clusters[name]; !ok {
+		if _, ok := c.clusters[name]; !ok {
 			gone = append(gone, rc)
 			delete(p.clusters, name)
 		}
@@ -355,6 +374,12 @@ func (p *Builtin) apply(all map[string]map[string]proto.Message, typeURL, versio
 	for _, rc := range gone {
 		rc.close()
 	}
+
+	raw := map[string]map[string]proto.Message{}
+	for url, t := range x.types {
+		raw[url] = t.res
+	}
+	raw[ts.url] = res
 	old := p.state.Load()
 	versions := map[string]string{}
 	if old != nil {
@@ -362,9 +387,9 @@ func (p *Builtin) apply(all map[string]map[string]proto.Message, typeURL, versio
 			versions[k] = v
 		}
 	}
-	versions[typeNames[typeURL]] = version
-	p.state.Store(&state{version: versions, listeners: listeners, routes: routes, raw: all})
-	p.log.Debug("configuration applied", "type", typeNames[typeURL], "version", version)
+	versions[typeNames[ts.url]] = version
+	p.state.Store(&state{version: versions, listeners: c.listeners, routes: c.routes, raw: raw})
+	p.log.Debug("configuration applied", "type", typeNames[ts.url], "version", version)
 	return nil
 }
 
