@@ -158,3 +158,5 @@ func TestModelInvalid(t *testing.T) {
 		})
 	}
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
