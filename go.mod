@@ -50,3 +50,5 @@ require (
 	google.golang.org/protobuf v1.36.10 // indirect
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+tool github.com/cilium/ebpf/cmd/bpf2go
