@@ -9,7 +9,7 @@ type Engine interface {
 	// "envoy".
 	Name() string
 	// Start starts the proxy and returns once it is starting; it does not
-	// wait for configuration. It returns an error when the proxy cannot be
+	// wait for configuration. The proxy runs until ctx ends or Stop. It returns an error when the proxy cannot be
 	// started (a port in use, a missing binary); nothing is left running
 	// then.
 	Start(ctx context.Context) error
