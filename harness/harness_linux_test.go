@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths/all"
+	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
@@ -22,9 +24,14 @@ import (
 // TestMain lets this test binary serve as the workload programs the harness
 // starts in pods ("echo", "load"), and fails on anything a run left behind.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load") {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := workload.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		var err error
+		if os.Args[1] == "proxy" {
+			err = proxy.Main(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		} else {
+			err = workload.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		}
 		stop()
 		if err != nil && ctx.Err() == nil {
 			os.Stderr.WriteString(err.Error() + "\n")
@@ -196,5 +203,41 @@ load: {rates: [200], duration: 20s, warmup: 1s}
 	}
 	if len(got.Steps) != 1 || !got.Steps[0].Interrupted || got.Steps[0].Successes == 0 {
 		t.Fatalf("want one interrupted step with what was measured, got %+v", got.Steps)
+	}
+}
+
+func TestRunSidecar(t *testing.T) {
+	testutil.Privileged(t)
+	if _, err := exec.LookPath("iptables-restore"); err != nil {
+		t.Skip("iptables-restore not installed (apt-get install iptables)")
+	}
+	opts := options(t, testScenario+"datapaths: [none, sidecar]\n")
+	run, err := harness.Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(run.Steps) != 2 {
+		t.Fatalf("got %d steps, want 2", len(run.Steps))
+	}
+	s := run.Steps[1]
+	if s.Datapath != "sidecar" || !s.Proof.Verified || s.SuccessRatio != 1 {
+		t.Fatalf("sidecar step: datapath %s, proof %+v, success %v", s.Datapath, s.Proof, s.SuccessRatio)
+	}
+	if s.Proof.Counters["client_outbound_rq"] < s.Successes {
+		t.Errorf("client sidecar proxied %d requests, fewer than %d successes", s.Proof.Counters["client_outbound_rq"], s.Successes)
+	}
+	proxies := 0
+	for _, p := range s.Processes {
+		if p.Role == results.RoleDatapath {
+			proxies++
+		}
+	}
+	if proxies != 4 {
+		t.Errorf("%d sidecar processes measured, want one per pod (4)", proxies)
+	}
+	// Two proxy hops add TCP segments: the sidecar path costs more than none.
+	if s.Cost.SegmentsPerRequest <= run.Steps[0].Cost.SegmentsPerRequest {
+		t.Errorf("sidecar %.1f segments/request, none %.1f: want more through proxies",
+			s.Cost.SegmentsPerRequest, run.Steps[0].Cost.SegmentsPerRequest)
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/none"
+	"github.com/meshbench/meshbench/datapaths/sidecar"
 )
 
 // ErrNotImplemented is wrapped by New for datapaths this build does not
@@ -16,7 +17,9 @@ func New(name string) (datapaths.Datapath, error) {
 	switch name {
 	case none.Name:
 		return none.New(), nil
-	case "sidecar", "sockmap", "nodeproxy", "afxdp":
+	case sidecar.Name:
+		return sidecar.New(sidecar.Options{}), nil
+	case "sockmap", "nodeproxy", "afxdp":
 		return nil, fmt.Errorf("%s: %w", name, ErrNotImplemented)
 	default:
 		return nil, fmt.Errorf("unknown datapath %q", name)
@@ -24,4 +27,4 @@ func New(name string) (datapaths.Datapath, error) {
 }
 
 // Implemented lists the datapaths New can build.
-func Implemented() []string { return []string{none.Name} }
+func Implemented() []string { return []string{none.Name, sidecar.Name} }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths/all"
+	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
@@ -71,6 +72,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "echo", "load":
 		// The workloads the harness starts inside pods.
 		return workload.Main(ctx, args, stdout, stderr)
+	case "proxy":
+		// The builtin proxy engine, started by proxy datapaths.
+		return proxy.Main(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,6 +1,8 @@
 package netns
 
 import (
+	"github.com/meshbench/meshbench/internal/rundir"
+
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +84,9 @@ func (p *Provider) Down(ctx context.Context, runID string) ([]string, error) {
 		}
 		removed = append(removed, "netns "+path)
 	}
+	dirs, err := rundir.Remove(runID)
+	removed = append(removed, dirs...)
+	errs = append(errs, err)
 	for _, rm := range removed {
 		p.log.Debug("removed", "object", rm)
 	}
@@ -130,6 +135,13 @@ func (p *Provider) Leftovers(runID string) ([]string, error) {
 			for _, pid := range pids {
 				out = append(out, fmt.Sprintf("process %d in cgroup %s", pid, d))
 			}
+		}
+	}
+	ids, err := rundir.List()
+	errs = append(errs, err)
+	for _, id := range ids {
+		if runID == "" || id == runID {
+			out = append(out, "directory "+rundir.Path(id))
 		}
 	}
 	ifs, err := net.Interfaces()

@@ -1,0 +1,289 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/datapaths/proxy"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/internal/rundir"
+)
+
+// Name is the datapath's name in scenarios and results.
+const Name = "sidecar"
+
+// ReadyTimeout bounds the wait for every proxy to be configured.
+const ReadyTimeout = 30 * time.Second
+
+// Options configure the datapath.
+type Options struct {
+	// Engine is the proxy engine: "builtin" (default) or "envoy".
+	Engine string
+	// Service is the template for every service's mesh settings (LB
+	// policy, circuit breakers, retries).
+	Service controlplane.Service
+	// Rules are the iptables options; zero: DefaultRuleOptions.
+	Rules RuleOptions
+}
+
+// Datapath is the iptables sidecar datapath.
+type Datapath struct {
+	opts Options
+
+	env     *datapaths.Env
+	cp      *controlplane.Server
+	cpStop  context.CancelFunc
+	proxies map[string]*sidecarProc // by pod name
+	rules   []*testbed.Pod          // pods whose rules are installed
+	runID   string
+	log     *slog.Logger
+	// PushLatency is the time from the model's push until every proxy
+	// ACKed it, measured at install.
+	PushLatency time.Duration
+}
+
+type sidecarProc struct {
+	pod    *testbed.Pod
+	proc   *testbed.Process
+	stderr *tail
+}
+
+var _ datapaths.Datapath = (*Datapath)(nil)
+
+// New returns a sidecar datapath.
+func New(opts Options) *Datapath {
+	if opts.Engine == "" {
+		opts.Engine = "builtin"
+	}
+	if opts.Rules.OutboundPort == 0 {
+		opts.Rules = DefaultRuleOptions()
+	}
+	return &Datapath{opts: opts}
+}
+
+// Name implements datapaths.Datapath.
+func (d *Datapath) Name() string { return Name }
+
+// Install implements datapaths.Datapath: it starts the control plane, then in
+// every pod installs the nat rules and starts the proxy as uid 1337 in the
+// pod's namespace and cgroup, and waits until every proxy has ACKed its
+// configuration.
+func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
+	d.env = env
+	d.log = env.Logger
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	d.runID = env.Cluster.RunID()
+	d.proxies = map[string]*sidecarProc{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
+		}
+	}()
+
+	dir, err := rundir.Ensure(d.runID)
+	if err != nil {
+		return err
+	}
+	// The proxies run as uid 1337, which may not be able to reach the
+	// harness's own binary: they run a copy in the run directory.
+	bin, err := rundir.CopyExecutable(d.runID, env.Exec[0], "meshbench")
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(dir, "xds.sock")
+	d.cp = controlplane.New(controlplane.Options{SocketPath: sock, Logger: d.log})
+	cpCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cpStop = cancel
+	if err := d.cp.Start(cpCtx); err != nil {
+		return fmt.Errorf("start control plane: %w", err)
+	}
+
+	pods := env.Cluster.Pods()
+	ids := make([]string, len(pods))
+	for i, p := range pods {
+		ids[i] = controlplane.SidecarNodeID(p.Name)
+	}
+	model := controlplane.ModelFromServices(env.Services, d.opts.Service, ids)
+	pushed := time.Now()
+	version, err := d.cp.SetModel(ctx, model)
+	if err != nil {
+		return fmt.Errorf("push mesh configuration: %w", err)
+	}
+
+	for _, p := range pods {
+		if err := applyRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
+			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
+		}
+		d.rules = append(d.rules, p)
+		sp := &sidecarProc{pod: p, stderr: &tail{max: 2048}}
+		args := append([]string{bin}, env.Exec[1:]...)
+		args = append(args, "proxy",
+			"--xds", sock,
+			"--node-id", controlplane.SidecarNodeID(p.Name),
+			"--engine", d.opts.Engine,
+			"--admin", proxy.DefaultAdminAddr,
+			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
+			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
+		sp.proc, err = env.Cluster.Start(ctx, p, testbed.ProcessSpec{
+			Name: "sidecar", Role: results.RoleDatapath, Args: args,
+			UID: ProxyUID, GID: ProxyGID, Stderr: sp.stderr,
+		})
+		if err != nil {
+			return fmt.Errorf("start sidecar in pod %s: %w", p.Name, err)
+		}
+		d.proxies[p.Name] = sp
+	}
+
+	rctx, rcancel := context.WithTimeout(ctx, ReadyTimeout)
+	defer rcancel()
+	if err := d.cp.WaitAcked(rctx, version, ids); err != nil {
+		return fmt.Errorf("wait for sidecars to accept configuration: %w%s", err, d.exitedProxies())
+	}
+	d.PushLatency = time.Since(pushed)
+	for _, sp := range d.proxies {
+		if err := waitReady(rctx, sp); err != nil {
+			return err
+		}
+	}
+	d.log.Info("sidecars ready", "pods", len(pods), "push_to_ack", d.PushLatency)
+	return nil
+}
+
+// waitReady polls the proxy's /ready until it answers.
+func waitReady(ctx context.Context, sp *sidecarProc) error {
+	for {
+		_, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+		if err == nil {
+			return nil
+		}
+		if sp.proc.Exited() {
+			return fmt.Errorf("sidecar in pod %s exited: %v: %s", sp.pod.Name, sp.proc.Err(), sp.stderr.String())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sidecar in pod %s not ready: %w", sp.pod.Name, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Datapath) exitedProxies() string {
+	var b bytes.Buffer
+	for name, sp := range d.proxies {
+		if sp.proc.Exited() {
+			fmt.Fprintf(&b, "; sidecar in pod %s exited (%v): %s", name, sp.proc.Err(), sp.stderr.String())
+		}
+	}
+	return b.String()
+}
+
+// Target implements datapaths.Datapath: the service's virtual address, which
+// the client's sidecar resolves.
+func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
+	return []netip.AddrPort{netip.AddrPortFrom(svc.VIP, uint16(svc.Port))}
+}
+
+// ProofSource implements datapaths.Datapath.
+func (d *Datapath) ProofSource() string { return "sidecar proxies' /stats (per pod, per listener)" }
+
+// Counters implements datapaths.Datapath: every sidecar's listener
+// counters, keyed "<pod>/listener.<name>.<counter>", and the totals
+// "outbound_rq" and "inbound_rq" over all pods.
+func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
+	if d.env == nil {
+		return nil, fmt.Errorf("datapath %s: not installed", Name)
+	}
+	out := map[string]int64{}
+	for name, sp := range d.proxies {
+		st, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar of pod %s: %w", name, err)
+		}
+		for k, v := range st.Flatten() {
+			out[name+"/"+k] = v
+		}
+		out["outbound_rq"] += st.Listeners[controlplane.OutboundListener]["rq_total"]
+		out["inbound_rq"] += st.Listeners[controlplane.InboundListener]["rq_total"]
+	}
+	if c := d.env.Client; c != nil {
+		out["client_outbound_rq"] = out[c.Name+"/listener."+controlplane.OutboundListener+".rq_total"]
+	}
+	return out, nil
+}
+
+// Verify implements datapaths.Datapath: the client's sidecar must have
+// proxied the successful requests outbound, and the backends' sidecars
+// must have received them inbound.
+func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
+	out, in := delta["client_outbound_rq"], delta["inbound_rq"]
+	ok := successes > 0 && datapaths.WithinTolerance(out, successes) && datapaths.WithinTolerance(in, successes)
+	return ok, fmt.Sprintf("client sidecar proxied %d requests outbound; backend sidecars %d inbound; client counted %d successes", out, in, successes)
+}
+
+// Uninstall implements datapaths.Datapath: it stops the proxies, removes
+// the rules, stops the control plane and removes the run directory.
+func (d *Datapath) Uninstall(ctx context.Context) error {
+	var errs []error
+	for name, sp := range d.proxies {
+		if err := sp.proc.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop sidecar of pod %s: %w", name, err))
+		}
+	}
+	d.proxies = nil
+	for _, p := range d.rules {
+		if err := deleteRules(ctx, p.NetnsPath); err != nil {
+			errs = append(errs, fmt.Errorf("remove rules in pod %s: %w", p.Name, err))
+		}
+	}
+	d.rules = nil
+	if d.cp != nil {
+		d.cp.Stop()
+		d.cp = nil
+	}
+	if d.cpStop != nil {
+		d.cpStop()
+		d.cpStop = nil
+	}
+	if d.runID != "" {
+		if _, err := rundir.Remove(d.runID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append([]byte(nil), t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(bytes.TrimSpace(t.buf))
+}
