@@ -1,0 +1,98 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// xdp: on each meshed pod's host-side veth, redirect the pod's IPv4 TCP and
+// UDP packets toward the testbed range into the AF_XDP socket bound to that
+// veth; pass everything else (ARP, ICMP, fragments, other destinations) to
+// the kernel.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Counter indexes; keep in sync with counterNames in xdp_linux.go.
+enum {
+	CNT_SEEN = 0,
+	CNT_REDIRECTED,
+	CNT_PASSED,
+	CNT_NO_SOCKET,
+	CNT_MAX,
+};
+
+// Set by the loader before the program is loaded: the prefix whose
+// destinations are redirected (network order).
+volatile const __u32 dst_net = 0;
+volatile const __u32 dst_mask = 0;
+
+// XSKMAP slot of each attached interface, keyed by ifindex.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} slots SEC(".maps");
+
+// AF_XDP sockets by slot.
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		(*v)++;
+}
+
+SEC("xdp")
+int xdp_redirect_pod(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	__u32 ifindex, *slot;
+
+	count(CNT_SEEN);
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		goto pass;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+		goto pass;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		goto pass;
+	// Fragments carry no ports (or only the first does): leave them to the kernel.
+	if (ip->frag_off & bpf_htons(0x3fff))
+		goto pass;
+	if ((ip->daddr & dst_mask) != dst_net)
+		goto pass;
+	ifindex = ctx->ingress_ifindex;
+	slot = bpf_map_lookup_elem(&slots, &ifindex);
+	if (!slot)
+		goto pass;
+	if (bpf_redirect_map(&xsks, *slot, XDP_PASS) == XDP_REDIRECT) {
+		count(CNT_REDIRECTED);
+		return XDP_REDIRECT;
+	}
+	count(CNT_NO_SOCKET);
+	return XDP_PASS;
+pass:
+	count(CNT_PASSED);
+	return XDP_PASS;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,113 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf/link"
+)
+
+// counterNames are the names of the program's counters, in the order of the
+// CNT_ enum in xdp.c.
+var counterNames = []string{"xdp_seen", "xdp_redirected", "xdp_passed", "xdp_no_socket"}
+
+// MaxSlots is the number of interfaces one Program can serve.
+const MaxSlots = 256
+
+// Program is the loaded XDP program and its maps. It is attached to
+// interfaces with Attach and removed from all of them by Close.
+type Program struct {
+	objs  xdpObjects
+	links map[int]link.Link
+}
+
+// Load loads the program; it redirects packets whose IPv4 destination is in
+// dst.
+func Load(dst netip.Prefix) (*Program, error) {
+	if !dst.Addr().Is4() {
+		return nil, fmt.Errorf("load xdp program: prefix %s is not IPv4", dst)
+	}
+	spec, err := loadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp spec: %w", err)
+	}
+	dst = dst.Masked()
+	net4 := dst.Addr().As4()
+	var mask [4]byte
+	for i := range dst.Bits() {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	// The program compares raw network-order words: hand them over as the
+	// host reads those bytes.
+	if err := spec.Variables[xdpVarDstNet].Set(binary.NativeEndian.Uint32(net4[:])); err != nil {
+		return nil, fmt.Errorf("set dst_net: %w", err)
+	}
+	if err := spec.Variables[xdpVarDstMask].Set(binary.NativeEndian.Uint32(mask[:])); err != nil {
+		return nil, fmt.Errorf("set dst_mask: %w", err)
+	}
+	p := &Program{links: map[int]link.Link{}}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		return nil, fmt.Errorf("load xdp objects: %w", err)
+	}
+	return p, nil
+}
+
+// Attach attaches the program to the interface ifindex in native (driver)
+// mode and redirects its packets to the socket set with SetSocket(slot).
+func (p *Program) Attach(ifindex int, slot uint32) error {
+	if slot >= MaxSlots {
+		return fmt.Errorf("attach xdp to ifindex %d: slot %d out of range", ifindex, slot)
+	}
+	if err := p.objs.Slots.Put(uint32(ifindex), slot); err != nil {
+		return fmt.Errorf("attach xdp to ifindex %d: set slot: %w", ifindex, err)
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: p.objs.XdpRedirectPod, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		_ = p.objs.Slots.Delete(uint32(ifindex))
+		return fmt.Errorf("attach xdp to ifindex %d: %w", ifindex, err)
+	}
+	p.links[ifindex] = l
+	return nil
+}
+
+// SetSocket puts the AF_XDP socket fd into the XSKMAP at slot.
+func (p *Program) SetSocket(slot uint32, fd int) error {
+	if err := p.objs.Xsks.Put(slot, uint32(fd)); err != nil {
+		return fmt.Errorf("set xsk slot %d: %w", slot, err)
+	}
+	return nil
+}
+
+// Counters returns the program's counters summed over CPUs.
+func (p *Program) Counters() (map[string]int64, error) {
+	out := make(map[string]int64, len(counterNames))
+	for i, name := range counterNames {
+		var per []uint64
+		if err := p.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum int64
+		for _, v := range per {
+			sum += int64(v)
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+// Close detaches the program from every interface and releases its maps.
+func (p *Program) Close() error {
+	var errs []error
+	for ifindex, l := range p.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach xdp from ifindex %d: %w", ifindex, err))
+		}
+		delete(p.links, ifindex)
+	}
+	if err := p.objs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
