@@ -270,4 +270,3 @@ func readCounters(m *ebpf.Map, names []string) (map[string]uint64, error) {
 	}
 	return out, nil
 }
-

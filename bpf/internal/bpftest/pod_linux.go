@@ -350,4 +350,3 @@ func CheckDetached(tb testing.TB, cgroupPath string, types []ebpf.AttachType, pr
 
 // ProxyUID is the uid the helper proxy runs as.
 const ProxyUID = 1337
-
