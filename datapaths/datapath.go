@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/scenarios"
 )
 
 // ErrNotSupported is returned (wrapped, with the reason) by Install when this
@@ -38,6 +39,15 @@ type Datapath interface {
 	Uninstall(ctx context.Context) error
 }
 
+// MetricsReporter is implemented by datapaths that measure something about
+// themselves at install, such as configuration push latency or which proxy
+// engine runs. The runner records the values with every step.
+type MetricsReporter interface {
+	// DatapathMetrics returns named values; names say their unit
+	// ("xds_push_to_ack_us").
+	DatapathMetrics() map[string]float64
+}
+
 // Env is what a datapath is installed on.
 type Env struct {
 	Cluster  testbed.Cluster
@@ -58,6 +68,9 @@ type Service struct {
 	// that resolve services themselves.
 	VIP      netip.Addr
 	Backends []*testbed.Pod
+	// Mesh is the scenario's proxy settings for the service (engine, LB
+	// policy, circuit breakers, retries), with defaults filled in.
+	Mesh scenarios.Mesh
 }
 
 // EchoAdminPort is the port, on the pod's loopback, where every echo server

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -35,23 +36,37 @@ func ReadEchoStats(ctx context.Context, pod *testbed.Pod) (EchoStats, error) {
 // getJSON fetches http://addr/path from inside the network namespace at
 // netnsPath and decodes the JSON answer into v.
 func getJSON(ctx context.Context, netnsPath, addr, path string, v any) error {
+	body, err := Get(ctx, netnsPath, addr, path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, v)
+}
+
+// Get fetches http://addr/path from inside the network namespace at
+// netnsPath and returns the body of a 200 answer.
+func Get(ctx context.Context, netnsPath, addr, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	tr := &http.Transport{DialContext: nsutil.Dialer(netnsPath), DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return body, nil
 }
 
 // GetJSON fetches http://addr/path from inside the network namespace at

@@ -202,7 +202,7 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 		Logger:  r.log,
 	}
 	for i, s := range r.sc.Topology.Services {
-		svc := &datapaths.Service{Name: s.Name, Port: s.Port, VIP: serviceVIP(i)}
+		svc := &datapaths.Service{Name: s.Name, Port: s.Port, VIP: serviceVIP(i), Mesh: s.Mesh}
 		for _, name := range layout.Backends[s.Name] {
 			svc.Backends = append(svc.Backends, cluster.Pod(name))
 		}

@@ -213,6 +213,9 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	delta := diffCounters(c1, c2)
 	ok, detail := dp.Verify(delta, step.Successes)
 	step.Proof = results.Proof{Source: dp.ProofSource(), Counters: delta, Verified: ok, Detail: detail}
+	if mr, isMR := dp.(datapaths.MetricsReporter); isMR {
+		step.DatapathMetrics = mr.DatapathMetrics()
+	}
 	fillCost(&step, cluster, lr.proc, sum, metrics.Diff(before, after))
 
 	switch {

@@ -182,6 +182,7 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 		if !set(p + ".port") {
 			svc.Port = DefaultPort
 		}
+		svc.Mesh.defaults()
 	}
 	if !set("datapaths") {
 		s.Datapaths = []string{DefaultDatapath}

@@ -44,6 +44,9 @@ type Service struct {
 	// Port the echo servers listen on (1..65535, not a port the harness
 	// reserves); default 8080.
 	Port int `yaml:"port" json:"port"`
+	// Mesh configures proxy-based datapaths for this service (engine, LB
+	// policy, circuit breakers, retries); the none datapath ignores it.
+	Mesh Mesh `yaml:"mesh" json:"mesh"`
 }
 
 // Load is the open-loop load of every step.

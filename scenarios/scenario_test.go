@@ -30,6 +30,11 @@ func TestBadFiles(t *testing.T) {
 		{"unknown_nested.yaml", []string{
 			`:5: unknown field "rate" in load (did you mean "rates"? known fields: service, rates, duration, warmup, connections, request_size, response_size, keep_alive, timeout, calibrate)`,
 		}},
+		{"mesh.yaml", []string{
+			`:6: topology.services[0].mesh.lb_policy: unknown value "ROUND_ROBINN" (want one of ROUND_ROBIN, LEAST_REQUEST, MAGLEV, RANDOM)`,
+			`:8: topology.services[0].mesh.circuit_breakers.max_requests: must be between 0 and 1048576, got -1`,
+			`:11: topology.services[0].mesh.retries.retry_on: unknown retry condition "sometimes" (want a comma list of 5xx, connect-failure, reset, gateway-error, retriable-4xx, refused-stream)`,
+		}},
 		{"string_for_int.yaml", []string{
 			`:4: load.rates[1]: want an integer, got "abc"`,
 		}},
@@ -241,7 +246,7 @@ func TestDefaults(t *testing.T) {
 	want := &Scenario{
 		Name: "minimal",
 		Topology: Topology{Nodes: 2, PodsPerNode: 2, Services: []Service{
-			{Name: "echo", Replicas: 1, Port: 8080},
+			{Name: "echo", Replicas: 1, Port: 8080, Mesh: DefaultMesh()},
 		}},
 		Datapaths: []string{"none"},
 		Load: Load{
@@ -294,7 +299,8 @@ load:
 	if l.Duration != Duration(DefaultDuration) || l.Service != "db" {
 		t.Errorf("duration %s service %s, want the default duration and db", l.Duration, l.Service)
 	}
-	want := []Service{{Name: "api", Replicas: 1, Port: 9000}, {Name: "db", Replicas: 2, Port: 8080}}
+	dm := DefaultMesh()
+	want := []Service{{Name: "api", Replicas: 1, Port: 9000, Mesh: dm}, {Name: "db", Replicas: 2, Port: 8080, Mesh: dm}}
 	if !reflect.DeepEqual(sc.Topology.Services, want) {
 		t.Errorf("services %+v, want %+v", sc.Topology.Services, want)
 	}

@@ -97,6 +97,7 @@ func (t *Topology) validate(p *problems) {
 					total, capacity, t.Nodes, t.PodsPerNode)
 			}
 		}
+		svc.Mesh.validate(p, path+".mesh")
 		if checkRange(p, path+".port", svc.Port, 1, 65535) && slices.Contains(ReservedPorts, svc.Port) {
 			p.addf(path+".port", "port %d is reserved by the harness (reserved: %s)", svc.Port, joinInts(ReservedPorts))
 		}

@@ -26,13 +26,9 @@ const Name = "sidecar"
 // ReadyTimeout bounds the wait for every proxy to be configured.
 const ReadyTimeout = 30 * time.Second
 
-// Options configure the datapath.
+// Options configure the datapath. Engines and mesh settings come from the
+// scenario's services (datapaths.Service.Mesh).
 type Options struct {
-	// Engine is the proxy engine: "builtin" (default) or "envoy".
-	Engine string
-	// Service is the template for every service's mesh settings (LB
-	// policy, circuit breakers, retries).
-	Service controlplane.Service
 	// Rules are the iptables options; zero: DefaultRuleOptions.
 	Rules RuleOptions
 }
@@ -47,6 +43,7 @@ type Datapath struct {
 	proxies map[string]*sidecarProc // by pod name
 	rules   []*testbed.Pod          // pods whose rules are installed
 	runID   string
+	engines map[string]int // proxies per engine
 	log     *slog.Logger
 	// PushLatency is the time from the model's push until every proxy
 	// ACKed it, measured at install.
@@ -56,6 +53,7 @@ type Datapath struct {
 type sidecarProc struct {
 	pod    *testbed.Pod
 	proc   *testbed.Process
+	engine string
 	stderr *tail
 }
 
@@ -63,9 +61,6 @@ var _ datapaths.Datapath = (*Datapath)(nil)
 
 // New returns a sidecar datapath.
 func New(opts Options) *Datapath {
-	if opts.Engine == "" {
-		opts.Engine = "builtin"
-	}
 	if opts.Rules.OutboundPort == 0 {
 		opts.Rules = DefaultRuleOptions()
 	}
@@ -87,6 +82,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	}
 	d.runID = env.Cluster.RunID()
 	d.proxies = map[string]*sidecarProc{}
+	d.engines = map[string]int{}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
@@ -116,7 +112,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	for i, p := range pods {
 		ids[i] = controlplane.SidecarNodeID(p.Name)
 	}
-	model := controlplane.ModelFromServices(env.Services, d.opts.Service, ids)
+	model := MeshModel(env.Services, ids)
 	pushed := time.Now()
 	version, err := d.cp.SetModel(ctx, model)
 	if err != nil {
@@ -128,12 +124,18 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
 		}
 		d.rules = append(d.rules, p)
-		sp := &sidecarProc{pod: p, stderr: &tail{max: 2048}}
+		engine, err := ResolveEngine(d.engineFor(p))
+		if err != nil {
+			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
+		}
+		d.engines[engine]++
+		sp := &sidecarProc{pod: p, engine: engine, stderr: &tail{max: 2048}}
 		args := append([]string{bin}, env.Exec[1:]...)
 		args = append(args, "proxy",
 			"--xds", sock,
 			"--node-id", controlplane.SidecarNodeID(p.Name),
-			"--engine", d.opts.Engine,
+			"--engine", engine,
+			"--config-dir", dir,
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
@@ -162,10 +164,39 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	return nil
 }
 
+// engineFor returns the scenario engine of the service pod backs, or of the
+// first service for pods that back none (the client's).
+func (d *Datapath) engineFor(pod *testbed.Pod) string {
+	for _, s := range d.env.Services {
+		for _, b := range s.Backends {
+			if b.Name == pod.Name {
+				return s.Mesh.Engine
+			}
+		}
+	}
+	if len(d.env.Services) > 0 {
+		return d.env.Services[0].Mesh.Engine
+	}
+	return "auto"
+}
+
+// DatapathMetrics implements datapaths.MetricsReporter: the control
+// plane's push-to-ACK latency at install and the proxies per engine.
+func (d *Datapath) DatapathMetrics() map[string]float64 {
+	m := map[string]float64{
+		"xds_push_to_ack_us": float64(d.PushLatency.Microseconds()),
+		"proxies":            float64(len(d.proxies)),
+	}
+	for e, n := range d.engines {
+		m["proxies_"+e] = float64(n)
+	}
+	return m
+}
+
 // waitReady polls the proxy's /ready until it answers.
 func waitReady(ctx context.Context, sp *sidecarProc) error {
 	for {
-		_, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+		_, _, _, err := readCounters(ctx, sp)
 		if err == nil {
 			return nil
 		}
@@ -208,20 +239,42 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	}
 	out := map[string]int64{}
 	for name, sp := range d.proxies {
-		st, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+		flat, outRq, inRq, err := readCounters(ctx, sp)
 		if err != nil {
 			return nil, fmt.Errorf("sidecar of pod %s: %w", name, err)
 		}
-		for k, v := range st.Flatten() {
+		for k, v := range flat {
 			out[name+"/"+k] = v
 		}
-		out["outbound_rq"] += st.Listeners[controlplane.OutboundListener]["rq_total"]
-		out["inbound_rq"] += st.Listeners[controlplane.InboundListener]["rq_total"]
-	}
-	if c := d.env.Client; c != nil {
-		out["client_outbound_rq"] = out[c.Name+"/listener."+controlplane.OutboundListener+".rq_total"]
+		out["outbound_rq"] += outRq
+		out["inbound_rq"] += inRq
+		if c := d.env.Client; c != nil && c.Name == name {
+			out["client_outbound_rq"] = outRq
+		}
 	}
 	return out, nil
+}
+
+// readCounters reads one sidecar's counters and its outbound and inbound
+// request totals, from the builtin engine's JSON /stats or Envoy's text
+// /stats (HTTP connection managers "outbound" and "inbound").
+func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, int64, int64, error) {
+	if sp.engine == "envoy" {
+		body, err := datapaths.Get(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		st, err := proxy.ParseEnvoyStats(bytes.NewReader(body))
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		return st, st["http.outbound.downstream_rq_total"], st["http.inbound.downstream_rq_total"], nil
+	}
+	st, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return st.Flatten(), st.Listeners[controlplane.OutboundListener]["rq_total"], st.Listeners[controlplane.InboundListener]["rq_total"], nil
 }
 
 // Verify implements datapaths.Datapath: the client's sidecar must have

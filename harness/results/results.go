@@ -86,7 +86,10 @@ type Step struct {
 	// Windows are fixed time buckets across the measured window.
 	Windows []Window `json:"windows,omitempty"`
 	Proof   Proof    `json:"proof"`
-	Cost    Cost     `json:"cost"`
+	// DatapathMetrics are what the datapath measured about itself at
+	// install (for example the control plane's push-to-ACK latency).
+	DatapathMetrics map[string]float64 `json:"datapath_metrics,omitempty"`
+	Cost            Cost               `json:"cost"`
 	// Processes lists every process in the testbed's pods and nodes.
 	Processes []Process `json:"processes,omitempty"`
 	// Interrupted is set when the step was cut short by a signal.
