@@ -1,0 +1,90 @@
+package sidecar
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (run go test -update if intended):\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// The rule set is the one istio-iptables installs; the golden file is what
+// reviewers compare with Istio's.
+func TestRulesGolden(t *testing.T) {
+	golden(t, "rules.golden", Rules(DefaultRuleOptions()))
+}
+
+func TestRemoveRulesUndoesEveryChain(t *testing.T) {
+	rm := removeRules()
+	for _, c := range chains {
+		if !strings.Contains(rm, "-X "+c+"\n") {
+			t.Errorf("removal does not delete chain %s", c)
+		}
+		if !strings.Contains(Rules(DefaultRuleOptions()), ":"+c+" ") {
+			t.Errorf("rules do not create chain %s", c)
+		}
+	}
+}
+
+func TestMeshModel(t *testing.T) {
+	mesh := scenarios.DefaultMesh()
+	mesh.LBPolicy = "MAGLEV"
+	mesh.HashHeader = "x-user"
+	mesh.CircuitBreakers.MaxRequests = 7
+	mesh.Retries.Attempts = 2
+	svcs := []*datapaths.Service{{Name: "echo", Port: 8080, Mesh: mesh}, {Name: "plain", Port: 9000}}
+	m := MeshModel(svcs, []string{"sidecar~client"})
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := m.Services[0]
+	if got.LBPolicy != controlplane.Maglev || got.HashHeader != "x-user" || got.CircuitBreakers.MaxRequests != 7 || got.Retries.Attempts != 2 {
+		t.Errorf("service settings not carried: %+v", got)
+	}
+	if p := m.Services[1]; p.LBPolicy != controlplane.RoundRobin || p.Protocol != controlplane.HTTP {
+		t.Errorf("a service without settings gets the defaults, got %+v", p)
+	}
+}
+
+func TestResolveEngine(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no envoy anywhere
+	tests := []struct {
+		in, want string
+		err      bool
+	}{
+		{"auto", "builtin", false},
+		{"", "builtin", false},
+		{"builtin", "builtin", false},
+		{"envoy", "", true},
+		{"nginx", "", true},
+	}
+	for _, tt := range tests {
+		got, err := ResolveEngine(tt.in)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("ResolveEngine(%q) = %q, %v", tt.in, got, err)
+		}
+	}
+}
