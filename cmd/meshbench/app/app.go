@@ -123,6 +123,7 @@ type benchFlags struct {
 	retain    bool
 	verbose   bool
 	runID     string
+	envoyBin  string
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -133,6 +134,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.retain, "retain", false, "keep a failed datapath's cluster for inspection (remove it with 'meshbench down')")
 	fs.BoolVar(&f.verbose, "v", false, "log details to stderr")
 	fs.StringVar(&f.runID, "run-id", "", "run id carried in object names (default random)")
+	fs.StringVar(&f.envoyBin, "envoy-bin", "", "Envoy binary for proxy datapaths (default: envoy on PATH, else the builtin engine)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -153,6 +155,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.datapaths != "" {
 		if err := sc.WithDatapaths(strings.Split(f.datapaths, ",")); err != nil {
 			return fmt.Errorf("--datapaths: %w", err)
+		}
+	}
+	if f.envoyBin != "" {
+		// The proxies find Envoy on PATH; put the given binary's directory
+		// first, under the name envoy.
+		if err := useEnvoy(f.envoyBin); err != nil {
+			return fmt.Errorf("--envoy-bin: %w", err)
 		}
 	}
 	if os.Geteuid() != 0 {
@@ -288,4 +297,24 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
+}
+
+// useEnvoy makes the Envoy binary at path the one proxies find as "envoy" on
+// PATH.
+func useEnvoy(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", abs)
+	}
+	if filepath.Base(abs) != "envoy" {
+		return fmt.Errorf("%s: the binary must be named envoy", abs)
+	}
+	return os.Setenv("PATH", filepath.Dir(abs)+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
