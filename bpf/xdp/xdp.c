@@ -3,7 +3,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // xdp: on each meshed pod's host-side veth, redirect the pod's IPv4 TCP and
-// UDP packets toward the testbed range into the AF_XDP socket bound to that
+// UDP packets toward pods and service VIPs into the AF_XDP socket bound to that
 // veth; pass everything else (ARP, ICMP, fragments, other destinations) to
 // the kernel.
 
@@ -23,10 +23,20 @@ enum {
 	CNT_MAX,
 };
 
-// Set by the loader before the program is loaded: the prefix whose
-// destinations are redirected (network order).
-volatile const __u32 dst_net = 0;
-volatile const __u32 dst_mask = 0;
+struct lpm_key {
+	__u32 prefixlen;
+	__u32 ip4; // network order
+};
+
+// Destinations: the longest matching prefix's value says whether packets
+// to it are redirected (1) or passed to the kernel (0); no match passes.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key);
+	__type(value, __u32);
+} dsts SEC(".maps");
 
 // XSKMAP slot of each attached interface, keyed by ifindex.
 struct {
@@ -65,7 +75,8 @@ int xdp_redirect_pod(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
-	__u32 ifindex, *slot;
+	__u32 ifindex, *slot, *redirect;
+	struct lpm_key key;
 
 	count(CNT_SEEN);
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
@@ -78,7 +89,10 @@ int xdp_redirect_pod(struct xdp_md *ctx)
 	// Fragments carry no ports (or only the first does): leave them to the kernel.
 	if (ip->frag_off & bpf_htons(0x3fff))
 		goto pass;
-	if ((ip->daddr & dst_mask) != dst_net)
+	key.prefixlen = 32;
+	key.ip4 = ip->daddr;
+	redirect = bpf_map_lookup_elem(&dsts, &key);
+	if (!redirect || !*redirect)
 		goto pass;
 	ifindex = ctx->ingress_ifindex;
 	slot = bpf_map_lookup_elem(&slots, &ifindex);

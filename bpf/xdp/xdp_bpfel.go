@@ -8,20 +8,26 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type xdpLpmKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Ip4       uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	xdpMapCounters        = "counters"
+	xdpMapDsts            = "dsts"
 	xdpMapSlots           = "slots"
 	xdpMapXsks            = "xsks"
 	xdpProgXdpRedirectPod = "xdp_redirect_pod"
-	xdpVarDstMask         = "dst_mask"
-	xdpVarDstNet          = "dst_net"
 )
 
 // loadXdp returns the embedded CollectionSpec for xdp.
@@ -74,6 +80,7 @@ type xdpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Dsts     *ebpf.MapSpec `ebpf:"dsts"`
 	Slots    *ebpf.MapSpec `ebpf:"slots"`
 	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -82,8 +89,6 @@ type xdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpVariableSpecs struct {
-	DstMask *ebpf.VariableSpec `ebpf:"dst_mask"`
-	DstNet  *ebpf.VariableSpec `ebpf:"dst_net"`
 }
 
 // xdpObjects contains all objects after they have been loaded into the kernel.
@@ -107,6 +112,7 @@ func (o *xdpObjects) Close() error {
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
+	Dsts     *ebpf.Map `ebpf:"dsts"`
 	Slots    *ebpf.Map `ebpf:"slots"`
 	Xsks     *ebpf.Map `ebpf:"xsks"`
 }
@@ -114,6 +120,7 @@ type xdpMaps struct {
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
 		m.Counters,
+		m.Dsts,
 		m.Slots,
 		m.Xsks,
 	)
@@ -123,8 +130,6 @@ func (m *xdpMaps) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpVariables struct {
-	DstMask *ebpf.Variable `ebpf:"dst_mask"`
-	DstNet  *ebpf.Variable `ebpf:"dst_net"`
 }
 
 // xdpPrograms contains all programs after they have been loaded into the kernel.

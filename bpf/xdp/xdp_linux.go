@@ -23,35 +23,34 @@ type Program struct {
 	links map[int]link.Link
 }
 
-// Load loads the program; it redirects packets whose IPv4 destination is in
-// dst.
-func Load(dst netip.Prefix) (*Program, error) {
-	if !dst.Addr().Is4() {
-		return nil, fmt.Errorf("load xdp program: prefix %s is not IPv4", dst)
-	}
-	spec, err := loadXdp()
-	if err != nil {
-		return nil, fmt.Errorf("load xdp spec: %w", err)
-	}
-	dst = dst.Masked()
-	net4 := dst.Addr().As4()
-	var mask [4]byte
-	for i := range dst.Bits() {
-		mask[i/8] |= 0x80 >> (i % 8)
-	}
-	// The program compares raw network-order words: hand them over as the
-	// host reads those bytes.
-	if err := spec.Variables[xdpVarDstNet].Set(binary.NativeEndian.Uint32(net4[:])); err != nil {
-		return nil, fmt.Errorf("set dst_net: %w", err)
-	}
-	if err := spec.Variables[xdpVarDstMask].Set(binary.NativeEndian.Uint32(mask[:])); err != nil {
-		return nil, fmt.Errorf("set dst_mask: %w", err)
-	}
+// Load loads the program. It redirects nothing until destinations are
+// added with Route.
+func Load() (*Program, error) {
 	p := &Program{links: map[int]link.Link{}}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+	if err := loadXdpObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp objects: %w", err)
 	}
 	return p, nil
+}
+
+// Route says whether packets to dst are redirected (true) or passed to the
+// kernel (false); the longest matching prefix decides, and destinations
+// that match none are passed.
+func (p *Program) Route(dst netip.Prefix, redirect bool) error {
+	if !dst.Addr().Is4() {
+		return fmt.Errorf("route %s: not IPv4", dst)
+	}
+	dst = dst.Masked()
+	a := dst.Addr().As4()
+	key := xdpLpmKey{Prefixlen: uint32(dst.Bits()), Ip4: binary.NativeEndian.Uint32(a[:])}
+	var v uint32
+	if redirect {
+		v = 1
+	}
+	if err := p.objs.Dsts.Put(&key, v); err != nil {
+		return fmt.Errorf("route %s: %w", dst, err)
+	}
+	return nil
 }
 
 // Attach attaches the program to the interface ifindex in native (driver)

@@ -1,0 +1,118 @@
+package afxdp
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/testbed"
+)
+
+// Name is the datapath's name in scenarios and results.
+const Name = "afxdp"
+
+// Datapath is the AF_XDP user-space fast path: one forwarder process per
+// node (started as `<Exec> forwarder --config ...`). The load client
+// addresses each service's VIP. It is L4 only: no retries, no L7 routing.
+type Datapath struct {
+	env   *datapaths.Env
+	procs []*testbed.Process
+	nodes []*testbed.Node
+	logs  []*tailBuffer
+}
+
+var _ datapaths.Datapath = (*Datapath)(nil)
+
+// New returns the AF_XDP datapath.
+func New() *Datapath { return &Datapath{} }
+
+// Name implements datapaths.Datapath.
+func (d *Datapath) Name() string { return Name }
+
+// Target implements datapaths.Datapath: the service's VIP and port.
+func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
+	return []netip.AddrPort{netip.AddrPortFrom(svc.VIP, uint16(svc.Port))}
+}
+
+// ProofSource implements datapaths.Datapath.
+func (d *Datapath) ProofSource() string {
+	return "per-node AF_XDP forwarders' /stats (frames per socket, NAT hits) and their XDP programs' counters"
+}
+
+// Counters implements datapaths.Datapath: the forwarders' counters summed
+// over nodes (rx_frames, tx_frames, dropped, fill_ring_empty, nat_hits,
+// reverse_nat_hits, xdp_redirected, ...), and per socket as
+// "<counter>/<node>/<interface>".
+func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
+	if d.env == nil {
+		return nil, fmt.Errorf("datapath %s: not installed", Name)
+	}
+	out := map[string]int64{}
+	for _, n := range d.nodes {
+		var st Stats
+		if err := datapaths.GetJSON(ctx, n.NetnsPath, AdminAddr, "/stats", &st); err != nil {
+			return nil, fmt.Errorf("read forwarder stats of node %s: %w", n.Name, err)
+		}
+		addStats(out, n.Name, &st)
+	}
+	return out, nil
+}
+
+// addStats adds st's counters into out.
+func addStats(out map[string]int64, node string, st *Stats) {
+	for k, v := range map[string]int64{
+		"rx_frames": st.RxFrames, "tx_frames": st.TxFrames, "dropped": st.Dropped,
+		"fill_ring_empty": st.FillRingEmpty, "nat_hits": st.NATHits, "reverse_nat_hits": st.ReverseNATHits,
+		"drop_no_route": st.DropNoRoute, "drop_malformed": st.DropMalformed, "drop_ttl": st.DropTTL,
+	} {
+		out[k] += v
+	}
+	for k, v := range st.XDP {
+		out[k] += v
+	}
+	for _, s := range st.Sockets {
+		p := "/" + node + "/" + s.Interface
+		out["rx_frames"+p] = s.RxFrames
+		out["tx_frames"+p] = s.TxFrames
+		out["dropped"+p] = s.Dropped
+		out["fill_ring_empty"+p] = s.FillRingEmpty
+	}
+}
+
+// Verify implements datapaths.Datapath: every successful request needs at
+// least one client segment rewritten from the VIP to a backend and one
+// reply segment rewritten back, all through AF_XDP sockets.
+func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
+	nat, rnat := delta["nat_hits"], delta["reverse_nat_hits"]
+	ok := successes > 0 && nat >= successes && rnat >= successes && delta["rx_frames"] >= 2*successes
+	return ok, fmt.Sprintf("forwarders received %d frames, sent %d, dropped %d (fill ring empty %d); VIP→backend NAT hits %d, reverse NAT hits %d; client counted %d successes",
+		delta["rx_frames"], delta["tx_frames"], delta["dropped"], delta["fill_ring_empty"], nat, rnat, successes)
+}
+
+// tailBuffer keeps the last bytes a process wrote, for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 4096 {
+		b.buf = b.buf[len(b.buf)-4096:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+func netipAddrPort(p *testbed.Pod, port int) netip.AddrPort {
+	return netip.AddrPortFrom(p.IP, uint16(port))
+}
