@@ -1,14 +1,17 @@
 package steer
 
 import (
+	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/meshbench/meshbench/bpf/internal/bpftest"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 func TestMain(m *testing.M) {
@@ -140,6 +143,35 @@ func TestSteerInPod(t *testing.T) {
 		}
 	})
 
+	t.Run("port filter", func(t *testing.T) {
+		// A second set of programs that steers only port 80, attached
+		// while the first is detached.
+		if err := att.Close(); err != nil {
+			t.Fatal(err)
+		}
+		po, err := Load(Config{Proxy: netip.MustParseAddrPort("127.0.0.1:15001"), Ports: []uint16{80}})
+		bpftest.RequireLoaded(t, "load steer with ports", err)
+		defer po.Close()
+		pa, err := po.AttachCgroup(pod.Pod.CgroupPath)
+		bpftest.RequireLoaded(t, "attach steer with ports", err)
+		defer pa.Close()
+		for addr, want := range map[string]string{
+			"198.18.200.1:80": "ORIG 198.18.200.1:80",
+			podIP + ":8080":   "BACKEND",
+		} {
+			if got := pod.Client(t, addr, 0, 1, 64); got.First != want {
+				t.Errorf("client to %s: first line %q, want %q", addr, got.First, want)
+			}
+		}
+		c, err := po.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c["steer_rewrites"] != 1 || c["steer_skipped_dst"] != 1 {
+			t.Errorf("counters %v, want 1 rewrite and 1 skipped", c)
+		}
+	})
+
 	t.Run("detached on close", func(t *testing.T) {
 		detach()
 		bpftest.CheckDetached(t, pod.Pod.CgroupPath, attachTypes, progs, links)
@@ -155,4 +187,96 @@ func u32Addr(v uint32) netip.Addr {
 	var b [4]byte
 	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 	return netip.AddrFrom4(b)
+}
+
+// TestSteerToNodeProxy steers a pod's connects to a proxy in its node's
+// network namespace, as the nodeproxy datapath does, and checks both ways
+// the node proxy can recover the original destination.
+func TestSteerToNodeProxy(t *testing.T) {
+	pod := bpftest.NewPod(t)
+	node := pod.Cluster.Nodes()[pod.Pod.NodeIndex]
+	proxy := netip.AddrPortFrom(node.Gateway, 15001)
+	objs, err := Load(Config{Proxy: proxy})
+	bpftest.RequireLoaded(t, "load steer", err)
+	t.Cleanup(func() { objs.Close() })
+	progs, err := objs.ProgramIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := objs.AttachCgroup(pod.Pod.CgroupPath)
+	bpftest.RequireLoaded(t, "attach steer", err)
+	t.Cleanup(func() { att.Close() })
+	links := att.LinkIDs()
+
+	t.Run("getsockopt on the node proxy's cgroup", func(t *testing.T) {
+		proc := pod.StartNodeProxy(t, "0.0.0.0:15001")
+		cg, err := bpftest.CgroupOf(proc.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(cg, pod.Cluster.RunID()) {
+			t.Fatalf("node proxy runs in cgroup %s, not one of run %s", cg, pod.Cluster.RunID())
+		}
+		ga, err := objs.AttachGetsockopt(cg)
+		bpftest.RequireLoaded(t, "attach getsockopt to the node cgroup", err)
+		links = append(links, ga.LinkIDs()...)
+		defer func() {
+			ga.Close()
+			bpftest.CheckDetached(t, cg, []ebpf.AttachType{ebpf.AttachCGroupGetsockopt}, nil, ga.LinkIDs())
+		}()
+		got := pod.Client(t, "198.18.200.1:80", 0, 10, 64)
+		if got.First != "ORIG 198.18.200.1:80" || got.Rounds != 10 {
+			t.Errorf("client: first line %q, %d rounds", got.First, got.Rounds)
+		}
+	})
+
+	t.Run("map lookup by the node proxy", func(t *testing.T) {
+		l, err := nsutil.Listen(node.NetnsPath, "tcp4", "0.0.0.0:15001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		defer func() { l.Close(); <-done }()
+		go func() {
+			defer close(done)
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			line := "ORIG none\n"
+			if dst, ok, err := objs.OriginalDst(unmap(client), unmap(local)); err == nil && ok {
+				line = "ORIG " + dst.String() + "\n"
+			}
+			if _, err := c.Write([]byte(line)); err == nil {
+				bpftest.Echo(c)
+			}
+		}()
+		got := pod.Client(t, "198.18.201.7:8443", 0, 10, 64)
+		if got.First != "ORIG 198.18.201.7:8443" || got.Rounds != 10 {
+			t.Errorf("client: first line %q, %d rounds", got.First, got.Rounds)
+		}
+	})
+
+	c, err := objs.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counters: %v", c)
+	if c["steer_rewrites"] != 2 || c["steer_tuples"] != 2 {
+		t.Errorf("counters %v, want 2 rewrites and 2 tuples", c)
+	}
+	if err := att.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := objs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bpftest.CheckDetached(t, pod.Pod.CgroupPath, attachTypes, progs, links)
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

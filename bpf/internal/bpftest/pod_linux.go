@@ -160,7 +160,9 @@ func (p *Pod) Client(tb testing.TB, addr string, uid uint32, rounds, size int) C
 	proc, err := p.Cluster.Start(context.Background(), p.Pod, testbed.ProcessSpec{
 		Name: "client", Role: "client",
 		Args: []string{p.exe, modeClient, addr, strconv.Itoa(rounds), strconv.Itoa(size)},
-		UID:  uid, GID: uid,
+		// A race-enabled helper would otherwise sleep a second at exit.
+		Env: []string{"GORACE=atexit_sleep_ms=0"},
+		UID: uid, GID: uid,
 		Stdout: &out, Stderr: &errb,
 	})
 	if err != nil {
@@ -350,3 +352,60 @@ func CheckDetached(tb testing.TB, cgroupPath string, types []ebpf.AttachType, pr
 
 // ProxyUID is the uid the helper proxy runs as.
 const ProxyUID = 1337
+
+// StartNodeProxy starts the helper proxy in the node's network namespace
+// (and the run's node cgroup), listening on addr, as StartProxy does in
+// the pod.
+func (p *Pod) StartNodeProxy(tb testing.TB, addr string) *testbed.Process {
+	tb.Helper()
+	var out, errb syncBuffer
+	proc, err := p.Cluster.StartOnNode(context.Background(), p.Cluster.Nodes()[p.Pod.NodeIndex], testbed.ProcessSpec{
+		Name: "nodeproxy", Role: "datapath",
+		Args:   []string{p.exe, modeProxy, addr},
+		Stdout: &out, Stderr: &errb,
+	})
+	if err != nil {
+		tb.Fatalf("start node proxy: %v", err)
+	}
+	tb.Cleanup(func() { proc.Stop(context.Background()) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "READY") {
+		if proc.Exited() || time.Now().After(deadline) {
+			tb.Fatalf("node proxy did not start: %v; stderr: %s", proc.Err(), errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return proc
+}
+
+// CgroupOf returns the cgroup v2 directory of process pid.
+func CgroupOf(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	var rel string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "0::"); ok {
+			rel = v
+		}
+	}
+	if rel == "" {
+		return "", fmt.Errorf("process %d has no cgroup v2 membership", pid)
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) >= 5 && len(qf) >= 1 && qf[0] == "cgroup2" {
+			return filepath.Join(pf[4], rel), nil
+		}
+	}
+	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
+}
