@@ -87,6 +87,9 @@ type Node struct {
 	Uplink string
 	// Bridge is the node's pod bridge.
 	Bridge string
+	// CgroupPath is the cgroup v2 directory of the processes started on
+	// the node (StartOnNode creates it), "" without cgroup v2.
+	CgroupPath string
 }
 
 // Pod is the handle of one pod. Datapaths, chaos and metrics act on pods only

@@ -183,6 +183,9 @@ func (b *builder) build(ctx context.Context) error {
 			Uplink:  uplinkName,
 			Bridge:  bridgeName,
 		}
+		if c.roots.v2 != "" {
+			nd.CgroupPath = filepath.Join(c.roots.v2, cgroupTopName(id), nodeCgroupName(i))
+		}
 		n, err := b.newNS(nd.Name, func() error {
 			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
 		})
