@@ -18,6 +18,8 @@ type Scenario struct {
 	Load Load `yaml:"load" json:"load"`
 	// Repetitions of every datapath × rate step (1..100); default 1.
 	Repetitions int `yaml:"repetitions" json:"repetitions"`
+	// Chaos is the fault timeline applied during every measured step.
+	Chaos []ChaosEntry `yaml:"chaos" json:"chaos,omitempty"`
 }
 
 // Topology is the cluster to build.

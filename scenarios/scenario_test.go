@@ -25,7 +25,7 @@ func TestBadFiles(t *testing.T) {
 		want []string // lines of the error, without the "testdata/bad/FILE" prefix
 	}{
 		{"unknown_top.yaml", []string{
-			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions)`,
+			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions, chaos)`,
 		}},
 		{"unknown_nested.yaml", []string{
 			`:5: unknown field "rate" in load (did you mean "rates"? known fields: service, rates, duration, warmup, connections, request_size, response_size, keep_alive, timeout, calibrate)`,

@@ -66,6 +66,7 @@ func (s *Scenario) validate(p *problems) {
 		p.addf(path, format, args...)
 	})
 	checkRange(p, "repetitions", s.Repetitions, 1, MaxRepetitions)
+	s.validateChaos(p)
 }
 
 func (t *Topology) validate(p *problems) {

@@ -85,7 +85,9 @@ type Step struct {
 	Histogram Histogram `json:"histogram"`
 	// Windows are fixed time buckets across the measured window.
 	Windows []Window `json:"windows,omitempty"`
-	Proof   Proof    `json:"proof"`
+	// Faults are the chaos timeline's faults, with their effect measured.
+	Faults []FaultRecord `json:"faults,omitempty"`
+	Proof  Proof         `json:"proof"`
 	// DatapathMetrics are what the datapath measured about itself at
 	// install (for example the control plane's push-to-ACK latency).
 	DatapathMetrics map[string]float64 `json:"datapath_metrics,omitempty"`

@@ -1,0 +1,113 @@
+package scenarios
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const chaosBase = `
+topology:
+  nodes: 2
+  pods_per_node: 2
+  services: [{name: echo, replicas: 2}]
+load:
+  rates: [100]
+  duration: 10s
+chaos:
+`
+
+func TestChaosValid(t *testing.T) {
+	s, err := Parse("c.yaml", []byte(chaosBase+`
+  - name: slow
+    at: 2s
+    duration: 3s
+    fault: delay
+    selector: {services: [echo]}
+    mode: one
+    direction: to
+    delay: {latency: 20ms, jitter: 1ms}
+  - at: 1s
+    duration: 1s
+    fault: partition
+    selector: {pods: [n0-p0]}
+    target: {selector: {nodes: [n1]}}
+  - at: 0s
+    duration: 2s
+    fault: loss
+    selector: {pods: [n1-p0]}
+    loss: {loss: "10"}
+  - at: 5s
+    duration: 1s
+    fault: bandwidth
+    selector: {pods: [n1-p1]}
+    bandwidth: {rate: 1mbps}
+  - at: 5s
+    duration: 1s
+    fault: pod-kill
+    selector: {services: [echo]}
+    mode: fixed
+    value: "1"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Chaos) != 5 {
+		t.Fatalf("got %d entries", len(s.Chaos))
+	}
+	e := s.Chaos[0]
+	if e.Name != "slow" || time.Duration(e.At) != 2*time.Second || time.Duration(e.Delay.Latency) != 20*time.Millisecond || e.Selector.Services[0] != "echo" {
+		t.Errorf("entry 0 = %+v", e)
+	}
+	if got := s.Chaos[1].ChaosName(1); got != "partition-1" {
+		t.Errorf("ChaosName = %q", got)
+	}
+}
+
+func TestChaosErrors(t *testing.T) {
+	tests := []struct {
+		name, entry, want string
+	}{
+		{"unknown fault", "  - {at: 1s, duration: 1s, fault: explode, selector: {pods: [n0-p0]}}", `c.yaml:10: chaos[0].fault: unknown fault "explode"`},
+		{"at past load", "  - {at: 10s, duration: 1s, fault: pod-kill, selector: {pods: [n0-p0]}}", "c.yaml:10: chaos[0].at: must be between 0s and the load duration 10s"},
+		{"no selector", "  - at: 1s\n    duration: 1s\n    fault: pod-kill", "c.yaml:10: chaos[0].selector: must select pods"},
+		{"missing params", "  - at: 1s\n    duration: 1s\n    fault: delay\n    selector: {pods: [n0-p0]}", "c.yaml:10: chaos[0].delay: the delay fault needs delay parameters"},
+		{"wrong params", "  - at: 1s\n    duration: 1s\n    fault: pod-kill\n    selector: {pods: [n0-p0]}\n    loss: {loss: \"5\"}", "c.yaml:14: chaos[0].loss: only the loss fault takes loss parameters"},
+		{"bad loss", "  - at: 1s\n    duration: 1s\n    fault: loss\n    selector: {pods: [n0-p0]}\n    loss:\n      loss: \"120\"", "c.yaml:15: chaos[0].loss.loss: loss \"120\""},
+		{"bad pod", "  - at: 1s\n    duration: 1s\n    fault: pod-kill\n    selector:\n      pods: [n0-p0, n5-p0]", `c.yaml:14: chaos[0].selector.pods[1]: no pod "n5-p0"`},
+		{"bad node", "  - at: 1s\n    duration: 1s\n    fault: pod-kill\n    selector:\n      nodes: [node1]", `chaos[0].selector.nodes[0]: "node1" is not a node name`},
+		{"partition needs target", "  - at: 1s\n    duration: 1s\n    fault: partition\n    selector: {pods: [n0-p0]}", "chaos[0].target: a partition needs a target"},
+		{"bad rate", "  - at: 1s\n    duration: 1s\n    fault: bandwidth\n    selector: {pods: [n0-p0]}\n    bandwidth: {rate: fast}", `chaos[0].bandwidth.rate: rate "fast"`},
+		{"bad mode", "  - at: 1s\n    duration: 1s\n    fault: pod-kill\n    selector: {pods: [n0-p0]}\n    mode: some", `chaos[0].mode: unknown mode "some"`},
+		{"unknown field", "  - at: 1s\n    duration: 1s\n    fault: pod-kill\n    selectr: {pods: [n0-p0]}", `c.yaml:13: unknown field "selectr" in chaos[0]`},
+		{"wrong type", "  - at: soon\n    duration: 1s\n    fault: pod-kill\n    selector: {pods: [n0-p0]}", "c.yaml:10: chaos[0].at:"},
+		{"jitter above latency", "  - at: 1s\n    duration: 1s\n    fault: delay\n    selector: {pods: [n0-p0]}\n    delay: {latency: 2ms, jitter: 5ms}", "chaos[0].delay.jitter: must be between 0s and the latency 2ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(chaosBase+tt.entry+"\n"))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRateLoss(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{{"1mbps", 1e6, true}, {"800kbps", 8e5, true}, {"1.5gbps", 1.5e9, true}, {"1bps", 0, false}, {"10", 0, false}} {
+		got, err := ParseRate(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseRate(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+	if p, err := ParseLoss("10"); err != nil || p != 0.1 {
+		t.Errorf("ParseLoss(10) = %v, %v", p, err)
+	}
+	if _, err := ParseLoss("0"); err == nil {
+		t.Error("ParseLoss(0) succeeded")
+	}
+}
