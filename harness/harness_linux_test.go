@@ -243,3 +243,22 @@ func TestRunSidecar(t *testing.T) {
 			s.Cost.SegmentsPerRequest, run.Steps[0].Cost.SegmentsPerRequest)
 	}
 }
+
+func TestRunSockmap(t *testing.T) {
+	testutil.Privileged(t)
+	if _, err := exec.LookPath("iptables-restore"); err != nil {
+		t.Skip("iptables-restore not installed (apt-get install iptables)")
+	}
+	opts := options(t, testScenario+"datapaths: [sockmap]\n")
+	run, err := harness.Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	s := run.Steps[0]
+	if !s.Proof.Verified || s.SuccessRatio != 1 {
+		t.Fatalf("sockmap step: proof %+v, success %v", s.Proof, s.SuccessRatio)
+	}
+	if s.Proof.Counters["sockmap_redirects"] < s.Successes*95/100 {
+		t.Errorf("sk_msg redirected %d messages for %d requests", s.Proof.Counters["sockmap_redirects"], s.Successes)
+	}
+}

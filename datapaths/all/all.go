@@ -6,6 +6,7 @@ import (
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/none"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
+	"github.com/meshbench/meshbench/datapaths/sockmap"
 )
 
 // ErrNotImplemented is wrapped by New for datapaths this build does not
@@ -19,7 +20,9 @@ func New(name string) (datapaths.Datapath, error) {
 		return none.New(), nil
 	case sidecar.Name:
 		return sidecar.New(sidecar.Options{}), nil
-	case "sockmap", "nodeproxy", "afxdp":
+	case sockmap.Name:
+		return sockmap.New(), nil
+	case "nodeproxy", "afxdp":
 		return nil, fmt.Errorf("%s: %w", name, ErrNotImplemented)
 	default:
 		return nil, fmt.Errorf("unknown datapath %q", name)
@@ -27,4 +30,4 @@ func New(name string) (datapaths.Datapath, error) {
 }
 
 // Implemented lists the datapaths New can build.
-func Implemented() []string { return []string{none.Name, sidecar.Name} }
+func Implemented() []string { return []string{none.Name, sidecar.Name, sockmap.Name} }

@@ -23,6 +23,9 @@ type RuleOptions struct {
 	// ExcludeInboundPorts are not redirected inbound (the proxies' and the
 	// harness's own ports).
 	ExcludeInboundPorts []int
+	// InboundOnly leaves outbound traffic alone (no OUTPUT rules): for
+	// datapaths that steer the app's connects to the sidecar in eBPF.
+	InboundOnly bool
 }
 
 // DefaultRuleOptions are Istio's defaults, plus the echo server's admin port.
@@ -45,12 +48,15 @@ var rulesTmpl = template.Must(template.New("rules").Parse(`*nat
 :ISTIO_IN_REDIRECT - [0:0]
 :ISTIO_OUTPUT - [0:0]
 -A PREROUTING -p tcp -j ISTIO_INBOUND
+{{- if not .InboundOnly}}
 -A OUTPUT -p tcp -j ISTIO_OUTPUT
+{{- end}}
 {{- range .ExcludeInboundPorts}}
 -A ISTIO_INBOUND -p tcp --dport {{.}} -j RETURN
 {{- end}}
 -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports {{.InboundPort}}
+{{- if not .InboundOnly}}
 -A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN
 -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -m owner --uid-owner {{.UID}} -j ISTIO_IN_REDIRECT
 -A ISTIO_OUTPUT -o lo -m owner ! --uid-owner {{.UID}} -j RETURN
@@ -61,6 +67,7 @@ var rulesTmpl = template.Must(template.New("rules").Parse(`*nat
 -A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
 -A ISTIO_OUTPUT -j ISTIO_REDIRECT
 -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports {{.OutboundPort}}
+{{- end}}
 COMMIT
 `))
 
@@ -79,11 +86,13 @@ func Rules(o RuleOptions) string {
 
 // removeRules is the iptables-restore input that undoes Rules: the jumps
 // from the built-in chains, then the chains themselves.
-func removeRules() string {
+func removeRules(o RuleOptions) string {
 	var b strings.Builder
 	b.WriteString("*nat\n")
 	b.WriteString("-D PREROUTING -p tcp -j ISTIO_INBOUND\n")
-	b.WriteString("-D OUTPUT -p tcp -j ISTIO_OUTPUT\n")
+	if !o.InboundOnly {
+		b.WriteString("-D OUTPUT -p tcp -j ISTIO_OUTPUT\n")
+	}
 	for _, c := range chains {
 		b.WriteString("-F " + c + "\n")
 	}
@@ -114,8 +123,8 @@ func applyRules(ctx context.Context, path string, o RuleOptions) error {
 }
 
 // deleteRules removes the rule set from the namespace at path.
-func deleteRules(ctx context.Context, path string) error {
-	_, err := inNetns(ctx, path, removeRules(), "iptables-restore", "--noflush")
+func deleteRules(ctx context.Context, path string, o RuleOptions) error {
+	_, err := inNetns(ctx, path, removeRules(o), "iptables-restore", "--noflush")
 	return err
 }
 

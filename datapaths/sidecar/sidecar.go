@@ -29,8 +29,31 @@ const ReadyTimeout = 30 * time.Second
 // Options configure the datapath. Engines and mesh settings come from the
 // scenario's services (datapaths.Service.Mesh).
 type Options struct {
+	// Name is the datapath's name; default "sidecar".
+	Name string
 	// Rules are the iptables options; zero: DefaultRuleOptions.
 	Rules RuleOptions
+	// Steering, when set, carries the app↔sidecar hop instead of the
+	// iptables OUTPUT rules (which are then left out): the sockmap
+	// datapath.
+	Steering Steering
+}
+
+// Steering moves traffic between apps and their sidecars by other means than
+// iptables, and proves it with its own counters.
+type Steering interface {
+	// Install sets steering up for pods, whose sidecars are running. On
+	// error it removes what it set up.
+	Install(ctx context.Context, pods []*testbed.Pod) error
+	// Counters returns the steering's own counters (cumulative).
+	Counters() (map[string]int64, error)
+	// Verify says whether the counter deltas show the steering carried
+	// successes requests.
+	Verify(delta map[string]int64, successes int64) (bool, string)
+	// Source names where the counters come from.
+	Source() string
+	// Uninstall removes everything Install set up; safe to call twice.
+	Uninstall(ctx context.Context) error
 }
 
 // Datapath is the iptables sidecar datapath.
@@ -44,7 +67,9 @@ type Datapath struct {
 	rules   []*testbed.Pod          // pods whose rules are installed
 	runID   string
 	engines map[string]int // proxies per engine
-	log     *slog.Logger
+	// steering is set once Steering.Install has been called.
+	steering bool
+	log      *slog.Logger
 	// PushLatency is the time from the model's push until every proxy
 	// ACKed it, measured at install.
 	PushLatency time.Duration
@@ -61,14 +86,20 @@ var _ datapaths.Datapath = (*Datapath)(nil)
 
 // New returns a sidecar datapath.
 func New(opts Options) *Datapath {
+	if opts.Name == "" {
+		opts.Name = Name
+	}
 	if opts.Rules.OutboundPort == 0 {
 		opts.Rules = DefaultRuleOptions()
+	}
+	if opts.Steering != nil {
+		opts.Rules.InboundOnly = true
 	}
 	return &Datapath{opts: opts}
 }
 
 // Name implements datapaths.Datapath.
-func (d *Datapath) Name() string { return Name }
+func (d *Datapath) Name() string { return d.opts.Name }
 
 // Install implements datapaths.Datapath: it starts the control plane, then in
 // every pod installs the nat rules and starts the proxy as uid 1337 in the
@@ -160,7 +191,13 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return err
 		}
 	}
-	d.log.Info("sidecars ready", "pods", len(pods), "push_to_ack", d.PushLatency)
+	if st := d.opts.Steering; st != nil {
+		d.steering = true
+		if err := st.Install(ctx, pods); err != nil {
+			return fmt.Errorf("install %s: %w", st.Source(), err)
+		}
+	}
+	d.log.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.PushLatency)
 	return nil
 }
 
@@ -228,7 +265,13 @@ func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
 }
 
 // ProofSource implements datapaths.Datapath.
-func (d *Datapath) ProofSource() string { return "sidecar proxies' /stats (per pod, per listener)" }
+func (d *Datapath) ProofSource() string {
+	src := "sidecar proxies' /stats (per pod, per listener)"
+	if d.opts.Steering != nil {
+		src += " and " + d.opts.Steering.Source()
+	}
+	return src
+}
 
 // Counters implements datapaths.Datapath: every sidecar's listener
 // counters, keyed "<pod>/listener.<name>.<counter>", and the totals
@@ -250,6 +293,15 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		out["inbound_rq"] += inRq
 		if c := d.env.Client; c != nil && c.Name == name {
 			out["client_outbound_rq"] = outRq
+		}
+	}
+	if d.steering {
+		sc, err := d.opts.Steering.Counters()
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range sc {
+			out[k] = v
 		}
 	}
 	return out, nil
@@ -283,13 +335,23 @@ func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, int64
 func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
 	out, in := delta["client_outbound_rq"], delta["inbound_rq"]
 	ok := successes > 0 && datapaths.WithinTolerance(out, successes) && datapaths.WithinTolerance(in, successes)
-	return ok, fmt.Sprintf("client sidecar proxied %d requests outbound; backend sidecars %d inbound; client counted %d successes", out, in, successes)
+	detail := fmt.Sprintf("client sidecar proxied %d requests outbound; backend sidecars %d inbound; client counted %d successes", out, in, successes)
+	if d.opts.Steering != nil {
+		sok, sdetail := d.opts.Steering.Verify(delta, successes)
+		ok = ok && sok
+		detail += "; " + sdetail
+	}
+	return ok, detail
 }
 
 // Uninstall implements datapaths.Datapath: it stops the proxies, removes
 // the rules, stops the control plane and removes the run directory.
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	var errs []error
+	if d.steering {
+		errs = append(errs, d.opts.Steering.Uninstall(ctx))
+		d.steering = false
+	}
 	for name, sp := range d.proxies {
 		if err := sp.proc.Stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop sidecar of pod %s: %w", name, err))
@@ -297,7 +359,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 	}
 	d.proxies = nil
 	for _, p := range d.rules {
-		if err := deleteRules(ctx, p.NetnsPath); err != nil {
+		if err := deleteRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
 			errs = append(errs, fmt.Errorf("remove rules in pod %s: %w", p.Name, err))
 		}
 	}

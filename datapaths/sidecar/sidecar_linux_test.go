@@ -42,7 +42,7 @@ func TestRulesInstalledAndRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "iptables-save.golden", installed)
-	if err := deleteRules(ctx, ns); err != nil {
+	if err := deleteRules(ctx, ns, DefaultRuleOptions()); err != nil {
 		t.Fatal(err)
 	}
 	after, err := SaveNat(ctx, ns)

@@ -38,7 +38,7 @@ func TestRulesGolden(t *testing.T) {
 }
 
 func TestRemoveRulesUndoesEveryChain(t *testing.T) {
-	rm := removeRules()
+	rm := removeRules(DefaultRuleOptions())
 	for _, c := range chains {
 		if !strings.Contains(rm, "-X "+c+"\n") {
 			t.Errorf("removal does not delete chain %s", c)
