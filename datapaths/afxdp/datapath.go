@@ -64,7 +64,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 func addStats(out map[string]int64, node string, st *Stats) {
 	for k, v := range map[string]int64{
 		"rx_frames": st.RxFrames, "tx_frames": st.TxFrames, "dropped": st.Dropped,
-		"fill_ring_empty": st.FillRingEmpty, "nat_hits": st.NATHits, "reverse_nat_hits": st.ReverseNATHits,
+		"fill_ring_empty": st.FillRingEmpty, "rx_ring_full": st.RxRingFull, "nat_hits": st.NATHits, "reverse_nat_hits": st.ReverseNATHits,
 		"drop_no_route": st.DropNoRoute, "drop_malformed": st.DropMalformed, "drop_ttl": st.DropTTL,
 	} {
 		out[k] += v

@@ -165,6 +165,7 @@ func (f *Forwarder) Stats() Stats {
 		st.TxFrames += ss.TxFrames
 		st.Dropped += ss.Dropped
 		st.FillRingEmpty += ss.FillRingEmpty
+		st.RxRingFull += ss.RxRingFull
 	}
 	st.NATHits = f.r.natHits.Load()
 	st.ReverseNATHits = f.r.reverseNATHits.Load()

@@ -11,6 +11,7 @@ type Stats struct {
 	TxFrames      int64 `json:"tx_frames"`
 	Dropped       int64 `json:"dropped"`
 	FillRingEmpty int64 `json:"fill_ring_empty"`
+	RxRingFull    int64 `json:"rx_ring_full"`
 	// NATHits counts frames to a VIP rewritten to a backend;
 	// ReverseNATHits frames from a backend rewritten to come from the VIP.
 	NATHits        int64 `json:"nat_hits"`
@@ -32,8 +33,8 @@ type SocketStats struct {
 	TxFrames int64 `json:"tx_frames"`
 	// Dropped counts frames the forwarder dropped after receiving them on
 	// this socket (no route, malformed, TX ring full) plus the kernel's
-	// drops for the socket (RX ring full, fill ring empty, invalid
-	// descriptors).
+	// drops for the socket (rx_dropped, which counts fill-ring-empty drops
+	// too, RX ring full, invalid descriptors).
 	Dropped int64 `json:"dropped"`
 	// FillRingEmpty counts frames the kernel could not deliver because the
 	// fill ring was empty (XDP_STATISTICS rx_fill_ring_empty_descs).

@@ -9,16 +9,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Socket geometry. Each socket has its own UMEM: the first half of the
-// frames feeds the fill ring (receive), the second half is the transmit
-// pool. Forwarding copies a frame from the receiving socket's UMEM into a
+// Socket geometry. Each socket has its own UMEM: the first fillSize
+// frames feed the fill ring (receive), the next ringSize are the transmit
+// pool. The fill ring is twice the RX ring so that the kernel still has
+// frames to fill when the forwarder was descheduled for a moment. Forwarding copies a frame from the receiving socket's UMEM into a
 // transmit frame of the sending one, so no frame is ever owned by two
 // sockets (copy mode copies anyway).
 const (
 	frameSize  = 2048
-	ringSize   = 2048 // every ring; a power of two
-	numFrames  = 2 * ringSize
-	txBase     = ringSize * frameSize
+	ringSize   = 2048 // RX, TX and completion rings; a power of two
+	fillSize   = 2 * ringSize
+	numFrames  = fillSize + ringSize
+	txBase     = fillSize * frameSize
 	kickBudget = 16 // sendto calls per flush at most
 )
 
@@ -99,8 +101,8 @@ func OpenSocket(iface string, ifindex int) (_ *Socket, err error) {
 	if err := setsockoptStruct(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
 		return nil, fmt.Errorf("register UMEM for %s: %w", iface, err)
 	}
-	for _, opt := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, opt, ringSize); err != nil {
+	for opt, size := range map[int]int{unix.XDP_UMEM_FILL_RING: fillSize, unix.XDP_UMEM_COMPLETION_RING: ringSize, unix.XDP_RX_RING: ringSize, unix.XDP_TX_RING: ringSize} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, opt, size); err != nil {
 			return nil, fmt.Errorf("size ring %d of %s: %w", opt, iface, err)
 		}
 	}
@@ -113,14 +115,15 @@ func OpenSocket(iface string, ifindex int) (_ *Socket, err error) {
 		o     unix.XDPRingOffset
 		pgoff int64
 		esz   uint64
+		n     uint64
 	}{
-		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, 8},
-		{&s.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, 8},
-		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, uint64(unsafe.Sizeof(unix.XDPDesc{}))},
-		{&s.tx, off.Tx, unix.XDP_PGOFF_TX_RING, uint64(unsafe.Sizeof(unix.XDPDesc{}))},
+		{&s.fill, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, 8, fillSize},
+		{&s.comp, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, 8, ringSize},
+		{&s.rx, off.Rx, unix.XDP_PGOFF_RX_RING, uint64(unsafe.Sizeof(unix.XDPDesc{})), ringSize},
+		{&s.tx, off.Tx, unix.XDP_PGOFF_TX_RING, uint64(unsafe.Sizeof(unix.XDPDesc{})), ringSize},
 	}
 	for _, m := range maps {
-		mem, err := unix.Mmap(fd, m.pgoff, int(m.o.Desc+ringSize*m.esz), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		mem, err := unix.Mmap(fd, m.pgoff, int(m.o.Desc+m.n*m.esz), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
 			return nil, fmt.Errorf("map ring of %s: %w", iface, err)
 		}
@@ -131,15 +134,15 @@ func OpenSocket(iface string, ifindex int) (_ *Socket, err error) {
 			consumer: (*uint32)(unsafe.Add(base, m.o.Consumer)),
 			flags:    (*uint32)(unsafe.Add(base, m.o.Flags)),
 			descs:    unsafe.Add(base, m.o.Desc),
-			mask:     ringSize - 1,
+			mask:     uint32(m.n - 1),
 		}
 	}
 	// Give the kernel every receive frame before binding.
 	prod := atomic.LoadUint32(s.fill.producer)
-	for i := range uint32(ringSize) {
+	for i := range uint32(fillSize) {
 		*s.fill.addr(prod + i) = uint64(i) * frameSize
 	}
-	atomic.StoreUint32(s.fill.producer, prod+ringSize)
+	atomic.StoreUint32(s.fill.producer, prod+fillSize)
 	s.txFree = make([]uint64, 0, ringSize)
 	for i := range uint64(ringSize) {
 		s.txFree = append(s.txFree, txBase+i*frameSize)
@@ -248,7 +251,7 @@ func (s *Socket) Stats() SocketStats {
 		st.FillRingEmpty = int64(ks.Rx_fill_ring_empty_descs)
 		st.KernelRxDropped = int64(ks.Rx_dropped)
 		st.RxRingFull = int64(ks.Rx_ring_full)
-		st.Dropped += int64(ks.Rx_dropped + ks.Rx_invalid_descs + ks.Tx_invalid_descs + ks.Rx_ring_full + ks.Rx_fill_ring_empty_descs)
+		st.Dropped += int64(ks.Rx_dropped + ks.Rx_invalid_descs + ks.Tx_invalid_descs + ks.Rx_ring_full)
 	}
 	return st
 }
