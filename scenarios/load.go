@@ -190,6 +190,7 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 	if !set("repetitions") {
 		s.Repetitions = DefaultRepetitions
 	}
+	s.NodeProxy.defaults()
 	l := &s.Load
 	if !set("load.service") {
 		l.Service = t.Services[0].Name

@@ -112,3 +112,27 @@ func (m *Mesh) validate(p *problems, path string) {
 		p.addf(path+".retries.attempts", "TCP services cannot be retried per request")
 	}
 }
+
+// NodeProxy configures the per-node proxy datapath.
+type NodeProxy struct {
+	// Hops is "both" (default: the source node's proxy hands the request
+	// to the destination node's proxy, which delivers it to the pod, as
+	// Istio ambient's ztunnels do) or "source" (the source node's proxy
+	// connects straight to the pod).
+	Hops string `yaml:"hops" json:"hops"`
+}
+
+// NodeProxyHops are the values of nodeproxy.hops.
+var NodeProxyHops = []string{"both", "source"}
+
+func (n *NodeProxy) defaults() {
+	if n.Hops == "" {
+		n.Hops = "both"
+	}
+}
+
+func (n *NodeProxy) validate(p *problems) {
+	if !slices.Contains(NodeProxyHops, n.Hops) {
+		p.addf("nodeproxy.hops", "unknown value %q (want one of %s)", n.Hops, strings.Join(NodeProxyHops, ", "))
+	}
+}

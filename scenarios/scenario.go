@@ -20,6 +20,8 @@ type Scenario struct {
 	Repetitions int `yaml:"repetitions" json:"repetitions"`
 	// Chaos is the fault timeline applied during every measured step.
 	Chaos []ChaosEntry `yaml:"chaos" json:"chaos,omitempty"`
+	// NodeProxy configures the nodeproxy datapath.
+	NodeProxy NodeProxy `yaml:"nodeproxy" json:"nodeproxy"`
 }
 
 // Topology is the cluster to build.

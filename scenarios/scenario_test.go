@@ -25,10 +25,13 @@ func TestBadFiles(t *testing.T) {
 		want []string // lines of the error, without the "testdata/bad/FILE" prefix
 	}{
 		{"unknown_top.yaml", []string{
-			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions, chaos)`,
+			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions, chaos, nodeproxy)`,
 		}},
 		{"unknown_nested.yaml", []string{
 			`:5: unknown field "rate" in load (did you mean "rates"? known fields: service, rates, duration, warmup, connections, request_size, response_size, keep_alive, timeout, calibrate)`,
+		}},
+		{"nodeproxy_hops.yaml", []string{
+			`:4: nodeproxy.hops: unknown value "three" (want one of both, source)`,
 		}},
 		{"mesh.yaml", []string{
 			`:6: topology.services[0].mesh.lb_policy: unknown value "ROUND_ROBINN" (want one of ROUND_ROBIN, LEAST_REQUEST, MAGLEV, RANDOM)`,
@@ -262,6 +265,7 @@ func TestDefaults(t *testing.T) {
 			Calibrate:    ptr(true),
 		},
 		Repetitions: 1,
+		NodeProxy:   NodeProxy{Hops: "both"},
 	}
 	if !reflect.DeepEqual(sc, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", sc, want)

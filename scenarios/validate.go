@@ -67,6 +67,7 @@ func (s *Scenario) validate(p *problems) {
 	})
 	checkRange(p, "repetitions", s.Repetitions, 1, MaxRepetitions)
 	s.validateChaos(p)
+	s.NodeProxy.validate(p)
 }
 
 func (t *Topology) validate(p *problems) {
