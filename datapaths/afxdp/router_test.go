@@ -235,3 +235,26 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestVerify(t *testing.T) {
+	tests := []struct {
+		name      string
+		delta     map[string]int64
+		successes int64
+		ok        bool
+	}{
+		{name: "all accounted", delta: map[string]int64{"nat_hits": 1500, "reverse_nat_hits": 1500, "rx_frames": 3000}, successes: 1500, ok: true},
+		{name: "one reply in flight", delta: map[string]int64{"nat_hits": 1507, "reverse_nat_hits": 1499, "rx_frames": 3006}, successes: 1500, ok: true},
+		{name: "bypassed", delta: map[string]int64{"nat_hits": 0, "reverse_nat_hits": 0}, successes: 1500},
+		{name: "replies not translated", delta: map[string]int64{"nat_hits": 1500, "reverse_nat_hits": 10, "rx_frames": 3000}, successes: 1500},
+		{name: "no successes", delta: map[string]int64{"nat_hits": 5, "reverse_nat_hits": 5, "rx_frames": 10}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, detail := New().Verify(tt.delta, tt.successes)
+			if ok != tt.ok {
+				t.Errorf("Verify = %v (%s), want %v", ok, detail, tt.ok)
+			}
+		})
+	}
+}
