@@ -75,6 +75,11 @@ func NewForwarder(cfg *Config, log *slog.Logger) (_ *Forwarder, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("find host veth %s of pod %s: %w", p.HostVeth, p.Name, err)
 		}
+		// One socket, on queue 0: frames arriving on another queue could
+		// not be redirected to it.
+		if q := l.Attrs().NumRxQueues; q > 1 {
+			return nil, fmt.Errorf("host veth %s of pod %s has %d RX queues; the forwarder binds queue 0 only: create the veth with one", p.HostVeth, p.Name, q)
+		}
 		s, err := OpenSocket(p.HostVeth, l.Attrs().Index)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)

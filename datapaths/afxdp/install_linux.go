@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -35,6 +37,18 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			_ = d.Uninstall(context.WithoutCancel(ctx))
 		}
 	}()
+	// Pods must send full checksums: a frame the forwarder copies carries
+	// no checksum-offload state, so a partial checksum would arrive as a
+	// bad one.
+	for _, p := range env.Cluster.Pods() {
+		n := env.Cluster.Nodes()[p.NodeIndex]
+		if err := txChecksumOff(p.NetnsPath, p.PodVeth); err != nil {
+			return fmt.Errorf("datapath %s: pod %s: %w", Name, p.Name, err)
+		}
+		if err := txChecksumOff(n.NetnsPath, p.HostVeth); err != nil {
+			return fmt.Errorf("datapath %s: node %s: %w", Name, n.Name, err)
+		}
+	}
 	cfgs, err := Configs(env)
 	if err != nil {
 		return fmt.Errorf("datapath %s: %w", Name, err)
@@ -65,6 +79,35 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		env.Logger.Info("afxdp forwarders ready", "nodes", len(d.nodes))
 	}
 	return nil
+}
+
+// txChecksumOff turns transmit checksum offload off on iface in the
+// network namespace at netnsPath (ethtool -K iface tx off).
+func txChecksumOff(netnsPath, iface string) error {
+	if len(iface) >= unix.IFNAMSIZ {
+		return fmt.Errorf("interface name %q too long", iface)
+	}
+	return nsutil.Do(netnsPath, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("ethtool socket: %w", err)
+		}
+		defer unix.Close(fd)
+		ev := struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_STXCSUM}
+		var ifr struct {
+			name [unix.IFNAMSIZ]byte
+			data unsafe.Pointer
+			_    [16]byte
+		}
+		copy(ifr.name[:], iface)
+		ifr.data = unsafe.Pointer(&ev)
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+		runtime.KeepAlive(&ev)
+		if errno != 0 {
+			return fmt.Errorf("turn tx checksum offload off on %s: %w", iface, errno)
+		}
+		return nil
+	})
 }
 
 // probeAFXDP returns ErrNotSupported when the kernel has no AF_XDP.

@@ -16,7 +16,8 @@ import (
 
 // ForwarderMain is the `meshbench forwarder` subcommand: it runs one node's
 // forwarder, in the network namespace it is started in, until ctx ends,
-// and serves its counters at http://<admin>/stats. Flags:
+// and serves its counters at http://<admin>/stats. args are the flags
+// after the subcommand's name (a leading "forwarder" is skipped):
 //
 //	--config JSON   the Config, inline
 //	--config-file F the Config, from a file
@@ -28,6 +29,9 @@ func ForwarderMain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	file := fs.String("config-file", "", "file holding the forwarder config as JSON")
 	admin := fs.String("admin", "", "address of the /stats endpoint (default "+AdminAddr+")")
 	verbose := fs.Bool("v", false, "log debug messages")
+	if len(args) > 0 && args[0] == "forwarder" {
+		args = args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
