@@ -54,6 +54,8 @@ type Env struct {
 	Services []*Service
 	// Client is the pod that runs the load client.
 	Client *testbed.Pod
+	// Load is the service the client loads (one of Services).
+	Load *Service
 	// Exec is the command prefix that runs a meshbench subcommand (for
 	// example the path of the meshbench binary).
 	Exec   []string

@@ -207,6 +207,9 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 			svc.Backends = append(svc.Backends, cluster.Pod(name))
 		}
 		env.Services = append(env.Services, svc)
+		if s.Name == r.sc.Load.Service {
+			env.Load = svc
+		}
 	}
 	return env, nil
 }

@@ -72,7 +72,7 @@ func options(t *testing.T, src string) harness.Options {
 		ScenarioSource: []byte(src),
 		OutDir:         t.TempDir(),
 		Provider:       netns.New(netns.Options{}),
-		NewDatapath:    all.New,
+		NewDatapath:    all.For(sc),
 		Exec:           []string{exe},
 		RunID:          testutil.NewRunID(t),
 	}
@@ -260,5 +260,41 @@ func TestRunSockmap(t *testing.T) {
 	}
 	if s.Proof.Counters["sockmap_redirects"] < s.Successes*95/100 {
 		t.Errorf("sk_msg redirected %d messages for %d requests", s.Proof.Counters["sockmap_redirects"], s.Successes)
+	}
+}
+
+func TestRunNodeProxy(t *testing.T) {
+	testutil.Privileged(t)
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("iptables not installed (apt-get install iptables)")
+	}
+	for _, hops := range []string{"both", "source"} {
+		t.Run(hops, func(t *testing.T) {
+			opts := options(t, testScenario+"datapaths: [nodeproxy]\nnodeproxy: {hops: "+hops+"}\n")
+			run, err := harness.Run(context.Background(), opts)
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			s := run.Steps[0]
+			if !s.Proof.Verified || s.SuccessRatio != 1 {
+				t.Fatalf("nodeproxy step: proof %+v, success %v", s.Proof, s.SuccessRatio)
+			}
+			in := s.Proof.Counters["inbound_rq"]
+			if hops == "both" && in < s.Successes*95/100 {
+				t.Errorf("both hops: destination proxies received %d of %d requests", in, s.Successes)
+			}
+			if hops == "source" && in != 0 {
+				t.Errorf("source hop only: destination proxies received %d requests", in)
+			}
+			proxies := 0
+			for _, p := range s.Processes {
+				if p.Role == results.RoleDatapath {
+					proxies++
+				}
+			}
+			if proxies != 2 {
+				t.Errorf("%d proxy processes, want one per node (2)", proxies)
+			}
+		})
 	}
 }

@@ -4,17 +4,19 @@ import (
 	"fmt"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/nodeproxy"
 	"github.com/meshbench/meshbench/datapaths/none"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
 	"github.com/meshbench/meshbench/datapaths/sockmap"
+	"github.com/meshbench/meshbench/scenarios"
 )
 
 // ErrNotImplemented is wrapped by New for datapaths this build does not
 // have yet.
 var ErrNotImplemented = fmt.Errorf("datapath not implemented in this build: %w", datapaths.ErrNotSupported)
 
-// New returns a fresh datapath by name.
-func New(name string) (datapaths.Datapath, error) {
+// New returns a fresh datapath by name, configured from sc (nil: defaults).
+func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
 	switch name {
 	case none.Name:
 		return none.New(), nil
@@ -22,12 +24,25 @@ func New(name string) (datapaths.Datapath, error) {
 		return sidecar.New(sidecar.Options{}), nil
 	case sockmap.Name:
 		return sockmap.New(), nil
-	case "nodeproxy", "afxdp":
+	case nodeproxy.Name:
+		var opts nodeproxy.Options
+		if sc != nil {
+			opts.Hops = sc.NodeProxy.Hops
+		}
+		return nodeproxy.New(opts), nil
+	case "afxdp":
 		return nil, fmt.Errorf("%s: %w", name, ErrNotImplemented)
 	default:
 		return nil, fmt.Errorf("unknown datapath %q", name)
 	}
 }
 
+// For returns a constructor of sc's datapaths, as harness.Options wants.
+func For(sc *scenarios.Scenario) func(name string) (datapaths.Datapath, error) {
+	return func(name string) (datapaths.Datapath, error) { return New(name, sc) }
+}
+
 // Implemented lists the datapaths New can build.
-func Implemented() []string { return []string{none.Name, sidecar.Name, sockmap.Name} }
+func Implemented() []string {
+	return []string{none.Name, sidecar.Name, sockmap.Name, nodeproxy.Name}
+}

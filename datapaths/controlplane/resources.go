@@ -236,7 +236,13 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 	var inChains []*listenerv3.FilterChain
 	for _, port := range ports {
 		cname := InboundClusterName(port)
-		clusters = append(clusters, inboundCluster(cname, port))
+		if isSidecar {
+			clusters = append(clusters, inboundCluster(cname, port))
+		} else {
+			// A node proxy serves every pod of its node: it delivers to the
+			// connection's original destination, as ztunnel does.
+			clusters = append(clusters, passthroughCluster(cname))
+		}
 		match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))}
 		if inboundPorts[port] == TCP {
 			inChains = append(inChains, &listenerv3.FilterChain{

@@ -26,6 +26,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		engine   = fs.String("engine", "builtin", "proxy engine: builtin or envoy")
 		timeout  = fs.Duration("connect-timeout", DefaultConnectTimeout, "give up when the control plane sends no configuration in this time")
 		verbose  = fs.Bool("verbose", false, "debug logging")
+		origIP   = fs.Bool("inbound-original-ip", false, "inbound: dial the original destination address instead of 127.0.0.1 (a node proxy delivering to its pods)")
 		confDir  = fs.String("config-dir", "", "envoy engine: directory for the bootstrap file")
 		envoyBin = fs.String("envoy-binary", "", "envoy engine: binary (default: envoy on PATH)")
 	)
@@ -46,6 +47,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return Run(ctx, Options{
 			XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
 			OutboundPort: *outPort, InboundPort: *inPort, ConnectTimeout: *timeout, Logger: log,
+			InboundOriginalIP: *origIP,
 		})
 	case "envoy":
 		e := NewEnvoy(EnvoyOptions{

@@ -1,10 +1,10 @@
 package sidecar
 
 import (
+	"github.com/meshbench/meshbench/datapaths"
+
 	"bytes"
 	"context"
-	"fmt"
-	"os/exec"
 	"strings"
 	"text/template"
 )
@@ -103,35 +103,22 @@ func removeRules(o RuleOptions) string {
 	return b.String()
 }
 
-// inNetns runs a command inside the network namespace at path.
-func inNetns(ctx context.Context, path string, stdin string, name string, args ...string) (string, error) {
-	argv := append([]string{"--net=" + path, name}, args...)
-	cmd := exec.CommandContext(ctx, "nsenter", argv...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), path, err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
-}
-
 // applyRules installs the rule set in the namespace at path, atomically.
 func applyRules(ctx context.Context, path string, o RuleOptions) error {
-	_, err := inNetns(ctx, path, Rules(o), "iptables-restore", "--noflush")
+	_, err := datapaths.RunInNetns(ctx, path, Rules(o), "iptables-restore", "--noflush")
 	return err
 }
 
 // deleteRules removes the rule set from the namespace at path.
 func deleteRules(ctx context.Context, path string, o RuleOptions) error {
-	_, err := inNetns(ctx, path, removeRules(o), "iptables-restore", "--noflush")
+	_, err := datapaths.RunInNetns(ctx, path, removeRules(o), "iptables-restore", "--noflush")
 	return err
 }
 
 // SaveNat returns `iptables-save -t nat` of the namespace at path, without
 // comments and counters, for comparisons.
 func SaveNat(ctx context.Context, path string) (string, error) {
-	out, err := inNetns(ctx, path, "", "iptables-save", "-t", "nat")
+	out, err := datapaths.RunInNetns(ctx, path, "", "iptables-save", "-t", "nat")
 	if err != nil {
 		return "", err
 	}

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
@@ -79,7 +78,7 @@ type sidecarProc struct {
 	pod    *testbed.Pod
 	proc   *testbed.Process
 	engine string
-	stderr *tail
+	stderr *datapaths.Tail
 }
 
 var _ datapaths.Datapath = (*Datapath)(nil)
@@ -160,7 +159,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
 		}
 		d.engines[engine]++
-		sp := &sidecarProc{pod: p, engine: engine, stderr: &tail{max: 2048}}
+		sp := &sidecarProc{pod: p, engine: engine, stderr: &datapaths.Tail{Max: 2048}}
 		args := append([]string{bin}, env.Exec[1:]...)
 		args = append(args, "proxy",
 			"--xds", sock,
@@ -378,27 +377,4 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append([]byte(nil), t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(bytes.TrimSpace(t.buf))
 }

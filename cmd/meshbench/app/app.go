@@ -192,7 +192,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ScenarioSource: src,
 		OutDir:         f.out,
 		Provider:       netns.New(netns.Options{Logger: logger}),
-		NewDatapath:    all.New,
+		NewDatapath:    all.For(sc),
 		Retain:         f.retain,
 		RunID:          f.runID,
 		Logger:         logger,
