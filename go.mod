@@ -4,7 +4,14 @@ go 1.26.8
 
 require golang.org/x/sys v0.49.0
 
-require github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794 // indirect
+require (
+	github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794 // indirect
+	github.com/florianl/go-nfqueue/v2 v2.0.2
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/josharian/native v1.1.0 // indirect
+	github.com/mdlayher/netlink v1.7.2 // indirect
+	github.com/mdlayher/socket v0.5.1 // indirect
+)
 
 require (
 	cel.dev/expr v0.24.0 // indirect

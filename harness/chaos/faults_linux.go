@@ -1,0 +1,271 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+// ips joins the addresses of pods other than self for an iptables -s or -d
+// list ("" when none is left): a pod never drops its own traffic.
+func ips(pods []*testbed.Pod, self *testbed.Pod) string {
+	var s []string
+	for _, p := range pods {
+		if p != self {
+			s = append(s, netip.PrefixFrom(p.IP, p.IP.BitLen()).String())
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// notLo keeps INPUT rules off the loopback interface.
+var notLo = []string{"!", "-i", "lo"}
+
+func newPodKill(env *Env) Fault           { return &podKill{env: env} }
+func newProxyKill(env *Env) Fault         { return &proxyKill{env: env} }
+func newLoss(p float64, tag string) Fault { return &loss{probability: p, tag: tag} }
+func newPartition(tag string) Fault       { return &partition{tag: tag} }
+
+// podKill kills the workload of every selected pod and restarts it after
+// the fault's duration.
+type podKill struct {
+	env    *Env
+	mu     sync.Mutex
+	killed []*testbed.Pod
+}
+
+func (f *podKill) Kind() string           { return scenarios.FaultPodKill }
+func (f *podKill) Implementation() string { return ImplSignal }
+
+func (f *podKill) Inject(ctx context.Context, t Target) error {
+	if f.env.StartWorkload == nil {
+		return errors.New("pod-kill needs Env.StartWorkload to restart the workload")
+	}
+	var errs []error
+	for _, p := range t.Pods {
+		kill := f.env.KillWorkload
+		if kill == nil {
+			kill = f.killServers
+		}
+		if err := kill(ctx, p); err != nil {
+			errs = append(errs, fmt.Errorf("kill workload of %s: %w", p.Name, err))
+			continue
+		}
+		f.mu.Lock()
+		f.killed = append(f.killed, p)
+		f.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// killServers SIGKILLs the pod's server processes and waits until they are
+// reaped.
+func (f *podKill) killServers(ctx context.Context, p *testbed.Pod) error {
+	var procs []*testbed.Process
+	for _, pr := range f.env.Cluster.Processes() {
+		if pr.Pod == p.Name && pr.Role == results.RoleServer {
+			procs = append(procs, pr)
+		}
+	}
+	if len(procs) == 0 {
+		return errors.New("no server process runs in the pod")
+	}
+	return killAll(ctx, procs)
+}
+
+func killAll(ctx context.Context, procs []*testbed.Process) error {
+	var errs []error
+	for _, pr := range procs {
+		if err := pr.Signal(syscall.SIGKILL); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		select {
+		case <-pr.Done():
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("wait for %s (pid %d): %w", pr.Name, pr.PID, ctx.Err()))
+		case <-time.After(5 * time.Second):
+			errs = append(errs, fmt.Errorf("%s (pid %d) not reaped 5s after SIGKILL", pr.Name, pr.PID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (f *podKill) Recover(ctx context.Context, t Target) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	var left []*testbed.Pod
+	for _, p := range f.killed {
+		if err := f.env.StartWorkload(ctx, p); err != nil {
+			errs = append(errs, fmt.Errorf("restart workload of %s: %w", p.Name, err))
+			left = append(left, p)
+		}
+	}
+	f.killed = left
+	return errors.Join(errs...)
+}
+
+// proxyKill kills the datapath processes of the selected pods and nodes.
+type proxyKill struct {
+	env    *Env
+	mu     sync.Mutex
+	killed []*testbed.Process
+}
+
+func (f *proxyKill) Kind() string           { return scenarios.FaultProxyKill }
+func (f *proxyKill) Implementation() string { return ImplSignal }
+
+func (f *proxyKill) Inject(ctx context.Context, t Target) error {
+	var all []*testbed.Process
+	if f.env.DatapathProcesses != nil {
+		all = f.env.DatapathProcesses()
+	} else if f.env.Cluster != nil {
+		for _, pr := range f.env.Cluster.Processes() {
+			if pr.Role == results.RoleDatapath {
+				all = append(all, pr)
+			}
+		}
+	}
+	var procs []*testbed.Process
+	for _, pr := range all {
+		onPod := pr.Pod != "" && slices.ContainsFunc(t.Pods, func(p *testbed.Pod) bool { return p.Name == pr.Pod })
+		onNode := pr.Pod == "" && slices.ContainsFunc(t.Nodes, func(n *testbed.Node) bool { return n.Name == pr.Node })
+		if (onPod || onNode) && !pr.Exited() {
+			procs = append(procs, pr)
+		}
+	}
+	if len(procs) == 0 {
+		return errors.New("no datapath process (sidecar or node proxy) runs on the selected pods or nodes")
+	}
+	err := killAll(ctx, procs)
+	f.mu.Lock()
+	f.killed = append(f.killed, procs...)
+	f.mu.Unlock()
+	return err
+}
+
+func (f *proxyKill) Recover(ctx context.Context, t Target) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.env.RestartDatapath == nil {
+		f.killed = nil
+		return nil
+	}
+	var errs []error
+	var left []*testbed.Process
+	for _, pr := range f.killed {
+		if err := f.env.RestartDatapath(ctx, pr); err != nil {
+			errs = append(errs, fmt.Errorf("restart %s of %s%s: %w", pr.Name, pr.Pod, pr.Node, err))
+			left = append(left, pr)
+		}
+	}
+	f.killed = left
+	return errors.Join(errs...)
+}
+
+// loss drops a random share of packets on the receiving side (iptables
+// statistic in the receiver's INPUT chain), so that senders see loss, not
+// EPERM.
+type loss struct {
+	probability float64
+	tag         string
+	rules       ruleSet
+}
+
+func (f *loss) Kind() string           { return scenarios.FaultLoss }
+func (f *loss) Implementation() string { return ImplStatistic }
+
+func (f *loss) Inject(ctx context.Context, t Target) error {
+	stat := []string{"-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(f.probability, 'f', 6, 64)}
+	drop := append(comment(f.tag), "-j", "DROP")
+	if t.Direction == "from" || t.Direction == "both" {
+		// Packets the selected pods receive (from the peers, if any).
+		for _, p := range t.Pods {
+			spec := append(slices.Clone(notLo), stat...)
+			if t.Peers != nil {
+				src := ips(t.Peers, p)
+				if src == "" {
+					continue
+				}
+				spec = append([]string{"-s", src}, spec...)
+			}
+			if err := f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+				return err
+			}
+		}
+	}
+	if t.Direction == "to" || t.Direction == "both" {
+		// Packets the selected pods send, dropped where they arrive.
+		receivers := t.Peers
+		if receivers == nil {
+			receivers = t.Others
+		}
+		for _, p := range receivers {
+			src := ips(t.Pods, p)
+			if src == "" {
+				continue
+			}
+			spec := append([]string{"-s", src}, stat...)
+			if err := f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *loss) Recover(ctx context.Context, t Target) error { return f.rules.removeAll(ctx) }
+
+// partition drops every packet between the selected pods and the peers on
+// the receiving side: in the peers' INPUT for "to", in the selected pods'
+// INPUT for "from", in both for "both".
+type partition struct {
+	tag   string
+	rules ruleSet
+}
+
+func (f *partition) Kind() string           { return scenarios.FaultPartition }
+func (f *partition) Implementation() string { return ImplIptablesDrop }
+
+func (f *partition) Inject(ctx context.Context, t Target) error {
+	if len(t.Peers) == 0 {
+		return errors.New("partition needs a target")
+	}
+	drop := append(comment(f.tag), "-j", "DROP")
+	if t.Direction == "from" || t.Direction == "both" {
+		for _, p := range t.Pods {
+			if err := f.block(ctx, p, ips(t.Peers, p), drop); err != nil {
+				return err
+			}
+		}
+	}
+	if t.Direction == "to" || t.Direction == "both" {
+		for _, p := range t.Peers {
+			if err := f.block(ctx, p, ips(t.Pods, p), drop); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *partition) block(ctx context.Context, p *testbed.Pod, src string, drop []string) error {
+	if src == "" {
+		return nil
+	}
+	return f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append([]string{"-s", src}, drop...)})
+}
+
+func (f *partition) Recover(ctx context.Context, t Target) error { return f.rules.removeAll(ctx) }
