@@ -150,10 +150,18 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if idle++; idle < 64 {
 			continue
 		}
+		// Sleep until a frame arrives; only briefly when transmit frames
+		// wait for the next kick.
+		timeout := 50
+		for _, s := range f.outs {
+			if s.pending > 0 {
+				timeout = 1
+			}
+		}
 		for i := range f.rxFDs {
 			f.rxFDs[i].Revents = 0
 		}
-		if _, err := unix.Poll(f.rxFDs, 50); err != nil && !errors.Is(err, unix.EINTR) {
+		if _, err := unix.Poll(f.rxFDs, timeout); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("poll AF_XDP sockets: %w", err)
 		}
 	}

@@ -225,21 +225,22 @@ func (s *Socket) send(frame []byte) bool {
 
 // flush asks the kernel to transmit what is on the TX ring. In copy mode
 // each sendto sends a bounded batch, so it kicks until the ring is drained
-// or the budget is spent.
+// or the budget is spent; what is left stays pending for the next flush.
 func (s *Socket) flush() {
 	if s.pending == 0 {
 		return
 	}
+	prod := *s.tx.producer
 	for range kickBudget {
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		if e != 0 && e != unix.EAGAIN && e != unix.EBUSY && e != unix.ENOBUFS && e != unix.ENETDOWN {
 			break
 		}
-		if atomic.LoadUint32(s.tx.consumer) == *s.tx.producer {
+		if atomic.LoadUint32(s.tx.consumer) == prod {
 			break
 		}
 	}
-	s.pending = 0
+	s.pending = prod - atomic.LoadUint32(s.tx.consumer)
 	s.reclaim()
 }
 
