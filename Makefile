@@ -8,7 +8,9 @@ GO       ?= go
 COMMIT   := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X github.com/meshbench/meshbench/internal/version.Commit=$(COMMIT)
 BIN      := bin/meshbench
-TESTFLAGS ?= -count=1 -timeout 15m
+# Packages run one at a time: privileged tests check kernel-wide state (BPF
+# links) and measure CPU, which other packages running alongside would disturb.
+TESTFLAGS ?= -count=1 -p 1 -timeout 15m
 
 .PHONY: all build bench test unit-test deps test-deps generate lint regress baseline down doctor clean
 
