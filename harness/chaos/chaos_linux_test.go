@@ -1,0 +1,688 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/doctor"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/harness/testbed/netns"
+	"github.com/meshbench/meshbench/harness/testbed/testutil"
+	"github.com/meshbench/meshbench/internal/nsutil"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+// The test binary doubles as a TCP echo server ("chaos-echo ADDR"), the
+// workload that pod-kill kills and restarts.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "chaos-echo" {
+		if err := echoServer(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(testutil.TestMainLeakCheck(m))
+}
+
+func echoServer(addr string) error {
+	l, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			sc := bufio.NewScanner(c)
+			for sc.Scan() {
+				fmt.Fprintf(c, "%d %s\n", os.Getpid(), sc.Text())
+			}
+		}()
+	}
+}
+
+// bed is a 2-node cluster of 4 pods: a (n0-p0), b (n1-p0), c (n0-p1),
+// d (n1-p1).
+type bed struct {
+	c           testbed.Cluster
+	a, b, c2, d *testbed.Pod
+	env         *Env
+}
+
+func newBed(t *testing.T) *bed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	spec := testbed.Spec{RunID: testutil.NewRunID(t), Nodes: 2, Pods: []testbed.PodSpec{
+		{Name: "n0-p0", Node: 0}, {Name: "n0-p1", Node: 0}, {Name: "n1-p0", Node: 1}, {Name: "n1-p1", Node: 1},
+	}}
+	c, err := netns.New(netns.Options{}).Create(ctx, spec)
+	if err != nil {
+		t.Fatalf("create cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Destroy(context.Background()); err != nil {
+			t.Errorf("destroy: %v", err)
+		}
+	})
+	b := &bed{c: c, a: c.Pod("n0-p0"), b: c.Pod("n1-p0"), c2: c.Pod("n0-p1"), d: c.Pod("n1-p1")}
+	b.env = &Env{Cluster: c, Services: map[string][]*testbed.Pod{"echo": {b.b, b.d}}}
+	return b
+}
+
+var counters = regexp.MustCompile(`\[[0-9]+:[0-9]+\]`)
+
+// rootSnapshot is iptables-save and tc qdisc show of the root network
+// namespace, without comments and counters.
+func rootSnapshot(t *testing.T) string {
+	t.Helper()
+	return run(t, "iptables-save") + "\n----\n" + run(t, "tc", "qdisc", "show")
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, out)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			keep = append(keep, counters.ReplaceAllString(l, "[]"))
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// nsSnapshot is the iptables rules and qdiscs of a testbed namespace. (The
+// filter table itself stays once iptables-nft created it; its rules are
+// what must come back.)
+func nsSnapshot(t *testing.T, path string) string {
+	t.Helper()
+	var rules []string
+	for _, l := range strings.Split(run(t, "nsenter", "--net="+path, "iptables-save"), "\n") {
+		if strings.HasPrefix(l, "-A") {
+			rules = append(rules, l)
+		}
+	}
+	return strings.Join(rules, "\n") + "\n----\n" + run(t, "nsenter", "--net="+path, "tc", "qdisc", "show")
+}
+
+func (b *bed) snapshots(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, p := range b.c.Pods() {
+		out[p.Name] = nsSnapshot(t, p.NetnsPath)
+	}
+	for _, n := range b.c.Nodes() {
+		out[n.Name] = nsSnapshot(t, n.NetnsPath)
+	}
+	return out
+}
+
+func (b *bed) checkClean(t *testing.T, before map[string]string) {
+	t.Helper()
+	after := b.snapshots(t)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s not restored:\nbefore:\n%s\nafter:\n%s", k, v, after[k])
+		}
+	}
+}
+
+// udpEcho echoes UDP datagrams on pod's address until the test ends.
+func udpEcho(t *testing.T, pod *testbed.Pod, port int) string {
+	t.Helper()
+	var pc net.PacketConn
+	addr := fmt.Sprintf("%s:%d", pod.IP, port)
+	if err := nsutil.Do(pod.NetnsPath, func() (err error) { pc, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return addr
+}
+
+// probe sends n numbered UDP probes from pod to addr, one per interval,
+// and returns how many came back and their round-trip times.
+func probe(t *testing.T, pod *testbed.Pod, addr string, n int, interval time.Duration) (int, []time.Duration) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := nsutil.Do(pod.NetnsPath, func() (err error) { pc, err = net.ListenPacket("udp4", pod.IP.String()+":0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	dst, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	var rtts []time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			m, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if m < 16 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(buf)
+			sent := time.Unix(0, int64(binary.BigEndian.Uint64(buf[8:])))
+			mu.Lock()
+			if !seen[seq] {
+				seen[seq] = true
+				rtts = append(rtts, time.Since(sent))
+			}
+			mu.Unlock()
+		}
+	}()
+	msg := make([]byte, 16)
+	for i := range n {
+		binary.BigEndian.PutUint64(msg, uint64(i))
+		binary.BigEndian.PutUint64(msg[8:], uint64(time.Now().UnixNano()))
+		if _, err := pc.WriteTo(msg, dst); err != nil {
+			t.Fatalf("send probe: %v", err)
+		}
+		time.Sleep(interval)
+	}
+	time.Sleep(300 * time.Millisecond)
+	pc.Close()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return len(seen), rtts
+}
+
+func medianDur(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// tcpOK reports whether a TCP connection from pod to addr opens within
+// 300 ms.
+func tcpOK(pod *testbed.Pod, addr string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	c, err := nsutil.Dial(ctx, pod.NetnsPath, "tcp4", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func tcpListen(t *testing.T, pod *testbed.Pod, port int) string {
+	t.Helper()
+	addr := fmt.Sprintf("%s:%d", pod.IP, port)
+	l, err := nsutil.Listen(pod.NetnsPath, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return addr
+}
+
+// apply injects entry's fault on b's cluster and returns a function that
+// recovers it.
+func (b *bed) apply(t *testing.T, e scenarios.ChaosEntry) (Fault, func()) {
+	t.Helper()
+	ctx := context.Background()
+	tg, err := Resolve(e, b.env)
+	if err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	f, err := New(e, Choose(e.Fault, b.env.Implementations[e.Fault], e.Target != nil), b.env)
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	if err := f.Inject(ctx, tg); err != nil {
+		f.Recover(ctx, tg)
+		t.Fatalf("inject %s: %v", e.Fault, err)
+	}
+	var once sync.Once
+	rec := func() {
+		once.Do(func() {
+			if err := f.Recover(ctx, tg); err != nil {
+				t.Errorf("recover %s: %v", e.Fault, err)
+			}
+			if err := f.Recover(ctx, tg); err != nil {
+				t.Errorf("second recover %s: %v", e.Fault, err)
+			}
+		})
+	}
+	t.Cleanup(rec)
+	return f, rec
+}
+
+func sel(pods ...string) scenarios.ChaosSelector { return scenarios.ChaosSelector{Pods: pods} }
+
+func TestFaults(t *testing.T) {
+	testutil.Privileged(t)
+	for _, tool := range []string{"iptables", "iptables-save", "tc", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %v", tool, err)
+		}
+	}
+	root := rootSnapshot(t)
+	t.Cleanup(func() {
+		if after := rootSnapshot(t); after != root {
+			t.Errorf("root namespace changed:\nbefore:\n%s\nafter:\n%s", root, after)
+		}
+	})
+	b := newBed(t)
+	echo := udpEcho(t, b.b, 7000)
+
+	t.Run("loss from", func(t *testing.T) {
+		before := b.snapshots(t)
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "10"}})
+		got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+		rec()
+		lost := 100 * float64(1000-got) / 1000
+		t.Logf("10%% loss on n1-p0's receiving side: %.1f%% of 1000 probes lost", lost)
+		if lost < 7 || lost > 13 {
+			t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
+		}
+		b.checkClean(t, before)
+		if got, _ := probe(t, b.a, echo, 200, 0); got != 200 {
+			t.Errorf("after recovery %d of 200 probes came back", got)
+		}
+	})
+
+	t.Run("loss to", func(t *testing.T) {
+		before := b.snapshots(t)
+		// Packets a sends are dropped where they arrive (b's INPUT).
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p0"), Loss: &scenarios.LossSpec{Loss: "10"}})
+		got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+		rec()
+		lost := 100 * float64(1000-got) / 1000
+		t.Logf("10%% loss of n0-p0's sent packets: %.1f%% of 1000 probes lost", lost)
+		if lost < 7 || lost > 13 {
+			t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
+		}
+		b.checkClean(t, before)
+	})
+
+	t.Run("delay", func(t *testing.T) {
+		before := b.snapshots(t)
+		_, base := probe(t, b.a, echo, 50, 5*time.Millisecond)
+		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "delay", Selector: sel("n0-p0"), Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(20 * time.Millisecond)}})
+		got, slow := probe(t, b.a, echo, 50, 5*time.Millisecond)
+		rec()
+		added := medianDur(slow) - medianDur(base)
+		t.Logf("20 ms delay (%s): median RTT %v -> %v, added %.2f ms (%d of 50 probes back)", f.Implementation(), medianDur(base), medianDur(slow), float64(added)/1e6, got)
+		if added < 19*time.Millisecond || added > 23*time.Millisecond {
+			t.Errorf("added %v, want 19..23 ms", added)
+		}
+		if got != 50 {
+			t.Errorf("%d of 50 delayed probes came back", got)
+		}
+		b.checkClean(t, before)
+		_, after := probe(t, b.a, echo, 20, time.Millisecond)
+		if m := medianDur(after); m > 5*time.Millisecond {
+			t.Errorf("RTT after recovery %v", m)
+		}
+	})
+
+	t.Run("delay to a target only", func(t *testing.T) {
+		echoD := udpEcho(t, b.d, 7001)
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "delay", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")},
+			Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(20 * time.Millisecond)}})
+		_, toB := probe(t, b.a, echo, 20, 5*time.Millisecond)
+		_, toD := probe(t, b.a, echoD, 20, 5*time.Millisecond)
+		rec()
+		if m := medianDur(toB); m < 19*time.Millisecond {
+			t.Errorf("RTT to the target %v, want >= 19 ms", m)
+		}
+		if m := medianDur(toD); m > 10*time.Millisecond {
+			t.Errorf("RTT to another pod %v, want no delay", m)
+		}
+	})
+
+	t.Run("partition", func(t *testing.T) {
+		before := b.snapshots(t)
+		toB := tcpListen(t, b.b, 7100)
+		toA := tcpListen(t, b.a, 7100)
+		toD := tcpListen(t, b.d, 7100)
+		if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
+			t.Fatal("no connectivity before the partition")
+		}
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")}, Direction: "both"})
+		if tcpOK(b.a, toB) {
+			t.Error("a -> b connects across the partition")
+		}
+		if tcpOK(b.b, toA) {
+			t.Error("b -> a connects across the partition")
+		}
+		if !tcpOK(b.a, toD) {
+			t.Error("a -> d (outside the partition) fails")
+		}
+		rec()
+		if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
+			t.Error("no connectivity after the partition is recovered")
+		}
+		b.checkClean(t, before)
+	})
+
+	t.Run("bandwidth", func(t *testing.T) {
+		before := b.snapshots(t)
+		addr := tcpListen(t, b.b, 7200)
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n0-p0"), Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
+		mbps := throughput(t, b.a, addr, time.Second)
+		rec()
+		t.Logf("4mbps TBF: measured %.2f Mbit/s", mbps)
+		if mbps > 8 || mbps < 1 {
+			t.Errorf("throughput %.2f Mbit/s under a 4mbps limit", mbps)
+		}
+		b.checkClean(t, before)
+		if free := throughput(t, b.a, addr, 200*time.Millisecond); free < 40 {
+			t.Errorf("throughput after recovery %.2f Mbit/s", free)
+		}
+	})
+
+	t.Run("bandwidth from", func(t *testing.T) {
+		before := b.snapshots(t)
+		addr := tcpListen(t, b.b, 7201)
+		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n1-p0"), Direction: "from", Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
+		mbps := throughput(t, b.a, addr, 500*time.Millisecond)
+		rec()
+		t.Logf("4mbps TBF toward n1-p0 (node side): measured %.2f Mbit/s", mbps)
+		if mbps > 8 || mbps < 1 {
+			t.Errorf("throughput into n1-p0 %.2f Mbit/s under a 4mbps limit", mbps)
+		}
+		b.checkClean(t, before)
+	})
+
+	t.Run("pod-kill timeline", func(t *testing.T) { podKillTimeline(t, b) })
+	t.Run("proxy-kill", func(t *testing.T) { proxyKillTest(t, b) })
+	t.Run("stop after cancel", func(t *testing.T) { stopAfterCancel(t, b) })
+}
+
+// throughput writes from pod to addr for d and returns Mbit/s.
+func throughput(t *testing.T, pod *testbed.Pod, addr string, d time.Duration) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := nsutil.Dial(ctx, pod.NetnsPath, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16<<10)
+	start := time.Now()
+	c.SetWriteDeadline(start.Add(d))
+	var n int64
+	for time.Since(start) < d {
+		m, err := c.Write(buf)
+		n += int64(m)
+		if err != nil {
+			break
+		}
+	}
+	// Bytes still in the socket buffer have not crossed the limit: count
+	// only what was acknowledged is not possible portably, so subtract the
+	// send queue reported by the kernel.
+	return float64(n-unsent(c)) * 8 / time.Since(start).Seconds() / 1e6
+}
+
+func unsent(c net.Conn) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var q int
+	raw.Control(func(fd uintptr) { q, _ = ioctlOutq(int(fd)) })
+	return int64(q)
+}
+
+func podKillTimeline(t *testing.T, b *bed) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("%s:9000", b.b.IP)
+	var starts atomic.Int32
+	start := func(ctx context.Context, pod *testbed.Pod) error {
+		if _, err := b.c.Start(ctx, pod, testbed.ProcessSpec{Name: "echo", Role: results.RoleServer, Args: []string{exe, "chaos-echo", addr}}); err != nil {
+			return err
+		}
+		starts.Add(1)
+		deadline := time.Now().Add(5 * time.Second)
+		for !tcpOK(b.a, addr) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("echo in %s not serving after 5s", pod.Name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}
+	if err := start(context.Background(), b.b); err != nil {
+		t.Fatal(err)
+	}
+	pid1 := echoPID(t, b.a, addr)
+	env := *b.env
+	env.StartWorkload = start
+	tl, err := NewTimeline([]scenarios.ChaosEntry{{Name: "kill-b", Fault: "pod-kill", At: scenarios.Duration(100 * time.Millisecond), Duration: scenarios.Duration(700 * time.Millisecond), Selector: scenarios.ChaosSelector{Services: []string{"echo"}}, Mode: "one"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	done := tl.Run(context.Background(), env, t0)
+	time.Sleep(400 * time.Millisecond)
+	if tcpOK(b.a, addr) {
+		t.Error("the killed pod still serves during the fault")
+	}
+	<-done
+	recs, err := tl.Stop(context.Background())
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	pid2 := echoPID(t, b.a, addr)
+	if pid2 == pid1 {
+		t.Errorf("echo pid %s unchanged: not restarted", pid1)
+	}
+	r := recs[0]
+	t.Logf("pod-kill record: %+v", r)
+	if r.Error != "" || r.Fault != "pod-kill" || r.Implementation != ImplSignal || !slices.Equal(r.Pods, []string{"n1-p0"}) ||
+		r.StartS < 0.1 || r.EndS < 0.8 || r.EndS < r.StartS {
+		t.Errorf("record %+v", r)
+	}
+	if starts.Load() != 2 {
+		t.Errorf("StartWorkload ran %d times, want 2 (initial + restart)", starts.Load())
+	}
+	// A second Stop is harmless and returns the same records.
+	if again, err := tl.Stop(context.Background()); err != nil || len(again) != 1 || again[0].EndS != r.EndS {
+		t.Errorf("second Stop: %v %+v", err, again)
+	}
+}
+
+// echoPID asks the echo server at addr for its pid.
+func echoPID(t *testing.T, from *testbed.Pod, addr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := nsutil.Dial(ctx, from.NetnsPath, "tcp4", addr)
+	if err != nil {
+		t.Fatalf("echo not serving: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintln(c, "hi")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	pid, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if rest != "hi" {
+		t.Fatalf("echo answered %q", line)
+	}
+	return pid
+}
+
+func proxyKillTest(t *testing.T, b *bed) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// A dummy sidecar in d and a dummy node proxy on node 1.
+	side, err := b.c.Start(ctx, b.d, testbed.ProcessSpec{Name: "sidecar", Role: results.RoleDatapath, Args: []string{exe, "chaos-echo", fmt.Sprintf("%s:15001", b.d.IP)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeProxy, err := b.c.StartOnNode(ctx, b.c.Nodes()[1], testbed.ProcessSpec{Name: "node-proxy", Role: results.RoleDatapath, Args: []string{exe, "chaos-echo", "127.0.0.1:15001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := b.c.Start(ctx, b.c2, testbed.ProcessSpec{Name: "sidecar", Role: results.RoleDatapath, Args: []string{exe, "chaos-echo", fmt.Sprintf("%s:15001", b.c2.IP)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Stop(ctx)
+	var restarted []string
+	b.env.RestartDatapath = func(ctx context.Context, p *testbed.Process) error {
+		restarted = append(restarted, p.Name)
+		return nil
+	}
+	defer func() { b.env.RestartDatapath = nil }()
+	_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "proxy-kill", Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}})
+	if !side.Exited() || !nodeProxy.Exited() {
+		t.Errorf("sidecar exited %v, node proxy exited %v, want both killed", side.Exited(), nodeProxy.Exited())
+	}
+	if other.Exited() {
+		t.Error("a sidecar on another node was killed")
+	}
+	rec()
+	slices.Sort(restarted)
+	if !slices.Equal(restarted, []string{"node-proxy", "sidecar"}) {
+		t.Errorf("restarted %v", restarted)
+	}
+	// No datapath process: the fault fails instead of doing nothing.
+	tg, _ := Resolve(scenarios.ChaosEntry{Fault: "proxy-kill", Selector: sel("n0-p0")}, b.env)
+	if err := newProxyKill(b.env).Inject(ctx, tg); err == nil {
+		t.Error("proxy-kill without a datapath process succeeded")
+	}
+}
+
+func stopAfterCancel(t *testing.T, b *bed) {
+	before := b.snapshots(t)
+	hour := scenarios.Duration(time.Hour)
+	tl, err := NewTimeline([]scenarios.ChaosEntry{
+		{Fault: "delay", Duration: hour, Selector: sel("n0-p0"), Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(5 * time.Millisecond)}},
+		{Fault: "loss", Duration: hour, Selector: sel("n1-p0"), Direction: "both", Loss: &scenarios.LossSpec{Loss: "50"}},
+		{Fault: "partition", Duration: hour, Selector: sel("n0-p1"), Target: &scenarios.ChaosTarget{Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}}},
+		{Fault: "bandwidth", Duration: hour, Selector: sel("n1-p1"), Direction: "both", Bandwidth: &scenarios.BandwidthSpec{Rate: "1mbps"}},
+		{Fault: "loss", At: hour, Duration: hour, Selector: sel("n1-p1"), Loss: &scenarios.LossSpec{Loss: "50"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tl.Run(ctx, *b.env, time.Now())
+	// Wait until the four immediate faults are in place.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now := b.snapshots(t)
+		changed := 0
+		for _, p := range []string{"n0-p0", "n1-p0", "n0-p1", "n1-p1"} {
+			if now[p] != before[p] {
+				changed++
+			}
+		}
+		if changed == 4 && now["n1"] != before["n1"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			tl.Stop(context.Background())
+			t.Fatal("faults not injected after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	recs, err := tl.Stop(ctx) // ctx is cancelled: Stop must still clean up
+	if err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	b.checkClean(t, before)
+	for i, r := range recs[:4] {
+		if r.Error != "" || r.StartS < 0 || r.EndS < r.StartS {
+			t.Errorf("record %d: %+v", i, r)
+		}
+	}
+	if r := recs[4]; r.StartS != -1 || !strings.Contains(r.Error, "not injected") {
+		t.Errorf("pending fault record: %+v", r)
+	}
+}
+
+func TestDoctorImplementations(t *testing.T) {
+	testutil.Privileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := doctor.Check(ctx, doctor.Options{})
+	impl := FromDoctor(r)
+	for _, f := range scenarios.Faults {
+		q, _ := r.Requirement(doctor.KindFault, f)
+		got := Choose(f, impl[f], false)
+		t.Logf("%s: doctor %q (ready %v) -> chaos uses %q", f, q.Using, q.Ready, got)
+		if q.Ready && got == "" {
+			t.Errorf("%s: no implementation", f)
+		}
+	}
+}
