@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ type Forwarder struct {
 	r      *router
 	outs   []*Socket // local pods' veths in router output order, then the uplink
 	rxFDs  []unix.PollFd
+	spin   time.Duration
 	closed bool
 }
 
@@ -44,7 +46,7 @@ func NewForwarder(cfg *Config, log *slog.Logger) (_ *Forwarder, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: %w", err)
 	}
-	f := &Forwarder{cfg: cfg, log: log, r: r}
+	f := &Forwarder{cfg: cfg, log: log, r: r, spin: DefaultSpin}
 	defer func() {
 		if err != nil {
 			_ = f.Close()
@@ -112,6 +114,14 @@ func NewForwarder(cfg *Config, log *slog.Logger) (_ *Forwarder, err error) {
 	return f, nil
 }
 
+// DefaultSpin is how long the forwarder busy-polls its sockets after the
+// last frame before it sleeps in poll(2).
+const DefaultSpin = 50 * time.Microsecond
+
+// SetSpin sets how long Run busy-polls after the last frame before it
+// sleeps (0: sleep at once). Call it before Run.
+func (f *Forwarder) SetSpin(d time.Duration) { f.spin = d }
+
 // ErrUnavailable is wrapped by NewForwarder's errors when the kernel
 // refuses XDP or AF_XDP.
 var ErrUnavailable = errors.New("XDP or AF_XDP unavailable")
@@ -131,7 +141,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.outs[out].dropped.Add(1)
 		}
 	}
-	idle := 0
+	lastFrame := time.Now()
 	for ctx.Err() == nil {
 		got := 0
 		for _, s := range rx {
@@ -142,12 +152,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			s.flush()
 		}
 		if got > 0 {
-			idle = 0
+			lastFrame = time.Now()
 			continue
 		}
-		// Spin a little before sleeping in poll: under load the next frame
-		// is usually there already.
-		if idle++; idle < 64 {
+		// Spin a while before sleeping in poll: the answer to a frame, or
+		// the next one under load, usually comes within the spin window,
+		// and a wake-up from poll costs tens of microseconds.
+		if time.Since(lastFrame) < f.spin {
 			continue
 		}
 		// Sleep until a frame arrives; only briefly when transmit frames

@@ -22,6 +22,7 @@ import (
 //	--config JSON   the Config, inline
 //	--config-file F the Config, from a file
 //	--admin ADDR    overrides Config.Admin
+//	--spin D        busy-poll D after the last frame before sleeping
 func ForwarderMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("forwarder", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,6 +30,7 @@ func ForwarderMain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	file := fs.String("config-file", "", "file holding the forwarder config as JSON")
 	admin := fs.String("admin", "", "address of the /stats endpoint (default "+AdminAddr+")")
 	verbose := fs.Bool("v", false, "log debug messages")
+	spin := fs.Duration("spin", DefaultSpin, "busy-poll this long after the last frame before sleeping in poll (0: never spin)")
 	if len(args) > 0 && args[0] == "forwarder" {
 		args = args[1:]
 	}
@@ -75,6 +77,7 @@ func ForwarderMain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		ln.Close()
 		return err
 	}
+	f.SetSpin(*spin)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
