@@ -20,6 +20,7 @@ const (
 	ImplNetem        = "netem"              // delay: sch_netem on the pod's eth0
 	ImplNFQueue      = "nfqueue"            // delay: iptables NFQUEUE + user-space hold
 	ImplStatistic    = "iptables-statistic" // loss: iptables statistic DROP on the receiver's INPUT
+	ImplTCBPF        = "tc-bpf"             // loss, partition: tcx BPF program on the receiver's ingress
 	ImplIptablesDrop = "iptables-drop"      // partition: iptables DROP on both sides' INPUT
 	ImplTBF          = "tbf"                // bandwidth: token bucket filter qdisc
 )
@@ -109,11 +110,16 @@ func FromDoctor(r doctor.Report) map[string]string {
 
 // Choose returns the implementation this package uses for fault given what
 // the host offers (want, from doctor; "" for the default) and whether the
-// entry has a target. Implementations doctor may prefer that this package
-// does not have (tc-bpf, htb) fall back to the iptables and TBF ones, which
-// doctor also requires to be present.
+// entry has a target: netem or nfqueue for delay (nfqueue when there is a
+// target), tc-bpf or iptables for loss and partition, tbf for bandwidth
+// (doctor's htb alternative is not implemented; doctor prefers tbf).
 func Choose(fault, want string, hasTarget bool) string {
 	switch fault {
+	case scenarios.FaultLoss, scenarios.FaultPartition:
+		if want == ImplTCBPF {
+			return ImplTCBPF
+		}
+		return Default[fault]
 	case scenarios.FaultDelay:
 		// netem acts on all of the pod's egress; per-peer delay needs nfqueue.
 		if want == ImplNetem && !hasTarget {
@@ -145,9 +151,9 @@ func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newLoss(p, e.ChaosName(0)), nil
+		return newLoss(p, e.ChaosName(0), impl), nil
 	case scenarios.FaultPartition:
-		return newPartition(e.ChaosName(0)), nil
+		return newPartition(e.ChaosName(0), impl), nil
 	case scenarios.FaultBandwidth:
 		if e.Bandwidth == nil {
 			return nil, errors.New("bandwidth: no bandwidth parameters")

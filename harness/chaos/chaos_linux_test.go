@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
@@ -123,7 +127,36 @@ func nsSnapshot(t *testing.T, path string) string {
 			rules = append(rules, l)
 		}
 	}
-	return strings.Join(rules, "\n") + "\n----\n" + run(t, "nsenter", "--net="+path, "tc", "qdisc", "show")
+	return strings.Join(rules, "\n") + "\n----\n" + run(t, "nsenter", "--net="+path, "tc", "qdisc", "show") + "\n----\n" + tcxPrograms(t, path)
+}
+
+// tcxPrograms lists the tcx programs attached to every interface of the
+// namespace at path.
+func tcxPrograms(t *testing.T, path string) string {
+	t.Helper()
+	var out []string
+	err := nsutil.Do(path, func() error {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		for _, i := range ifs {
+			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				r, err := link.QueryPrograms(link.QueryOptions{Target: i.Index, Attach: at})
+				if err != nil {
+					continue
+				}
+				for _, p := range r.Programs {
+					out = append(out, fmt.Sprintf("%s %s prog %d", i.Name, at, p.ID))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, "\n")
 }
 
 func (b *bed) snapshots(t *testing.T) map[string]string {
@@ -288,9 +321,20 @@ func (b *bed) apply(t *testing.T, e scenarios.ChaosEntry) (Fault, func()) {
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
+	var before map[string]string
+	network := e.Fault != "pod-kill" && e.Fault != "proxy-kill"
+	if network {
+		before = b.snapshots(t)
+	}
 	if err := f.Inject(ctx, tg); err != nil {
 		f.Recover(ctx, tg)
 		t.Fatalf("inject %s: %v", e.Fault, err)
+	}
+	if network && maps.Equal(before, b.snapshots(t)) {
+		t.Errorf("%s (%s) changed no rule, qdisc or tc program that the snapshots see", e.Fault, f.Implementation())
+	}
+	if want := Choose(e.Fault, b.env.Implementations[e.Fault], e.Target != nil); f.Implementation() != want {
+		t.Errorf("%s uses %s, want %s", e.Fault, f.Implementation(), want)
 	}
 	var once sync.Once
 	rec := func() {
@@ -325,35 +369,40 @@ func TestFaults(t *testing.T) {
 	b := newBed(t)
 	echo := udpEcho(t, b.b, 7000)
 
-	t.Run("loss from", func(t *testing.T) {
-		before := b.snapshots(t)
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "10"}})
-		got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
-		rec()
-		lost := 100 * float64(1000-got) / 1000
-		t.Logf("10%% loss on n1-p0's receiving side: %.1f%% of 1000 probes lost", lost)
-		if lost < 7 || lost > 13 {
-			t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
-		}
-		b.checkClean(t, before)
-		if got, _ := probe(t, b.a, echo, 200, 0); got != 200 {
-			t.Errorf("after recovery %d of 200 probes came back", got)
-		}
-	})
+	for _, impl := range []string{ImplStatistic, ImplTCBPF} {
+		b.env.Implementations = map[string]string{"loss": impl, "partition": impl}
+		t.Run(impl+" loss from", func(t *testing.T) {
+			before := b.snapshots(t)
+			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "10"}})
+			got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+			rec()
+			lost := 100 * float64(1000-got) / 1000
+			t.Logf("10%% loss (%s) on n1-p0's receiving side: %.1f%% of 1000 probes lost", impl, lost)
+			if lost < 7 || lost > 13 {
+				t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
+			}
+			b.checkClean(t, before)
+			if got, _ := probe(t, b.a, echo, 200, 0); got != 200 {
+				t.Errorf("after recovery %d of 200 probes came back", got)
+			}
+		})
 
-	t.Run("loss to", func(t *testing.T) {
-		before := b.snapshots(t)
-		// Packets a sends are dropped where they arrive (b's INPUT).
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p0"), Loss: &scenarios.LossSpec{Loss: "10"}})
-		got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
-		rec()
-		lost := 100 * float64(1000-got) / 1000
-		t.Logf("10%% loss of n0-p0's sent packets: %.1f%% of 1000 probes lost", lost)
-		if lost < 7 || lost > 13 {
-			t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
-		}
-		b.checkClean(t, before)
-	})
+		t.Run(impl+" loss to", func(t *testing.T) {
+			before := b.snapshots(t)
+			// Packets a sends are dropped where they arrive (b's INPUT).
+			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p0"), Loss: &scenarios.LossSpec{Loss: "10"}})
+			got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+			rec()
+			lost := 100 * float64(1000-got) / 1000
+			t.Logf("10%% loss (%s) of n0-p0's sent packets: %.1f%% of 1000 probes lost", impl, lost)
+			if lost < 7 || lost > 13 {
+				t.Errorf("lost %.1f%% of probes, want 7..13%%", lost)
+			}
+			b.checkClean(t, before)
+		})
+
+	}
+	b.env.Implementations = nil
 
 	t.Run("delay", func(t *testing.T) {
 		before := b.snapshots(t)
@@ -391,30 +440,35 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
-	t.Run("partition", func(t *testing.T) {
-		before := b.snapshots(t)
-		toB := tcpListen(t, b.b, 7100)
-		toA := tcpListen(t, b.a, 7100)
-		toD := tcpListen(t, b.d, 7100)
-		if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
-			t.Fatal("no connectivity before the partition")
-		}
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")}, Direction: "both"})
-		if tcpOK(b.a, toB) {
-			t.Error("a -> b connects across the partition")
-		}
-		if tcpOK(b.b, toA) {
-			t.Error("b -> a connects across the partition")
-		}
-		if !tcpOK(b.a, toD) {
-			t.Error("a -> d (outside the partition) fails")
-		}
-		rec()
-		if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
-			t.Error("no connectivity after the partition is recovered")
-		}
-		b.checkClean(t, before)
-	})
+	for _, impl := range []string{ImplIptablesDrop, ImplTCBPF} {
+		b.env.Implementations = map[string]string{"partition": impl}
+		t.Run(impl+" partition", func(t *testing.T) {
+			before := b.snapshots(t)
+			toB := tcpListen(t, b.b, 7100)
+			toA := tcpListen(t, b.a, 7100)
+			toD := tcpListen(t, b.d, 7100)
+			if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
+				t.Fatal("no connectivity before the partition")
+			}
+			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")}, Direction: "both"})
+			if tcpOK(b.a, toB) {
+				t.Error("a -> b connects across the partition")
+			}
+			if tcpOK(b.b, toA) {
+				t.Error("b -> a connects across the partition")
+			}
+			if !tcpOK(b.a, toD) {
+				t.Error("a -> d (outside the partition) fails")
+			}
+			rec()
+			if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
+				t.Error("no connectivity after the partition is recovered")
+			}
+			b.checkClean(t, before)
+		})
+
+	}
+	b.env.Implementations = nil
 
 	t.Run("bandwidth", func(t *testing.T) {
 		before := b.snapshots(t)
@@ -634,7 +688,9 @@ func stopAfterCancel(t *testing.T, b *bed) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tl.Run(ctx, *b.env, time.Now())
+	env := *b.env
+	env.Implementations = map[string]string{"loss": ImplTCBPF}
+	tl.Run(ctx, env, time.Now())
 	// Wait until the four immediate faults are in place.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -683,6 +739,11 @@ func TestDoctorImplementations(t *testing.T) {
 		t.Logf("%s: doctor %q (ready %v) -> chaos uses %q", f, q.Using, q.Ready, got)
 		if q.Ready && got == "" {
 			t.Errorf("%s: no implementation", f)
+		}
+		// Every implementation doctor may choose is ours, but htb (doctor
+		// picks it only on hosts without tbf).
+		if q.Ready && q.Using != "htb" && got != q.Using {
+			t.Errorf("%s: doctor says %s, chaos uses %s", f, q.Using, got)
 		}
 	}
 }

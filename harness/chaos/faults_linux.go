@@ -32,10 +32,21 @@ func ips(pods []*testbed.Pod, self *testbed.Pod) string {
 // notLo keeps INPUT rules off the loopback interface.
 var notLo = []string{"!", "-i", "lo"}
 
-func newPodKill(env *Env) Fault           { return &podKill{env: env} }
-func newProxyKill(env *Env) Fault         { return &proxyKill{env: env} }
-func newLoss(p float64, tag string) Fault { return &loss{probability: p, tag: tag} }
-func newPartition(tag string) Fault       { return &partition{tag: tag} }
+func newPodKill(env *Env) Fault   { return &podKill{env: env} }
+func newProxyKill(env *Env) Fault { return &proxyKill{env: env} }
+func newLoss(p float64, tag, impl string) Fault {
+	if impl == ImplTCBPF {
+		return &tcLoss{probability: p, tag: tag}
+	}
+	return &loss{probability: p, tag: tag}
+}
+
+func newPartition(tag, impl string) Fault {
+	if impl == ImplTCBPF {
+		return &tcPartition{tag: tag}
+	}
+	return &partition{tag: tag}
+}
 
 // podKill kills the workload of every selected pod and restarts it after
 // the fault's duration.

@@ -20,10 +20,10 @@ func (f unsupported) Inject(ctx context.Context, t Target) error {
 }
 func (f unsupported) Recover(ctx context.Context, t Target) error { return nil }
 
-func newPodKill(env *Env) Fault           { return unsupported{scenarios.FaultPodKill} }
-func newProxyKill(env *Env) Fault         { return unsupported{scenarios.FaultProxyKill} }
-func newLoss(p float64, tag string) Fault { return unsupported{scenarios.FaultLoss} }
-func newPartition(tag string) Fault       { return unsupported{scenarios.FaultPartition} }
+func newPodKill(env *Env) Fault                 { return unsupported{scenarios.FaultPodKill} }
+func newProxyKill(env *Env) Fault               { return unsupported{scenarios.FaultProxyKill} }
+func newLoss(p float64, tag, impl string) Fault { return unsupported{scenarios.FaultLoss} }
+func newPartition(tag, impl string) Fault       { return unsupported{scenarios.FaultPartition} }
 
 func newDelay(impl string, d scenarios.DelaySpec, tag string) (Fault, error) {
 	return unsupported{scenarios.FaultDelay}, nil

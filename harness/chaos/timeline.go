@@ -139,7 +139,11 @@ func (tl *Timeline) runEntry(ctx context.Context, env *Env, i int, impl string) 
 	tl.records[i].Pods = podNames(t.Pods)
 	tl.mu.Unlock()
 	tl.log.Info("chaos inject", "fault", name, "kind", e.Fault, "implementation", impl, "pods", podNames(t.Pods))
-	if err := f.Inject(ctx, t); err != nil {
+	err = f.Inject(ctx, t)
+	tl.mu.Lock()
+	tl.records[i].Implementation = f.Implementation() // after a fallback, the one in use
+	tl.mu.Unlock()
+	if err != nil {
 		tl.fail(i, fmt.Errorf("inject: %w", err))
 		// Undo what was applied before the failure.
 		tl.recover(ctx, i)
