@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 
+	"github.com/meshbench/meshbench/datapaths/afxdp"
 	"github.com/meshbench/meshbench/datapaths/all"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
@@ -26,12 +27,15 @@ import (
 // TestMain lets this test binary serve as the workload programs the harness
 // starts in pods ("echo", "load"), and fails on anything a run left behind.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy") {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		var err error
-		if os.Args[1] == "proxy" {
+		switch os.Args[1] {
+		case "proxy":
 			err = proxy.Main(ctx, os.Args[2:], os.Stdout, os.Stderr)
-		} else {
+		case "forwarder":
+			err = afxdp.ForwarderMain(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		default:
 			err = workload.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		}
 		stop()

@@ -26,7 +26,7 @@ func main() {
 	if err == nil {
 		return
 	}
-	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy") && ctx.Err() != nil {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder") && ctx.Err() != nil {
 		// A workload stopped by the harness is not an error.
 		return
 	}

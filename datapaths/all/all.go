@@ -4,16 +4,13 @@ import (
 	"fmt"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/afxdp"
 	"github.com/meshbench/meshbench/datapaths/nodeproxy"
 	"github.com/meshbench/meshbench/datapaths/none"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
 	"github.com/meshbench/meshbench/datapaths/sockmap"
 	"github.com/meshbench/meshbench/scenarios"
 )
-
-// ErrNotImplemented is wrapped by New for datapaths this build does not
-// have yet.
-var ErrNotImplemented = fmt.Errorf("datapath not implemented in this build: %w", datapaths.ErrNotSupported)
 
 // New returns a fresh datapath by name, configured from sc (nil: defaults).
 func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
@@ -30,8 +27,8 @@ func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
 			opts.Hops = sc.NodeProxy.Hops
 		}
 		return nodeproxy.New(opts), nil
-	case "afxdp":
-		return nil, fmt.Errorf("%s: %w", name, ErrNotImplemented)
+	case afxdp.Name:
+		return afxdp.New(), nil
 	default:
 		return nil, fmt.Errorf("unknown datapath %q", name)
 	}
@@ -44,5 +41,5 @@ func For(sc *scenarios.Scenario) func(name string) (datapaths.Datapath, error) {
 
 // Implemented lists the datapaths New can build.
 func Implemented() []string {
-	return []string{none.Name, sidecar.Name, sockmap.Name, nodeproxy.Name}
+	return []string{none.Name, sidecar.Name, sockmap.Name, nodeproxy.Name, afxdp.Name}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshbench/meshbench/datapaths/afxdp"
 	"github.com/meshbench/meshbench/datapaths/all"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
@@ -72,6 +73,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "echo", "load":
 		// The workloads the harness starts inside pods.
 		return workload.Main(ctx, args, stdout, stderr)
+	case "forwarder":
+		// The AF_XDP datapath's per-node forwarder.
+		return afxdp.ForwarderMain(ctx, rest, stdout, stderr)
 	case "proxy":
 		// The builtin proxy engine, started by proxy datapaths.
 		return proxy.Main(ctx, rest, stdout, stderr)
