@@ -171,7 +171,7 @@ func TestShippedScenarios(t *testing.T) {
 	}{
 		{"quick.yaml", want{2, 2, 2, []int{200}, 3 * time.Second, time.Second, 1, []string{"none"},
 			time.Minute, 5 * time.Minute}},
-		{"default.yaml", want{2, 3, 2, []int{500, 2000}, 6 * time.Second, 2 * time.Second, 5, []string{"none", "sidecar"},
+		{"default.yaml", want{2, 3, 2, []int{500, 2000}, 6 * time.Second, 2 * time.Second, 5, KnownDatapaths,
 			10 * time.Minute, 10 * time.Minute}},
 	}
 	for _, tt := range tests {
@@ -213,7 +213,6 @@ func TestEstimatesInComments(t *testing.T) {
 		datapaths []string
 		want      string
 	}{
-		{"default.yaml", []string{"none", "sidecar"}, "≈ 3m37s"},
 		{"default.yaml", KnownDatapaths, "≈ 8m52s"},
 		{"quick.yaml", []string{"none"}, "About 13s per datapath"},
 	}
