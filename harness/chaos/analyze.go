@@ -96,3 +96,23 @@ func median(v []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// Active returns the names of the faults active during the window that
+// starts at startS and lasts width seconds (a fault that never ended is
+// active to the end of the step), for marking fault windows in reports.
+func Active(startS, width float64, faults []results.FaultRecord) []string {
+	var out []string
+	for _, f := range faults {
+		if f.StartS < 0 {
+			continue
+		}
+		end := f.EndS
+		if end < 0 {
+			end = startS + width + 1 // still active
+		}
+		if f.StartS < startS+width && end > startS {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/meshbench/meshbench/harness/results"
@@ -106,6 +107,22 @@ func TestMedian(t *testing.T) {
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
 		if got := median(tt.in); got != tt.want {
 			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestActive(t *testing.T) {
+	faults := []results.FaultRecord{
+		{Name: "a", StartS: 1.5, EndS: 3},
+		{Name: "b", StartS: 2, EndS: -1},
+		{Name: "never", StartS: -1, EndS: -1},
+	}
+	for _, tt := range []struct {
+		start float64
+		want  []string
+	}{{0, nil}, {1, []string{"a"}}, {2, []string{"a", "b"}}, {3, []string{"b"}}, {9, []string{"b"}}} {
+		if got := Active(tt.start, 1, faults); !slices.Equal(got, tt.want) {
+			t.Errorf("Active(%v) = %v, want %v", tt.start, got, tt.want)
 		}
 	}
 }

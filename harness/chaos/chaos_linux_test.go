@@ -351,8 +351,6 @@ func (b *bed) apply(t *testing.T, e scenarios.ChaosEntry) (Fault, func()) {
 	return f, rec
 }
 
-func sel(pods ...string) scenarios.ChaosSelector { return scenarios.ChaosSelector{Pods: pods} }
-
 func TestFaults(t *testing.T) {
 	testutil.Privileged(t)
 	for _, tool := range []string{"iptables", "iptables-save", "tc", "nsenter"} {

@@ -1,0 +1,168 @@
+package chaos
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+func sel(pods ...string) scenarios.ChaosSelector { return scenarios.ChaosSelector{Pods: pods} }
+
+// fakeCluster has nodes n0, n1 with pods n<i>-p<k>, k < 3.
+type fakeCluster struct {
+	testbed.Cluster
+	nodes []*testbed.Node
+	pods  []*testbed.Pod
+}
+
+func newFake() *fakeCluster {
+	c := &fakeCluster{}
+	for i := range 2 {
+		n := &testbed.Node{Name: "n" + string(rune('0'+i)), Index: i}
+		c.nodes = append(c.nodes, n)
+		for k := range 3 {
+			c.pods = append(c.pods, &testbed.Pod{Name: n.Name + "-p" + string(rune('0'+k)), Node: n.Name, NodeIndex: i,
+				IP: netip.AddrFrom4([4]byte{198, 18, byte(i), byte(10 + k)})})
+		}
+	}
+	return c
+}
+
+func (c *fakeCluster) Nodes() []*testbed.Node { return c.nodes }
+func (c *fakeCluster) Pods() []*testbed.Pod   { return c.pods }
+func (c *fakeCluster) Pod(name string) *testbed.Pod {
+	for _, p := range c.pods {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func TestResolve(t *testing.T) {
+	c := newFake()
+	env := &Env{Cluster: c, Services: map[string][]*testbed.Pod{"echo": {c.Pod("n1-p0"), c.Pod("n0-p1"), c.Pod("n1-p1")}}}
+	tests := []struct {
+		name      string
+		entry     scenarios.ChaosEntry
+		pods      []string
+		peers     []string
+		direction string
+		err       string
+	}{
+		{name: "pods", entry: scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p2", "n0-p0")}, pods: []string{"n0-p0", "n1-p2"}, direction: "to"},
+		{name: "service, sorted", entry: scenarios.ChaosEntry{Fault: "delay", Selector: scenarios.ChaosSelector{Services: []string{"echo"}}}, pods: []string{"n0-p1", "n1-p0", "n1-p1"}, direction: "to"},
+		{name: "node", entry: scenarios.ChaosEntry{Fault: "delay", Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}, Direction: "from"}, pods: []string{"n1-p0", "n1-p1", "n1-p2"}, direction: "from"},
+		{name: "union without duplicates", entry: scenarios.ChaosEntry{Fault: "loss", Selector: scenarios.ChaosSelector{Pods: []string{"n1-p0"}, Services: []string{"echo"}}}, pods: []string{"n0-p1", "n1-p0", "n1-p1"}, direction: "to"},
+		{name: "mode one", entry: scenarios.ChaosEntry{Fault: "pod-kill", Selector: scenarios.ChaosSelector{Services: []string{"echo"}}, Mode: "one"}, pods: []string{"n0-p1"}},
+		{name: "mode fixed", entry: scenarios.ChaosEntry{Fault: "pod-kill", Selector: scenarios.ChaosSelector{Services: []string{"echo"}}, Mode: "fixed", Value: "2"}, pods: []string{"n0-p1", "n1-p0"}},
+		{name: "mode fixed-percent rounds down, at least one", entry: scenarios.ChaosEntry{Fault: "pod-kill", Selector: scenarios.ChaosSelector{Services: []string{"echo"}}, Mode: "fixed-percent", Value: "10"}, pods: []string{"n0-p1"}},
+		{name: "partition defaults to both, with peers", entry: scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}, Mode: "one"}}, pods: []string{"n0-p0"}, peers: []string{"n1-p0"}, direction: "both"},
+		{name: "unknown pod", entry: scenarios.ChaosEntry{Fault: "loss", Selector: sel("n9-p0")}, err: `no pod "n9-p0"`},
+		{name: "unknown service", entry: scenarios.ChaosEntry{Fault: "loss", Selector: scenarios.ChaosSelector{Services: []string{"db"}}}, err: `no service "db"`},
+		{name: "unknown node", entry: scenarios.ChaosEntry{Fault: "loss", Selector: scenarios.ChaosSelector{Nodes: []string{"n7"}}}, err: `no node "n7"`},
+		{name: "empty", entry: scenarios.ChaosEntry{Fault: "loss"}, err: "selects no pods"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Resolve(tt.entry, env)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(podNames(got.Pods), tt.pods) || !slices.Equal(podNames(got.Peers), tt.peers) {
+				t.Errorf("pods %v peers %v, want %v %v", podNames(got.Pods), podNames(got.Peers), tt.pods, tt.peers)
+			}
+			if tt.direction != "" && got.Direction != tt.direction {
+				t.Errorf("direction %q, want %q", got.Direction, tt.direction)
+			}
+			if len(got.Pods)+len(got.Others) != len(c.pods) {
+				t.Errorf("others %v do not complete the pods", podNames(got.Others))
+			}
+		})
+	}
+}
+
+func TestChoose(t *testing.T) {
+	for _, tt := range []struct {
+		fault, want string
+		target      bool
+		got         string
+	}{
+		{"delay", "netem", false, ImplNetem},
+		{"delay", "netem", true, ImplNFQueue},
+		{"delay", "nfqueue", false, ImplNFQueue},
+		{"delay", "", false, ImplNFQueue},
+		{"loss", "tc-bpf", false, ImplTCBPF},
+		{"loss", "iptables-statistic", false, ImplStatistic},
+		{"loss", "", false, ImplStatistic},
+		{"partition", "tc-bpf", true, ImplTCBPF},
+		{"partition", "iptables-drop", true, ImplIptablesDrop},
+		{"bandwidth", "htb", false, ImplTBF},
+		{"pod-kill", "", false, ImplSignal},
+	} {
+		if got := Choose(tt.fault, tt.want, tt.target); got != tt.got {
+			t.Errorf("Choose(%s, %s, %v) = %s, want %s", tt.fault, tt.want, tt.target, got, tt.got)
+		}
+	}
+}
+
+func TestTimelineWithoutRun(t *testing.T) {
+	if _, err := NewTimeline([]scenarios.ChaosEntry{{Fault: "loss", Duration: scenarios.Duration(time.Second), Loss: &scenarios.LossSpec{Loss: "200"}}}); err == nil {
+		t.Error("NewTimeline accepted 200% loss")
+	}
+	if _, err := NewTimeline([]scenarios.ChaosEntry{{Fault: "delay", Selector: sel("n0-p0")}}); err == nil {
+		t.Error("NewTimeline accepted a zero duration and no delay parameters")
+	}
+	tl, err := NewTimeline(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := tl.Stop(context.Background())
+	if err != nil || len(recs) != 0 {
+		t.Errorf("Stop before Run = %v, %v", recs, err)
+	}
+	// Run after Stop does nothing.
+	select {
+	case <-tl.Run(context.Background(), Env{Cluster: newFake()}, time.Now()):
+	case <-time.After(time.Second):
+		t.Error("Run after Stop did not finish at once")
+	}
+}
+
+func TestTimelineRecordsFailures(t *testing.T) {
+	// pod-kill without StartWorkload fails before killing anything; a
+	// fault scheduled after Stop is recorded as not injected.
+	c := newFake()
+	tl, err := NewTimeline([]scenarios.ChaosEntry{
+		{Name: "k", Fault: "pod-kill", Duration: scenarios.Duration(time.Second), Selector: sel("n1-p0")},
+		{Fault: "pod-kill", At: scenarios.Duration(time.Hour), Duration: scenarios.Duration(time.Second), Selector: sel("n1-p0")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tl.Run(context.Background(), Env{Cluster: c}, start)
+	time.Sleep(50 * time.Millisecond)
+	recs, err := tl.Stop(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "StartWorkload") {
+		t.Errorf("Stop error %v, want the pod-kill failure", err)
+	}
+	if r := recs[0]; r.Name != "k" || r.StartS < 0 || !strings.Contains(r.Error, "StartWorkload") || !slices.Equal(r.Pods, []string{"n1-p0"}) || r.Selector != "pods=n1-p0" {
+		t.Errorf("record 0 = %+v", r)
+	}
+	if r := recs[1]; r.Name != "pod-kill-1" || r.StartS != -1 || r.EndS != -1 || !strings.Contains(r.Error, "not injected") {
+		t.Errorf("record 1 = %+v", r)
+	}
+}
