@@ -132,7 +132,12 @@ func Choose(fault, want string, hasTarget bool) string {
 }
 
 // New returns the fault of one timeline entry, using impl (from Choose).
+// The entry's Name (default: its fault) tags what the fault installs.
 func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {
+	tag := e.Name
+	if tag == "" {
+		tag = e.Fault
+	}
 	switch e.Fault {
 	case scenarios.FaultPodKill:
 		return newPodKill(env), nil
@@ -142,7 +147,7 @@ func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {
 		if e.Delay == nil {
 			return nil, errors.New("delay: no delay parameters")
 		}
-		return newDelay(impl, *e.Delay, e.ChaosName(0))
+		return newDelay(impl, *e.Delay, tag)
 	case scenarios.FaultLoss:
 		if e.Loss == nil {
 			return nil, errors.New("loss: no loss parameters")
@@ -151,9 +156,9 @@ func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newLoss(p, e.ChaosName(0), impl), nil
+		return newLoss(p, tag, impl), nil
 	case scenarios.FaultPartition:
-		return newPartition(e.ChaosName(0), impl), nil
+		return newPartition(tag, impl), nil
 	case scenarios.FaultBandwidth:
 		if e.Bandwidth == nil {
 			return nil, errors.New("bandwidth: no bandwidth parameters")

@@ -114,6 +114,7 @@ func (tl *Timeline) runEntry(ctx context.Context, env *Env, i int, impl string) 
 	defer tl.wg.Done()
 	e := tl.entries[i]
 	name := e.ChaosName(i)
+	e.Name = name
 	if !tl.wait(ctx, tl.start.Add(time.Duration(e.At))) {
 		tl.fail(i, errors.New("not injected: the step ended first"))
 		return
