@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,27 @@ func TestParseRateLoss(t *testing.T) {
 	}
 	if _, err := ParseLoss("0"); err == nil {
 		t.Error("ParseLoss(0) succeeded")
+	}
+}
+
+func TestChaosResolvedRoundTrip(t *testing.T) {
+	s, err := Parse("c.yaml", []byte(chaosBase+`
+  - {name: slow, at: 2s, duration: 3s, fault: delay, selector: {services: [echo]}, delay: {latency: 20ms}}
+  - {at: 1s, duration: 1s, fault: partition, selector: {pods: [n0-p0]}, target: {selector: {nodes: [n1]}, mode: one}}
+  - {at: 5s, duration: 1s, fault: bandwidth, selector: {pods: [n1-p1]}, direction: from, bandwidth: {rate: 1mbps, buffer: 3200}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Resolved()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse("resolved.json", out)
+	if err != nil {
+		t.Fatalf("parse resolved: %v\n%s", err, out)
+	}
+	if !reflect.DeepEqual(s.Chaos, again.Chaos) {
+		t.Errorf("round trip changed chaos:\n%+v\n%+v", s.Chaos, again.Chaos)
 	}
 }
