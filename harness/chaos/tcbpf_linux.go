@@ -82,8 +82,8 @@ type tcAttached struct {
 }
 
 // add attaches a program dropping packets from srcs with probability p to
-// the ingress of pod's eth0, first in the tcx chain.
-func (d *tcDrops) add(pod *testbed.Pod, p float64, srcs []*testbed.Pod) error {
+// pod's eth0 (ingress or egress), first in the tcx chain.
+func (d *tcDrops) add(pod *testbed.Pod, at ebpf.AttachType, p float64, srcs []*testbed.Pod) error {
 	if err := checkTestbedNetns(pod.NetnsPath); err != nil {
 		return err
 	}
@@ -109,9 +109,9 @@ func (d *tcDrops) add(pod *testbed.Pod, p float64, srcs []*testbed.Pod) error {
 		if err != nil {
 			return fmt.Errorf("link %s: %w", podLink(pod), err)
 		}
-		l, err = link.AttachTCX(link.TCXOptions{Interface: nl.Attrs().Index, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		l, err = link.AttachTCX(link.TCXOptions{Interface: nl.Attrs().Index, Program: prog, Attach: at, Anchor: link.Head()})
 		if err != nil {
-			return fmt.Errorf("attach tcx ingress of %s in %s: %w", podLink(pod), pod.Name, err)
+			return fmt.Errorf("attach tcx %s of %s in %s: %w", at, podLink(pod), pod.Name, err)
 		}
 		return nil
 	})
@@ -139,8 +139,10 @@ func (d *tcDrops) removeAll() error {
 	return errors.Join(errs...)
 }
 
-// tcLoss is loss by tc BPF on the receiving side; it falls back to
-// iptables statistic when the kernel refuses tcx.
+// tcLoss is loss by tc BPF: on the receiving pods' ingress, except for
+// "to" loss without peers, which drops at the selected pods' egress so that
+// it works whatever the datapath does to addresses on the way. It falls
+// back to iptables statistic when the kernel refuses tcx.
 type tcLoss struct {
 	probability float64
 	tag         string
@@ -157,7 +159,28 @@ func (f *tcLoss) Implementation() string {
 }
 
 func (f *tcLoss) Inject(ctx context.Context, t Target) error {
-	err := injectReceivers(t, func(pod *testbed.Pod, srcs []*testbed.Pod) error { return f.drops.add(pod, f.probability, srcs) })
+	var err error
+	if t.Peers == nil && (t.Direction == "to" || t.Direction == "both") {
+		// Everything the selected pods send: drop it as it leaves their
+		// eth0, before any datapath outside the pod rewrites its addresses.
+		// (The sender sees a local drop, as from a full queue, not EPERM.)
+		for _, p := range t.Pods {
+			if err = f.drops.add(p, ebpf.AttachTCXEgress, f.probability, nil); err != nil {
+				break
+			}
+		}
+		if err == nil && t.Direction == "both" {
+			from := t
+			from.Direction = "from"
+			err = injectReceivers(from, func(pod *testbed.Pod, srcs []*testbed.Pod) error {
+				return f.drops.add(pod, ebpf.AttachTCXIngress, f.probability, srcs)
+			})
+		}
+	} else {
+		err = injectReceivers(t, func(pod *testbed.Pod, srcs []*testbed.Pod) error {
+			return f.drops.add(pod, ebpf.AttachTCXIngress, f.probability, srcs)
+		})
+	}
 	if err != nil && errors.Is(err, ebpf.ErrNotSupported) {
 		f.drops.removeAll()
 		f.fallback = &loss{probability: f.probability, tag: f.tag}
@@ -220,7 +243,9 @@ func (f *tcPartition) Inject(ctx context.Context, t Target) error {
 	if len(t.Peers) == 0 {
 		return errors.New("partition needs a target")
 	}
-	err := injectReceivers(t, func(pod *testbed.Pod, srcs []*testbed.Pod) error { return f.drops.add(pod, 1, srcs) })
+	err := injectReceivers(t, func(pod *testbed.Pod, srcs []*testbed.Pod) error {
+		return f.drops.add(pod, ebpf.AttachTCXIngress, 1, srcs)
+	})
 	if err != nil && errors.Is(err, ebpf.ErrNotSupported) {
 		f.drops.removeAll()
 		f.fallback = &partition{tag: f.tag}
