@@ -498,6 +498,7 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("pod-kill timeline", func(t *testing.T) { podKillTimeline(t, b) })
+	t.Run("pod-kill measured", func(t *testing.T) { podKillMeasured(t, b) })
 	t.Run("proxy-kill", func(t *testing.T) { proxyKillTest(t, b) })
 	t.Run("stop after cancel", func(t *testing.T) { stopAfterCancel(t, b) })
 }
@@ -551,18 +552,8 @@ func podKillTimeline(t *testing.T, b *bed) {
 	addr := fmt.Sprintf("%s:9000", b.b.IP)
 	var starts atomic.Int32
 	start := func(ctx context.Context, pod *testbed.Pod) error {
-		if _, err := b.c.Start(ctx, pod, testbed.ProcessSpec{Name: "echo", Role: results.RoleServer, Args: []string{exe, "chaos-echo", addr}}); err != nil {
-			return err
-		}
 		starts.Add(1)
-		deadline := time.Now().Add(5 * time.Second)
-		for !tcpOK(b.a, addr) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("echo in %s not serving after 5s", pod.Name)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return nil
+		return startEcho(ctx, b, exe, pod, addr)
 	}
 	if err := start(context.Background(), b.b); err != nil {
 		t.Fatal(err)
@@ -601,6 +592,117 @@ func podKillTimeline(t *testing.T, b *bed) {
 	// A second Stop is harmless and returns the same records.
 	if again, err := tl.Stop(context.Background()); err != nil || len(again) != 1 || again[0].EndS != r.EndS {
 		t.Errorf("second Stop: %v %+v", err, again)
+	}
+}
+
+// startEcho starts the echo workload in pod and waits until a serves it.
+func startEcho(ctx context.Context, b *bed, exe string, pod *testbed.Pod, addr string) error {
+	if _, err := b.c.Start(ctx, pod, testbed.ProcessSpec{Name: "echo", Role: results.RoleServer, Args: []string{exe, "chaos-echo", addr}}); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !tcpOK(b.a, addr) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("echo in %s not serving after 5s", pod.Name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// loadWindows sends one request (connect, line, answer) from pod to addr
+// every 5 ms for d and summarises them in windows of width.
+func loadWindows(pod *testbed.Pod, addr string, start time.Time, d, width time.Duration) []results.Window {
+	type req struct {
+		at  time.Duration
+		ok  bool
+		lat time.Duration
+	}
+	var reqs []req
+	for next := start; time.Since(start) < d; next = next.Add(5 * time.Millisecond) {
+		time.Sleep(time.Until(next))
+		t0 := time.Now()
+		ok := func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			c, err := nsutil.Dial(ctx, pod.NetnsPath, "tcp4", addr)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+			fmt.Fprintln(c, "x")
+			_, err = bufio.NewReader(c).ReadString('\n')
+			return err == nil
+		}()
+		reqs = append(reqs, req{t0.Sub(start), ok, time.Since(next)})
+	}
+	n := int(d / width)
+	windows := make([]results.Window, n)
+	lats := make([][]time.Duration, n)
+	for i := range windows {
+		windows[i].StartS = (time.Duration(i) * width).Seconds()
+	}
+	for _, r := range reqs {
+		i := int(r.at / width)
+		if i >= n {
+			continue
+		}
+		windows[i].Requests++
+		if r.ok {
+			windows[i].Successes++
+		}
+		lats[i] = append(lats[i], r.lat)
+	}
+	for i := range windows {
+		w := &windows[i]
+		if w.Requests == 0 {
+			continue
+		}
+		w.SuccessRatio = float64(w.Successes) / float64(w.Requests)
+		slices.Sort(lats[i])
+		w.P50US = float64(lats[i][len(lats[i])/2].Microseconds())
+		w.P99US = float64(lats[i][len(lats[i])*99/100].Microseconds())
+	}
+	return windows
+}
+
+// podKillMeasured kills the echo behind a load and checks that Analyze
+// finds the errors and the recovery in the load's windows.
+func podKillMeasured(t *testing.T, b *bed) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("%s:9001", b.d.IP)
+	if err := startEcho(context.Background(), b, exe, b.d, addr); err != nil {
+		t.Fatal(err)
+	}
+	env := *b.env
+	env.StartWorkload = func(ctx context.Context, pod *testbed.Pod) error { return startEcho(ctx, b, exe, pod, addr) }
+	tl, err := NewTimeline([]scenarios.ChaosEntry{{Name: "kill-d", Fault: "pod-kill", At: scenarios.Duration(time.Second), Duration: scenarios.Duration(500 * time.Millisecond), Selector: sel("n1-p1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tl.Run(context.Background(), env, start)
+	windows := loadWindows(b.a, addr, start, 3*time.Second, 250*time.Millisecond)
+	recs, err := tl.Stop(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := Analyze(windows, recs)[0]
+	for _, w := range windows {
+		t.Logf("window %.2fs: %d requests, success %.2f, p50 %.0f us, p99 %.0f us, faults %v", w.StartS, w.Requests, w.SuccessRatio, w.P50US, w.P99US, Active(w.StartS, 0.25, recs))
+	}
+	t.Logf("fault %s: start %.3fs end %.3fs errors %d detect %.2fs recover %.2fs", f.Name, f.StartS, f.EndS, f.Errors, f.DetectS, f.RecoverS)
+	if f.Errors == 0 || f.DetectS < 0 || f.RecoverS < 0 {
+		t.Errorf("Analyze found errors %d, detect %v, recover %v: want errors, a detection and a recovery", f.Errors, f.DetectS, f.RecoverS)
+	}
+	for _, w := range windows {
+		if w.StartS+0.25 <= f.StartS && w.Successes != w.Requests {
+			t.Errorf("window %.2fs before the fault has errors", w.StartS)
+		}
 	}
 }
 
