@@ -20,7 +20,7 @@ const (
 	ImplNetem        = "netem"              // delay: sch_netem on the pod's eth0
 	ImplNFQueue      = "nfqueue"            // delay: iptables NFQUEUE + user-space hold
 	ImplStatistic    = "iptables-statistic" // loss: iptables statistic DROP on the receiver's INPUT
-	ImplTCBPF        = "tc-bpf"             // loss, partition: tcx BPF program on the receiver's ingress
+	ImplTCBPF        = "tc-bpf"             // loss, partition: tcx BPF program on the receiver's ingress (the sender's egress for "to" loss without a target)
 	ImplIptablesDrop = "iptables-drop"      // partition: iptables DROP on both sides' INPUT
 	ImplTBF          = "tbf"                // bandwidth: token bucket filter qdisc
 )
