@@ -48,6 +48,24 @@ type MetricsReporter interface {
 	DatapathMetrics() map[string]float64
 }
 
+// EndpointUpdater is implemented by datapaths with a control plane: the
+// runner tells them when a pod's workload goes down and comes back (chaos
+// pod-kill), as a Kubernetes endpoints controller would.
+type EndpointUpdater interface {
+	// SetPodHealth marks pod's endpoints healthy or not and pushes the
+	// change to every proxy, returning once they have ACKed it.
+	SetPodHealth(ctx context.Context, pod string, healthy bool) error
+}
+
+// ProcessRestarter is implemented by datapaths that can restart one of
+// their processes after chaos proxy-kill killed it, as a kubelet restarts
+// a crashed container.
+type ProcessRestarter interface {
+	// RestartProcess starts the datapath process that replaces killed and
+	// returns once it is ready.
+	RestartProcess(ctx context.Context, killed *testbed.Process) error
+}
+
 // Env is what a datapath is installed on.
 type Env struct {
 	Cluster  testbed.Cluster

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
-	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
 )
@@ -181,13 +179,8 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 		if svc := layout.PodService[pod.Name]; svc != "" {
 			port = ports[svc]
 		}
-		args := append(append([]string{}, r.opts.Exec...), "echo",
-			"--listen", ":"+strconv.Itoa(port),
-			"--admin", "127.0.0.1:"+strconv.Itoa(datapaths.EchoAdminPort),
-			"--response-size", strconv.FormatInt(int64(r.sc.Load.ResponseSize), 10),
-			"--pod", pod.Name)
-		if _, err := cluster.Start(ctx, pod, testbed.ProcessSpec{Name: "echo", Role: results.RoleServer, Args: args}); err != nil {
-			return nil, fmt.Errorf("start echo in pod %s: %w", pod.Name, err)
+		if err := r.startEcho(ctx, cluster, pod, port); err != nil {
+			return nil, err
 		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, readyTimeout)

@@ -333,3 +333,49 @@ func TestRunNodeProxy(t *testing.T) {
 		})
 	}
 }
+
+// A pod-kill during the load: the fault is recorded with its errors and
+// recovery, the pod is restarted, and the run still ends cleanly.
+func TestRunChaosPodKill(t *testing.T) {
+	testutil.Privileged(t)
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("iptables not installed (apt-get install iptables)")
+	}
+	opts := options(t, `
+topology:
+  nodes: 2
+  pods_per_node: 2
+  services: [{name: echo, replicas: 2}]
+datapaths: [none, sidecar]
+load: {rates: [200], duration: 6s, warmup: 1s, connections: 4}
+chaos:
+  - {name: kill-one, at: 2s, duration: 1s, fault: pod-kill, selector: {pods: [n1-p0]}}
+`)
+	run, err := harness.Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, s := range run.Steps {
+		if len(s.Faults) != 1 {
+			t.Fatalf("%s: %d fault records, want 1", s.Datapath, len(s.Faults))
+		}
+		f := s.Faults[0]
+		if f.Error != "" || f.StartS < 1.9 || f.EndS < f.StartS+0.9 {
+			t.Errorf("%s: fault record %+v", s.Datapath, f)
+		}
+		// Without a mesh the client keeps sending to the dead pod.
+		if s.Datapath == "none" && (f.Errors == 0 || f.DetectS < 0) {
+			t.Errorf("none: pod-kill caused no errors: %+v", f)
+		}
+		if f.Errors > 0 && f.RecoverS < 0 {
+			t.Errorf("%s: never recovered after pod-kill: %+v; windows %+v", s.Datapath, f, s.Windows)
+		}
+		// The restarted pod serves again: the last window is clean.
+		if w := s.Windows[len(s.Windows)-1]; w.SuccessRatio < 0.99 {
+			t.Errorf("%s: last window success %.2f", s.Datapath, w.SuccessRatio)
+		}
+	}
+	if m := run.Steps[1].DatapathMetrics["xds_endpoint_push_to_ack_us"]; m <= 0 {
+		t.Errorf("sidecar: endpoint change not pushed to the proxies (metrics %v)", run.Steps[1].DatapathMetrics)
+	}
+}

@@ -93,6 +93,9 @@ type runner struct {
 	steps  int // measured steps done
 	total  int
 	calibr bool // calibration still to do
+	// faultImpl is the implementation of each fault on this host, found
+	// once per run when the scenario has a chaos timeline.
+	faultImpl map[string]string
 }
 
 func newRunner(opts Options) (*runner, error) {

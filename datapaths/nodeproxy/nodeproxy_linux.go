@@ -45,19 +45,23 @@ type Options struct {
 type Datapath struct {
 	opts Options
 
-	env     *datapaths.Env
-	cp      *controlplane.Server
-	cpStop  context.CancelFunc
-	nodes   []*nodeState
-	runID   string
-	log     *slog.Logger
-	pushLat time.Duration
+	env    *datapaths.Env
+	cp     *controlplane.Server
+	cpStop context.CancelFunc
+	nodes  []*nodeState
+	runID  string
+	log    *slog.Logger
+	model  controlplane.Model
+	ids    []string
+	// Push latencies, as the sidecar datapath measures them.
+	startLat, pushLat, endpointPush time.Duration
 }
 
 // nodeState is what the datapath set up on one node.
 type nodeState struct {
 	node  *testbed.Node
 	proc  *testbed.Process
+	spec  testbed.ProcessSpec
 	objs  *steer.Objects
 	atts  []*steer.Attachment
 	rules bool
@@ -113,8 +117,9 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	for i, n := range nodes {
 		ids[i] = controlplane.NodeProxyNodeID(n.Name)
 	}
+	d.model, d.ids = sidecar.MeshModel(env.Services, ids), ids
 	pushed := time.Now()
-	version, err := d.cp.SetModel(ctx, sidecar.MeshModel(env.Services, ids))
+	version, err := d.cp.SetModel(ctx, d.model)
 	if err != nil {
 		return fmt.Errorf("push mesh configuration: %w", err)
 	}
@@ -130,9 +135,8 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--outbound-port", strconv.Itoa(OutboundPort),
 			"--inbound-port", strconv.Itoa(InboundPort),
 			"--inbound-original-ip")
-		ns.proc, err = env.Cluster.StartOnNode(ctx, n, testbed.ProcessSpec{
-			Name: "nodeproxy", Role: results.RoleDatapath, Args: args, Stderr: ns.tail,
-		})
+		ns.spec = testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: args, Stderr: ns.tail}
+		ns.proc, err = env.Cluster.StartOnNode(ctx, n, ns.spec)
 		if err != nil {
 			return fmt.Errorf("start proxy on node %s: %w", n.Name, err)
 		}
@@ -142,11 +146,14 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err := d.cp.WaitAcked(rctx, version, ids); err != nil {
 		return fmt.Errorf("wait for node proxies to accept configuration: %w%s", err, d.exited())
 	}
-	d.pushLat = time.Since(pushed)
+	d.startLat = time.Since(pushed)
 	for _, ns := range d.nodes {
 		if err := d.waitReady(rctx, ns); err != nil {
 			return err
 		}
+	}
+	if d.pushLat, _, err = d.cp.PushLatency(rctx, d.model, ids); err != nil {
+		return fmt.Errorf("measure push latency: %w", err)
 	}
 
 	// Steering: the node proxies are up, so connects can be rewritten.
@@ -315,10 +322,46 @@ func (d *Datapath) remoteShare() float64 {
 
 // DatapathMetrics implements datapaths.MetricsReporter.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	return map[string]float64{
-		"xds_push_to_ack_us": float64(d.pushLat.Microseconds()),
-		"proxies":            float64(len(d.nodes)),
+	m := map[string]float64{
+		"xds_push_to_ack_us":    float64(d.pushLat.Microseconds()),
+		"xds_startup_to_ack_us": float64(d.startLat.Microseconds()),
+		"proxies":               float64(len(d.nodes)),
 	}
+	if d.endpointPush > 0 {
+		m["xds_endpoint_push_to_ack_us"] = float64(d.endpointPush.Microseconds())
+	}
+	return m
+}
+
+// SetPodHealth implements datapaths.EndpointUpdater.
+func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
+	if d.cp == nil {
+		return fmt.Errorf("datapath %s: not installed", Name)
+	}
+	d.model = d.model.WithPodHealth(pod, healthy)
+	lat, _, err := d.cp.PushLatency(ctx, d.model, d.ids)
+	if err != nil {
+		return fmt.Errorf("push endpoints of pod %s: %w", pod, err)
+	}
+	d.endpointPush = max(d.endpointPush, lat)
+	return nil
+}
+
+// RestartProcess implements datapaths.ProcessRestarter: it starts the
+// killed node proxy again and waits until it is configured.
+func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
+	for _, ns := range d.nodes {
+		if ns.proc != killed {
+			continue
+		}
+		proc, err := d.env.Cluster.StartOnNode(ctx, ns.node, ns.spec)
+		if err != nil {
+			return fmt.Errorf("restart proxy on node %s: %w", ns.node.Name, err)
+		}
+		ns.proc = proc
+		return d.waitReady(ctx, ns)
+	}
+	return fmt.Errorf("process %s (pid %d) is not one of this datapath's node proxies", killed.Name, killed.PID)
 }
 
 // Uninstall implements datapaths.Datapath.

@@ -69,14 +69,19 @@ type Datapath struct {
 	// steering is set once Steering.Install has been called.
 	steering bool
 	log      *slog.Logger
-	// PushLatency is the time from the model's push until every proxy
-	// ACKed it, measured at install.
-	PushLatency time.Duration
+	model    controlplane.Model
+	ids      []string
+	// StartupLatency is the time from the first push until every proxy,
+	// started after it, ACKed it; PushLatency the time from a push of a
+	// new version until every running proxy ACKed it, at install; and
+	// EndpointPush the slowest push of an endpoint change (chaos pod-kill).
+	StartupLatency, PushLatency, EndpointPush time.Duration
 }
 
 type sidecarProc struct {
 	pod    *testbed.Pod
 	proc   *testbed.Process
+	spec   testbed.ProcessSpec
 	engine string
 	stderr *datapaths.Tail
 }
@@ -143,6 +148,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		ids[i] = controlplane.SidecarNodeID(p.Name)
 	}
 	model := MeshModel(env.Services, ids)
+	d.model, d.ids = model, ids
 	pushed := time.Now()
 	version, err := d.cp.SetModel(ctx, model)
 	if err != nil {
@@ -169,10 +175,11 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
-		sp.proc, err = env.Cluster.Start(ctx, p, testbed.ProcessSpec{
+		sp.spec = testbed.ProcessSpec{
 			Name: "sidecar", Role: results.RoleDatapath, Args: args,
 			UID: ProxyUID, GID: ProxyGID, Stderr: sp.stderr,
-		})
+		}
+		sp.proc, err = env.Cluster.Start(ctx, p, sp.spec)
 		if err != nil {
 			return fmt.Errorf("start sidecar in pod %s: %w", p.Name, err)
 		}
@@ -184,11 +191,15 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err := d.cp.WaitAcked(rctx, version, ids); err != nil {
 		return fmt.Errorf("wait for sidecars to accept configuration: %w%s", err, d.exitedProxies())
 	}
-	d.PushLatency = time.Since(pushed)
+	d.StartupLatency = time.Since(pushed)
 	for _, sp := range d.proxies {
 		if err := waitReady(rctx, sp); err != nil {
 			return err
 		}
+	}
+	// The push latency proper: a new version to proxies that are running.
+	if d.PushLatency, _, err = d.cp.PushLatency(rctx, model, ids); err != nil {
+		return fmt.Errorf("measure push latency: %w", err)
 	}
 	if st := d.opts.Steering; st != nil {
 		d.steering = true
@@ -220,13 +231,48 @@ func (d *Datapath) engineFor(pod *testbed.Pod) string {
 // plane's push-to-ACK latency at install and the proxies per engine.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
 	m := map[string]float64{
-		"xds_push_to_ack_us": float64(d.PushLatency.Microseconds()),
-		"proxies":            float64(len(d.proxies)),
+		"xds_push_to_ack_us":    float64(d.PushLatency.Microseconds()),
+		"xds_startup_to_ack_us": float64(d.StartupLatency.Microseconds()),
+		"proxies":               float64(len(d.proxies)),
+	}
+	if d.EndpointPush > 0 {
+		m["xds_endpoint_push_to_ack_us"] = float64(d.EndpointPush.Microseconds())
 	}
 	for e, n := range d.engines {
 		m["proxies_"+e] = float64(n)
 	}
 	return m
+}
+
+// SetPodHealth implements datapaths.EndpointUpdater.
+func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
+	if d.cp == nil {
+		return fmt.Errorf("datapath %s: not installed", d.opts.Name)
+	}
+	d.model = d.model.WithPodHealth(pod, healthy)
+	lat, _, err := d.cp.PushLatency(ctx, d.model, d.ids)
+	if err != nil {
+		return fmt.Errorf("push endpoints of pod %s: %w", pod, err)
+	}
+	d.EndpointPush = max(d.EndpointPush, lat)
+	return nil
+}
+
+// RestartProcess implements datapaths.ProcessRestarter: it starts the
+// sidecar of the killed one's pod again and waits until it is configured.
+func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
+	for _, sp := range d.proxies {
+		if sp.proc != killed {
+			continue
+		}
+		proc, err := d.env.Cluster.Start(ctx, sp.pod, sp.spec)
+		if err != nil {
+			return fmt.Errorf("restart sidecar of pod %s: %w", sp.pod.Name, err)
+		}
+		sp.proc = proc
+		return waitReady(ctx, sp)
+	}
+	return fmt.Errorf("process %s (pid %d) is not one of this datapath's sidecars", killed.Name, killed.PID)
 }
 
 // waitReady polls the proxy's /ready until it answers.
