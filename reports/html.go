@@ -57,6 +57,11 @@ type proofRow struct {
 	Verified                                      bool
 }
 
+// faultRow is one fault of one step.
+type faultRow struct {
+	Datapath, Rate, Rep, Name, Fault, Impl, Window, Errors, Detect, Recover, Error string
+}
+
 // errorRow is one step's errors.
 type errorRow struct {
 	Datapath, Rate, Rep, Errors string
@@ -95,6 +100,7 @@ type page struct {
 	Spread       []spreadRow
 	Proof        []proofRow
 	Errors       []errorRow
+	Faults       []faultRow
 	Calibration  []kv
 	Environment  []kv
 	ScenarioPath string
@@ -387,6 +393,20 @@ func buildPage(m *model, r rendered) page {
 		}
 		if s.Interrupted {
 			errs = append(errs, "interrupted")
+		}
+		for _, f := range s.Faults {
+			secs := func(v float64) string {
+				if v < 0 {
+					return "never"
+				}
+				return fmt.Sprintf("%.2f s", v)
+			}
+			p.Faults = append(p.Faults, faultRow{
+				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
+				Name: f.Name, Fault: f.Fault + " " + f.Selector, Impl: f.Implementation,
+				Window: fmt.Sprintf("%.1f–%.1f s", f.StartS, f.EndS), Errors: fmt.Sprint(f.Errors),
+				Detect: secs(f.DetectS), Recover: secs(f.RecoverS), Error: f.Error,
+			})
 		}
 		if len(errs) > 0 {
 			p.Errors = append(p.Errors, errorRow{

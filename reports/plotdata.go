@@ -114,10 +114,9 @@ type costRow struct {
 }
 
 // faultSpan is a fault's active interval on a step's timeline, in seconds
-// from the start of the measured window. The results schema does not
-// record faults yet: when Step gains `Faults []FaultWindow`, timelineData
-// fills these from it and the timeline plot shades them (the drawing is
-// already in place).
+// from the start of the measured window (from Step.Faults; the first
+// repetition's times stand for all, since every repetition runs the same
+// timeline).
 type faultSpan struct {
 	Name   string  `json:"name"`
 	StartS float64 `json:"start_s"`
@@ -502,8 +501,21 @@ func timelineData(m *model) []timeline {
 	var out []timeline
 	for _, dp := range m.datapaths {
 		tl := timeline{Datapath: dp, Faults: []faultSpan{}}
+		seen := map[string]bool{}
 		for _, r := range m.ratesOf(dp) {
 			steps := m.steps[groupKey{dp, r}]
+			for _, s := range steps {
+				for _, f := range s.Faults {
+					name := f.Name
+					if name == "" {
+						name = f.Fault
+					}
+					if !seen[name] {
+						seen[name] = true
+						tl.Faults = append(tl.Faults, faultSpan{Name: name, StartS: f.StartS, EndS: f.EndS})
+					}
+				}
+			}
 			n := 0
 			for _, s := range steps {
 				n = max(n, len(s.Windows))
