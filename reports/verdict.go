@@ -97,11 +97,20 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 			}
 		}
 		b.WriteString(".")
+		if note, ok := datapathNotes[dp]; ok {
+			b.WriteString(" " + note)
+		}
 		b.WriteString(warnings(s))
 		lines = append(lines, b.String())
 	}
 	headline = headlineLines(m, ref, ex)
 	return headline, lines
+}
+
+// datapathNotes say what a datapath does not do, so its numbers are read
+// against what it offers.
+var datapathNotes = map[string]string{
+	"afxdp": "It is L4 only: no retries, no timeouts, no circuit breaking and no L7 routing, so its numbers buy less than a proxy's.",
 }
 
 // warnings returns sentences flagging a summary's failures, or "".
