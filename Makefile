@@ -58,8 +58,10 @@ doctor: build
 clean:
 	rm -rf bin
 
-# Store the newest results as the regression baseline CI compares against.
-baseline:
-	@latest=$$(ls -1d results/*/results.json 2>/dev/null | sort | tail -1); \
-	test -n "$$latest" || { echo "no results/*/results.json: run 'make bench' first"; exit 1; }; \
-	mkdir -p ci/baselines && cp "$$latest" ci/baselines/default.json && echo "baseline: $$latest -> ci/baselines/default.json"
+# Run SCENARIO and keep its results as the baseline CI compares against
+# (see ci/baselines/README.md).
+baseline: deps build
+	rm -rf results/baseline
+	$(BIN) bench $(SCENARIO) --out results/baseline
+	mkdir -p ci/baselines && cp results/baseline/results.json ci/baselines/default.json
+	@echo "baseline: ci/baselines/default.json (commit it with the reason)"
