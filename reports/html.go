@@ -54,7 +54,18 @@ type spreadRow struct {
 // proofRow is one step's proof of path.
 type proofRow struct {
 	Datapath, Rate, Rep, Source, Counters, Detail string
-	Verified                                      bool
+	// Metrics are what the datapath measured about itself (push latency).
+	Metrics  string
+	Verified bool
+}
+
+// metricsText renders datapath metrics as "name=value" pairs.
+func metricsText(m map[string]float64) string {
+	var out []string
+	for _, k := range sortedKeys(m) {
+		out = append(out, fmt.Sprintf("%s=%s", k, fmtNum(m[k])))
+	}
+	return strings.Join(out, " ")
 }
 
 // faultRow is one fault of one step.
@@ -383,6 +394,7 @@ func buildPage(m *model, r rendered) page {
 			Counters: strings.Join(counters, " "),
 			Detail:   s.Proof.Detail,
 			Verified: s.Proof.Verified,
+			Metrics:  metricsText(s.DatapathMetrics),
 		})
 		var errs []string
 		for _, k := range sortedKeys(s.Errors) {
