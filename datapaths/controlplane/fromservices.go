@@ -1,7 +1,10 @@
 package controlplane
 
 import (
+	"time"
+
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/scenarios"
 )
 
 // SidecarNodeID is the node id of the sidecar of a pod.
@@ -43,4 +46,33 @@ func (m Model) WithPodHealth(pod string, healthy bool) Model {
 		out.Services[i] = s
 	}
 	return out
+}
+
+// MeshModel derives the control plane's model from the services and their
+// scenario mesh settings; proxies are the node ids expected to connect.
+func MeshModel(svcs []*datapaths.Service, proxies []string) Model {
+	m := ModelFromServices(svcs, Service{}, proxies)
+	for i, s := range svcs {
+		ms := s.Mesh
+		if ms == (scenarios.Mesh{}) {
+			ms = scenarios.DefaultMesh()
+		}
+		cs := &m.Services[i]
+		cs.Protocol = Protocol(ms.Protocol)
+		cs.LBPolicy = LBPolicy(ms.LBPolicy)
+		cs.HashHeader = ms.HashHeader
+		cs.CircuitBreakers = CircuitBreakers{
+			MaxConnections:     uint32(ms.CircuitBreakers.MaxConnections),
+			MaxPendingRequests: uint32(ms.CircuitBreakers.MaxPendingRequests),
+			MaxRequests:        uint32(ms.CircuitBreakers.MaxRequests),
+			MaxRetries:         uint32(ms.CircuitBreakers.MaxRetries),
+		}
+		cs.Retries = RetryPolicy{
+			Attempts:      uint32(ms.Retries.Attempts),
+			PerTryTimeout: time.Duration(ms.Retries.PerTryTimeout),
+			RetryOn:       ms.Retries.RetryOn,
+		}
+		cs.Timeout = time.Duration(ms.Timeout)
+	}
+	return m
 }

@@ -45,16 +45,11 @@ type Options struct {
 type Datapath struct {
 	opts Options
 
-	env    *datapaths.Env
-	cp     *controlplane.Server
-	cpStop context.CancelFunc
-	nodes  []*nodeState
-	runID  string
-	log    *slog.Logger
-	model  controlplane.Model
-	ids    []string
-	// Push latencies, as the sidecar datapath measures them.
-	startLat, pushLat, endpointPush time.Duration
+	env   *datapaths.Env
+	mesh  *controlplane.Mesh
+	nodes []*nodeState
+	runID string
+	log   *slog.Logger
 }
 
 // nodeState is what the datapath set up on one node.
@@ -106,22 +101,13 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		return err
 	}
 	sock := filepath.Join(dir, "xds.sock")
-	d.cp = controlplane.New(controlplane.Options{SocketPath: sock, Logger: d.log})
-	cpCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cpStop = cancel
-	if err := d.cp.Start(cpCtx); err != nil {
-		return fmt.Errorf("start control plane: %w", err)
-	}
 	nodes := env.Cluster.Nodes()
 	ids := make([]string, len(nodes))
 	for i, n := range nodes {
 		ids[i] = controlplane.NodeProxyNodeID(n.Name)
 	}
-	d.model, d.ids = sidecar.MeshModel(env.Services, ids), ids
-	pushed := time.Now()
-	version, err := d.cp.SetModel(ctx, d.model)
-	if err != nil {
-		return fmt.Errorf("push mesh configuration: %w", err)
+	if d.mesh, err = controlplane.StartMesh(ctx, sock, controlplane.MeshModel(env.Services, ids), d.log); err != nil {
+		return err
 	}
 
 	for _, n := range nodes {
@@ -143,17 +129,16 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	}
 	rctx, rcancel := context.WithTimeout(ctx, sidecar.ReadyTimeout)
 	defer rcancel()
-	if err := d.cp.WaitAcked(rctx, version, ids); err != nil {
+	if err := d.mesh.WaitAcked(rctx); err != nil {
 		return fmt.Errorf("wait for node proxies to accept configuration: %w%s", err, d.exited())
 	}
-	d.startLat = time.Since(pushed)
 	for _, ns := range d.nodes {
 		if err := d.waitReady(rctx, ns); err != nil {
 			return err
 		}
 	}
-	if d.pushLat, _, err = d.cp.PushLatency(rctx, d.model, ids); err != nil {
-		return fmt.Errorf("measure push latency: %w", err)
+	if err := d.mesh.MeasurePush(rctx); err != nil {
+		return err
 	}
 
 	// Steering: the node proxies are up, so connects can be rewritten.
@@ -162,7 +147,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return err
 		}
 	}
-	d.log.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.pushLat)
+	d.log.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.mesh.Push)
 	return nil
 }
 
@@ -322,29 +307,15 @@ func (d *Datapath) remoteShare() float64 {
 
 // DatapathMetrics implements datapaths.MetricsReporter.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	m := map[string]float64{
-		"xds_push_to_ack_us":    float64(d.pushLat.Microseconds()),
-		"xds_startup_to_ack_us": float64(d.startLat.Microseconds()),
-		"proxies":               float64(len(d.nodes)),
-	}
-	if d.endpointPush > 0 {
-		m["xds_endpoint_push_to_ack_us"] = float64(d.endpointPush.Microseconds())
-	}
-	return m
+	return d.mesh.Metrics()
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.
 func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
-	if d.cp == nil {
-		return fmt.Errorf("datapath %s: not installed", Name)
+	if d.mesh == nil {
+		return fmt.Errorf("datapath %s: %w", Name, controlplane.ErrNotRunning)
 	}
-	d.model = d.model.WithPodHealth(pod, healthy)
-	lat, _, err := d.cp.PushLatency(ctx, d.model, d.ids)
-	if err != nil {
-		return fmt.Errorf("push endpoints of pod %s: %w", pod, err)
-	}
-	d.endpointPush = max(d.endpointPush, lat)
-	return nil
+	return d.mesh.SetPodHealth(ctx, pod, healthy)
 }
 
 // RestartProcess implements datapaths.ProcessRestarter: it starts the
@@ -389,14 +360,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 		}
 	}
 	d.nodes = nil
-	if d.cp != nil {
-		d.cp.Stop()
-		d.cp = nil
-	}
-	if d.cpStop != nil {
-		d.cpStop()
-		d.cpStop = nil
-	}
+	d.mesh.Stop()
 	if d.runID != "" {
 		if _, err := rundir.Remove(d.runID); err != nil {
 			errs = append(errs, err)

@@ -60,8 +60,7 @@ type Datapath struct {
 	opts Options
 
 	env     *datapaths.Env
-	cp      *controlplane.Server
-	cpStop  context.CancelFunc
+	mesh    *controlplane.Mesh
 	proxies map[string]*sidecarProc // by pod name
 	rules   []*testbed.Pod          // pods whose rules are installed
 	runID   string
@@ -135,24 +134,13 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		return err
 	}
 	sock := filepath.Join(dir, "xds.sock")
-	d.cp = controlplane.New(controlplane.Options{SocketPath: sock, Logger: d.log})
-	cpCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cpStop = cancel
-	if err := d.cp.Start(cpCtx); err != nil {
-		return fmt.Errorf("start control plane: %w", err)
-	}
-
 	pods := env.Cluster.Pods()
 	ids := make([]string, len(pods))
 	for i, p := range pods {
 		ids[i] = controlplane.SidecarNodeID(p.Name)
 	}
-	model := MeshModel(env.Services, ids)
-	d.model, d.ids = model, ids
-	pushed := time.Now()
-	version, err := d.cp.SetModel(ctx, model)
-	if err != nil {
-		return fmt.Errorf("push mesh configuration: %w", err)
+	if d.mesh, err = controlplane.StartMesh(ctx, sock, controlplane.MeshModel(env.Services, ids), d.log); err != nil {
+		return err
 	}
 
 	for _, p := range pods {
@@ -188,18 +176,17 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 
 	rctx, rcancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer rcancel()
-	if err := d.cp.WaitAcked(rctx, version, ids); err != nil {
+	if err := d.mesh.WaitAcked(rctx); err != nil {
 		return fmt.Errorf("wait for sidecars to accept configuration: %w%s", err, d.exitedProxies())
 	}
-	d.StartupLatency = time.Since(pushed)
 	for _, sp := range d.proxies {
 		if err := waitReady(rctx, sp); err != nil {
 			return err
 		}
 	}
 	// The push latency proper: a new version to proxies that are running.
-	if d.PushLatency, _, err = d.cp.PushLatency(rctx, model, ids); err != nil {
-		return fmt.Errorf("measure push latency: %w", err)
+	if err := d.mesh.MeasurePush(rctx); err != nil {
+		return err
 	}
 	if st := d.opts.Steering; st != nil {
 		d.steering = true
@@ -207,7 +194,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("install %s: %w", st.Source(), err)
 		}
 	}
-	d.log.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.PushLatency)
+	d.log.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.mesh.Push)
 	return nil
 }
 
@@ -230,14 +217,7 @@ func (d *Datapath) engineFor(pod *testbed.Pod) string {
 // DatapathMetrics implements datapaths.MetricsReporter: the control
 // plane's push-to-ACK latency at install and the proxies per engine.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	m := map[string]float64{
-		"xds_push_to_ack_us":    float64(d.PushLatency.Microseconds()),
-		"xds_startup_to_ack_us": float64(d.StartupLatency.Microseconds()),
-		"proxies":               float64(len(d.proxies)),
-	}
-	if d.EndpointPush > 0 {
-		m["xds_endpoint_push_to_ack_us"] = float64(d.EndpointPush.Microseconds())
-	}
+	m := d.mesh.Metrics()
 	for e, n := range d.engines {
 		m["proxies_"+e] = float64(n)
 	}
@@ -246,16 +226,10 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 
 // SetPodHealth implements datapaths.EndpointUpdater.
 func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
-	if d.cp == nil {
-		return fmt.Errorf("datapath %s: not installed", d.opts.Name)
+	if d.mesh == nil {
+		return fmt.Errorf("datapath %s: %w", d.opts.Name, controlplane.ErrNotRunning)
 	}
-	d.model = d.model.WithPodHealth(pod, healthy)
-	lat, _, err := d.cp.PushLatency(ctx, d.model, d.ids)
-	if err != nil {
-		return fmt.Errorf("push endpoints of pod %s: %w", pod, err)
-	}
-	d.EndpointPush = max(d.EndpointPush, lat)
-	return nil
+	return d.mesh.SetPodHealth(ctx, pod, healthy)
 }
 
 // RestartProcess implements datapaths.ProcessRestarter: it starts the
@@ -409,14 +383,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 		}
 	}
 	d.rules = nil
-	if d.cp != nil {
-		d.cp.Stop()
-		d.cp = nil
-	}
-	if d.cpStop != nil {
-		d.cpStop()
-		d.cpStop = nil
-	}
+	d.mesh.Stop()
 	if d.runID != "" {
 		if _, err := rundir.Remove(d.runID); err != nil {
 			errs = append(errs, err)

@@ -56,7 +56,7 @@ func TestMeshModel(t *testing.T) {
 	mesh.CircuitBreakers.MaxRequests = 7
 	mesh.Retries.Attempts = 2
 	svcs := []*datapaths.Service{{Name: "echo", Port: 8080, Mesh: mesh}, {Name: "plain", Port: 9000}}
-	m := MeshModel(svcs, []string{"sidecar~client"})
+	m := controlplane.MeshModel(svcs, []string{"sidecar~client"})
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}
