@@ -169,7 +169,7 @@ func TestShippedScenarios(t *testing.T) {
 		file string
 		want want
 	}{
-		{"quick.yaml", want{2, 2, 2, []int{200}, 3 * time.Second, time.Second, 1, []string{"none"},
+		{"quick.yaml", want{2, 2, 2, []int{200}, 3 * time.Second, time.Second, 1, KnownDatapaths,
 			time.Minute, 5 * time.Minute}},
 		{"default.yaml", want{2, 3, 2, []int{500, 2000}, 6 * time.Second, 2 * time.Second, 5, KnownDatapaths,
 			10 * time.Minute, 10 * time.Minute}},

@@ -173,10 +173,15 @@ func TestBenchQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Status != results.StatusOK || len(run.Steps) == 0 || !run.Steps[0].Proof.Verified {
-		t.Errorf("status %q, steps %d", run.Status, len(run.Steps))
+	if run.Status != results.StatusOK || len(run.Steps) != 5 {
+		t.Fatalf("status %q (%s), %d steps; want ok with one step per datapath", run.Status, run.Error, len(run.Steps))
 	}
-	for _, want := range []string{"creating cluster", "[1/1] none", "req/s"} {
+	for _, s := range run.Steps {
+		if !s.Proof.Verified {
+			t.Errorf("%s: proof not verified: %s", s.Datapath, s.Proof.Detail)
+		}
+	}
+	for _, want := range []string{"creating cluster", "[1/5] none", "[5/5] afxdp", "req/s"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("progress output lacks %q:\n%s", want, stderr.String())
 		}
