@@ -183,14 +183,14 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	}
 	var out []string
 	if dp, v := best(func(s results.Summary) float64 { return s.P99US.Median }); dp != "" {
-		line := fmt.Sprintf("Lowest tail latency at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
+		line := fmt.Sprintf("Lowest tail latency of the meshes at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
 		if hasBase && base.P99US.Median > 0 {
 			line += ", " + fmtRatio(v/base.P99US.Median) + " none"
 		}
 		out = append(out, line+").")
 	}
 	if dp, v := best(func(s results.Summary) float64 { return s.CPUMicrosPerReq.Median }); dp != "" {
-		line := fmt.Sprintf("Lowest CPU per request: %s (%s µs", dp, fmtNum(v))
+		line := fmt.Sprintf("Lowest CPU per request of the meshes: %s (%s µs", dp, fmtNum(v))
 		if hasBase && base.CPUMicrosPerReq.Median > 0 {
 			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " none"
 		}
