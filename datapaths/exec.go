@@ -7,6 +7,9 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/meshbench/meshbench/harness/testbed"
 )
 
 // RunInNetns runs the command name args inside the network namespace at
@@ -48,4 +51,25 @@ func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(bytes.TrimSpace(t.buf))
+}
+
+// WaitReady polls probe every 20 ms until it succeeds. It fails early, with
+// the process's exit status and the tail of its stderr, when proc exits, and
+// with probe's last error when ctx ends. what names the process in errors
+// ("sidecar in pod client").
+func WaitReady(ctx context.Context, what string, proc *testbed.Process, stderr *Tail, probe func(context.Context) error) error {
+	for {
+		err := probe(ctx)
+		if err == nil {
+			return nil
+		}
+		if proc.Exited() {
+			return fmt.Errorf("%s exited: %v: %s", what, proc.Err(), stderr.String())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", what, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

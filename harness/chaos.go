@@ -9,7 +9,6 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/chaos"
-	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
@@ -20,9 +19,6 @@ import (
 // servers (telling the datapath's control plane, when it has one, that the
 // pod's endpoints are down and up again) and restart datapath processes.
 func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath) chaos.Env {
-	if r.faultImpl == nil {
-		r.faultImpl = chaos.FromDoctor(doctor.Check(context.Background(), doctor.Options{Logger: r.log}))
-	}
 	svcs := map[string][]*testbed.Pod{}
 	for _, s := range env.Services {
 		svcs[s.Name] = s.Backends

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -34,7 +32,7 @@ type loadRun struct {
 	summary *load.Summary
 	err     error
 	done    chan struct{}
-	stderr  *tailBuffer
+	stderr  *datapaths.Tail
 }
 
 // startLoad starts the load client in the client pod against targets.
@@ -56,7 +54,7 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 		"--timeout", time.Duration(l.Timeout).String(),
 	)
 	pr, pw := io.Pipe()
-	lr := &loadRun{done: make(chan struct{}), stderr: &tailBuffer{max: 4096}}
+	lr := &loadRun{done: make(chan struct{}), stderr: &datapaths.Tail{Max: 4096}}
 	proc, err := cluster.Start(ctx, client, testbed.ProcessSpec{
 		Name: "load", Role: results.RoleClient, Args: args, Stdout: pw, Stderr: lr.stderr,
 	})
@@ -177,25 +175,20 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	// At the end of warm-up, snapshot the counters the measured window is
 	// compared against.
 	var (
-		before   *metrics.Snapshot
-		c1       map[string]int64
-		snapErr  error
-		snapOnce sync.Once
+		before  *metrics.Snapshot
+		c1      map[string]int64
+		snapErr error
 	)
-	takeBefore := func() {
-		snapOnce.Do(func() {
-			c1, snapErr = dp.Counters(ctx)
-			if snapErr == nil {
-				before, snapErr = metrics.TakeSnapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
-			}
-		})
-	}
 	select {
 	case <-time.After(warm):
-		takeBefore()
 	case <-lr.done:
-		takeBefore()
 	case <-ctx.Done():
+	}
+	if ctx.Err() == nil {
+		c1, snapErr = dp.Counters(ctx)
+		if snapErr == nil {
+			before, snapErr = metrics.TakeSnapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
+		}
 	}
 	sum, err := lr.wait(ctx, dur)
 	if err != nil {
@@ -294,27 +287,4 @@ func allZero(m map[string]int64) bool {
 		}
 	}
 	return true
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf.Write(p)
-	if over := t.buf.Len() - t.max; over > 0 {
-		t.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(t.buf.String())
 }

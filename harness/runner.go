@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/chaos"
+	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
@@ -174,6 +176,11 @@ func (r *runner) run(ctx context.Context) (*results.Run, error) {
 	r.res.Started = r.start.UTC()
 	if err := r.save(); err != nil {
 		return r.res, err
+	}
+	if len(r.sc.Chaos) > 0 {
+		// Probe once, before any load, which implementation each fault
+		// uses on this host (the probe creates and removes a namespace).
+		r.faultImpl = chaos.FromDoctor(doctor.Check(ctx, doctor.Options{Logger: r.log}))
 	}
 	var errs []error
 loop:

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
@@ -195,21 +194,12 @@ func inboundRule(op string, n *testbed.Node) []string {
 		"-d", n.PodCIDR.String(), "-j", "REDIRECT", "--to-ports", strconv.Itoa(InboundPort)}
 }
 
+// waitReady waits until the node's proxy serves its counters.
 func (d *Datapath) waitReady(ctx context.Context, ns *nodeState) error {
-	for {
+	return datapaths.WaitReady(ctx, "proxy on node "+ns.node.Name, ns.proc, ns.tail, func(ctx context.Context) error {
 		_, err := proxy.ReadStats(ctx, ns.node.NetnsPath, proxy.DefaultAdminAddr)
-		if err == nil {
-			return nil
-		}
-		if ns.proc.Exited() {
-			return fmt.Errorf("proxy on node %s exited: %v: %s", ns.node.Name, ns.proc.Err(), ns.tail.String())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("proxy on node %s not ready: %w", ns.node.Name, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
 
 func (d *Datapath) exited() string {

@@ -249,22 +249,12 @@ func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) 
 	return fmt.Errorf("process %s (pid %d) is not one of this datapath's sidecars", killed.Name, killed.PID)
 }
 
-// waitReady polls the proxy's /ready until it answers.
+// waitReady waits until the sidecar's admin endpoint serves its counters.
 func waitReady(ctx context.Context, sp *sidecarProc) error {
-	for {
+	return datapaths.WaitReady(ctx, "sidecar in pod "+sp.pod.Name, sp.proc, sp.stderr, func(ctx context.Context) error {
 		_, _, _, err := readCounters(ctx, sp)
-		if err == nil {
-			return nil
-		}
-		if sp.proc.Exited() {
-			return fmt.Errorf("sidecar in pod %s exited: %v: %s", sp.pod.Name, sp.proc.Err(), sp.stderr.String())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("sidecar in pod %s not ready: %w", sp.pod.Name, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }
 
 func (d *Datapath) exitedProxies() string {
