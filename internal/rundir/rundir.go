@@ -92,6 +92,9 @@ func Remove(runID string) ([]string, error) {
 		}
 		removed = append(removed, "directory "+Path(id))
 	}
+	// Leave no empty Root behind either (fails harmlessly if another run
+	// still has a directory there).
+	_ = os.Remove(Root)
 	return removed, errors.Join(errs...)
 }
 
