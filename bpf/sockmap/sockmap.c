@@ -3,8 +3,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // sockmap: sock_ops puts every established TCP socket whose two ends are in
-// the same pod (loopback, or the pod's own address on both ends) into a
-// sockhash keyed by its 4-tuple; sk_msg, attached to that sockhash, sends
+// the same pod (loopback, or the pod's own address on both ends; IPv4, or
+// IPv4-mapped on a dual-stack socket) into a sockhash keyed by its 4-tuple; sk_msg, attached to that sockhash, sends
 // each message straight to the peer socket's receive queue with
 // bpf_msg_redirect_hash, so app<->sidecar bytes skip the loopback TCP stack.
 
@@ -13,6 +13,7 @@
 #include <bpf/bpf_endian.h>
 
 #define AF_INET 2
+#define AF_INET6 10
 
 // Counter indexes; keep in sync with counterNames in sockmap_linux.go.
 enum {
@@ -54,9 +55,33 @@ static __always_inline void add(__u32 idx, __u64 n)
 		*v += n;
 }
 
+// Ports whose connections are never spliced (host order, 0 = unused): the
+// harness's own admin endpoints in the pod (proxy /stats, echo /stats),
+// which it reads from outside the pod's cgroup, so their peers could never
+// be in the sockhash and every reply would count as a miss.
+volatile const __u16 ignore_ports[4] = {0, 0, 0, 0};
+
 static __always_inline int loopback(__u32 ip4)
 {
 	return (bpf_ntohl(ip4) >> 24) == 127;
+}
+
+static __always_inline int ignored(__u16 port)
+{
+	if (port == 0)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		if (ignore_ports[i] == port)
+			return 1;
+	return 0;
+}
+
+// v4mapped says whether an IPv6 address (network order words) is an
+// IPv4-mapped one, ::ffff:a.b.c.d.
+static __always_inline int v4mapped(__u32 w0, __u32 w1, __u32 w2)
+{
+	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
 }
 
 SEC("sockops")
@@ -65,8 +90,17 @@ int sockmap_sockops(struct bpf_sock_ops *skops)
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
-	if (skops->family != AF_INET)
+	// A dual-stack listener ([::]:port, what Go's net.Listen("tcp",
+	// ":port") opens) accepts IPv4 connections as AF_INET6 sockets with
+	// IPv4-mapped addresses. Their local_ip4/remote_ip4 hold the IPv4
+	// addresses, so they take the same key as their AF_INET peer.
+	if (skops->family == AF_INET6) {
+		if (!v4mapped(skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2]) ||
+		    !v4mapped(skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2]))
+			return 1;
+	} else if (skops->family != AF_INET) {
 		return 1;
+	}
 
 	__u32 lip = skops->local_ip4, rip = skops->remote_ip4;
 	if (!(loopback(lip) && loopback(rip)) && lip != rip)
@@ -79,6 +113,8 @@ int sockmap_sockops(struct bpf_sock_ops *skops)
 		// remote_port: network order in the high 16 bits.
 		.dport = (__u16)bpf_ntohl(skops->remote_port),
 	};
+	if (ignored(k.sport) || ignored(k.dport))
+		return 1;
 	if (bpf_sock_hash_update(skops, &sock_hash, &k, BPF_ANY) == 0)
 		add(CNT_INSERTED, 1);
 	else

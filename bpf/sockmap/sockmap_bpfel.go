@@ -29,6 +29,7 @@ const (
 	sockmapMapSockHash         = "sock_hash"
 	sockmapProgSockmapRedirect = "sockmap_redirect"
 	sockmapProgSockmapSockops  = "sockmap_sockops"
+	sockmapVarIgnorePorts      = "ignore_ports"
 )
 
 // loadSockmap returns the embedded CollectionSpec for sockmap.
@@ -89,6 +90,7 @@ type sockmapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockmapVariableSpecs struct {
+	IgnorePorts *ebpf.VariableSpec `ebpf:"ignore_ports"`
 }
 
 // sockmapObjects contains all objects after they have been loaded into the kernel.
@@ -126,6 +128,7 @@ func (m *sockmapMaps) Close() error {
 //
 // It can be passed to loadSockmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockmapVariables struct {
+	IgnorePorts *ebpf.Variable `ebpf:"ignore_ports"`
 }
 
 // sockmapPrograms contains all programs after they have been loaded into the kernel.

@@ -29,14 +29,37 @@ type Objects struct {
 	attached bool
 }
 
+// Config configures the programs.
+type Config struct {
+	// IgnorePorts (at most MaxIgnorePorts) are ports whose connections are
+	// never spliced: the harness's admin endpoints in a pod, read from
+	// outside the pod's cgroup, whose replies could never find their peer.
+	IgnorePorts []uint16
+}
+
+// MaxIgnorePorts is the most ports Config.IgnorePorts can hold.
+const MaxIgnorePorts = 4
+
 // Load loads the programs and the sockhash into the kernel and attaches
 // the sk_msg program to the sockhash.
-func Load() (*Objects, error) {
+func Load(cfg Config) (*Objects, error) {
+	if len(cfg.IgnorePorts) > MaxIgnorePorts {
+		return nil, fmt.Errorf("load sockmap: %d ignored ports, at most %d", len(cfg.IgnorePorts), MaxIgnorePorts)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("load sockmap: %w", err)
 	}
+	spec, err := loadSockmap()
+	if err != nil {
+		return nil, fmt.Errorf("load sockmap spec: %w", err)
+	}
+	var ports [MaxIgnorePorts]uint16
+	copy(ports[:], cfg.IgnorePorts)
+	if err := spec.Variables["ignore_ports"].Set(ports); err != nil {
+		return nil, fmt.Errorf("load sockmap: set ignore_ports: %w", err)
+	}
 	o := &Objects{}
-	if err := loadSockmapObjects(&o.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, fmt.Errorf("load sockmap: %w", err)
 	}
 	l, err := link.AttachRawLink(link.RawLinkOptions{

@@ -39,7 +39,7 @@ func TestSockmapInPod(t *testing.T) {
 	}
 	without := bpftest.InSegs(t, ns) - in0
 
-	objs, err := Load()
+	objs, err := Load(Config{IgnorePorts: []uint16{15090}})
 	bpftest.RequireLoaded(t, "load sockmap", err)
 	progs, err := objs.ProgramIDs()
 	if err != nil {
@@ -121,6 +121,36 @@ func TestSockmapInPod(t *testing.T) {
 		}
 	})
 
+	// Go's net.Listen("tcp", ":port") and most servers listen dual-stack:
+	// their accepted sockets are AF_INET6 with IPv4-mapped addresses. Both
+	// ends must still be spliced, in both directions.
+	t.Run("dual-stack listener is spliced", func(t *testing.T) {
+		pod.StartProxy(t, "[::]:8081", 0)
+		before := counters(t, objs)
+		got := pod.Client(t, "127.0.0.1:8081", 0, rounds, size)
+		d := delta(before, counters(t, objs))
+		if got.First != "ORIG none" || got.Rounds != rounds {
+			t.Fatalf("client: first line %q, %d rounds", got.First, got.Rounds)
+		}
+		t.Logf("counter deltas: %v", d)
+		if d["sockmap_inserted"] != 2 || d["sockmap_redirects"] < 2*rounds || d["sockmap_redirect_misses"] != 0 {
+			t.Errorf("counter deltas %v, want 2 inserted, >= %d redirects (both directions), 0 misses", d, 2*rounds)
+		}
+	})
+
+	t.Run("ignored port is not spliced", func(t *testing.T) {
+		pod.StartProxy(t, "127.0.0.1:15090", 0)
+		before := counters(t, objs)
+		got := pod.Client(t, "127.0.0.1:15090", 0, 10, size)
+		d := delta(before, counters(t, objs))
+		if got.Rounds != 10 {
+			t.Fatalf("client: %d rounds", got.Rounds)
+		}
+		if d["sockmap_inserted"] != 0 || d["sockmap_redirects"] != 0 || d["sockmap_redirect_misses"] != 0 {
+			t.Errorf("counter deltas %v, want nothing inserted or redirected on an ignored port", d)
+		}
+	})
+
 	t.Run("detached on close", func(t *testing.T) {
 		closeAll()
 		bpftest.CheckDetached(t, pod.Pod.CgroupPath, []ebpf.AttachType{ebpf.AttachCGroupSockOps}, progs, links)
@@ -146,7 +176,7 @@ func TestSteerWithSockmap(t *testing.T) {
 	sa, err := st.AttachCgroup(pod.Pod.CgroupPath)
 	bpftest.RequireLoaded(t, "attach steer", err)
 	t.Cleanup(func() { sa.Close() })
-	sm, err := Load()
+	sm, err := Load(Config{})
 	bpftest.RequireLoaded(t, "load sockmap", err)
 	t.Cleanup(func() { sm.Close() })
 	ma, err := sm.AttachCgroup(pod.Pod.CgroupPath)

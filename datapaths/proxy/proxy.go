@@ -19,6 +19,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultAdminAddr      = "127.0.0.1:15000"
+	DefaultAdminPort      = 15000 // DefaultAdminAddr's port
 	DefaultOutboundPort   = 15001
 	DefaultInboundPort    = 15006
 	DefaultConnectTimeout = 10 * time.Second

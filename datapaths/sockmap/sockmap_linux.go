@@ -9,6 +9,7 @@ import (
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
@@ -50,7 +51,9 @@ func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error)
 	if err != nil {
 		return err
 	}
-	s.sockmap, err = sockmap.Load()
+	// The harness reads the proxies' and echo servers' counters from
+	// outside the pods' cgroups: those connections are not the mesh's.
+	s.sockmap, err = sockmap.Load(sockmap.Config{IgnorePorts: []uint16{proxy.DefaultAdminPort, datapaths.EchoAdminPort}})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,12 +46,19 @@ func Main() {
 }
 
 // runProxy listens on args[0]; it answers every connection with a line
-// "ORIG <original destination>" (or "ORIG none") and then echoes.
+// "ORIG <original destination>" (or "ORIG none") and then echoes. An
+// address "[::]:PORT" opens a dual-stack listener, which accepts IPv4
+// connections as IPv4-mapped IPv6 sockets (what Go's net.Listen("tcp",
+// ":PORT") does); any other address an IPv4 one.
 func runProxy(args []string) error {
 	if len(args) != 1 {
 		return errors.New("usage: bpftest-proxy ADDR")
 	}
-	l, err := net.Listen("tcp4", args[0])
+	network := "tcp4"
+	if strings.HasPrefix(args[0], "[::]:") {
+		network = "tcp"
+	}
+	l, err := net.Listen(network, args[0])
 	if err != nil {
 		return err
 	}
