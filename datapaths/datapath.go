@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
 )
@@ -26,12 +27,16 @@ type Datapath interface {
 	// requests to: several addresses are used round robin.
 	Target(svc *Service) []netip.AddrPort
 	// Counters reads the datapath's own counters, the proof that it carries
-	// the traffic. The runner reads them before and after a step and passes
-	// the difference to Verify.
+	// the traffic. The runner reads them before the load, at the start of
+	// the measured window and at its end, and passes the differences to
+	// Verify.
 	Counters(ctx context.Context) (map[string]int64, error)
-	// Verify says whether the counter deltas of a step account for
-	// successes successful requests, and explains why in words.
-	Verify(delta map[string]int64, successes int64) (ok bool, detail string)
+	// Verify holds the counter deltas of one window to the work the load
+	// client did in it. Each check states the exact work the path must
+	// have done (so that it fails when a hop is skipped) and the reason
+	// for its tolerance. The path is proven when there is at least one
+	// check and every check passes.
+	Verify(delta map[string]int64, w Work) []results.ProofCheck
 	// ProofSource says where the counters come from.
 	ProofSource() string
 	// Uninstall removes everything Install set up. It is safe to call after

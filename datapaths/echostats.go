@@ -21,6 +21,11 @@ type EchoStats struct {
 	BytesIn     int64 `json:"bytes_in"`
 	BytesOut    int64 `json:"bytes_out"`
 	Connections int64 `json:"connections"`
+	// ByPeer counts requests by the address of the peer that sent them
+	// ("127.0.0.1" for a sidecar in the pod, the client pod's address for
+	// no mesh, a node proxy's address for a node proxy): it shows which
+	// hop delivered the requests.
+	ByPeer map[string]int64 `json:"by_peer,omitempty"`
 }
 
 // ReadEchoStats reads the counters of the echo server in pod, over the pod's

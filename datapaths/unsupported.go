@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+
+	"github.com/meshbench/meshbench/harness/results"
 )
 
 // Unsupported returns a datapath that cannot be installed on this system:
@@ -21,6 +23,8 @@ func (u unsupported) Target(*Service) []netip.AddrPort { return nil }
 func (u unsupported) Counters(context.Context) (map[string]int64, error) {
 	return nil, ErrNotSupported
 }
-func (u unsupported) Verify(map[string]int64, int64) (bool, string) { return false, u.reason }
-func (u unsupported) ProofSource() string                           { return "" }
-func (u unsupported) Uninstall(context.Context) error               { return nil }
+func (u unsupported) Verify(map[string]int64, Work) []results.ProofCheck {
+	return []results.ProofCheck{Fail("datapath installed", u.reason)}
+}
+func (u unsupported) ProofSource() string             { return "" }
+func (u unsupported) Uninstall(context.Context) error { return nil }

@@ -148,7 +148,7 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 		r.steps++
 		r.progress(Event{Phase: "load", Datapath: dpName, Repetition: rep, Rate: rate,
 			Load: time.Duration(r.sc.Load.Warmup + r.sc.Load.Duration)})
-		step, err := r.measure(ctx, cluster, env, dp, svc, rate, rep)
+		step, err := r.measure(ctx, cluster, env, dp, svc, rate, rep, r.plan())
 		if step != nil {
 			r.res.Steps = append(r.res.Steps, *step)
 			if serr := r.save(); serr != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -32,7 +33,10 @@ type loadRun struct {
 	summary *load.Summary
 	err     error
 	done    chan struct{}
-	stderr  *datapaths.Tail
+	// mark receives the time the measured window began, by the client's
+	// clock, the moment the client reports it.
+	mark   chan time.Time
+	stderr *datapaths.Tail
 }
 
 // startLoad starts the load client in the client pod against targets.
@@ -54,7 +58,7 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 		"--timeout", time.Duration(l.Timeout).String(),
 	)
 	pr, pw := io.Pipe()
-	lr := &loadRun{done: make(chan struct{}), stderr: &datapaths.Tail{Max: 4096}}
+	lr := &loadRun{done: make(chan struct{}), mark: make(chan time.Time, 1), stderr: &datapaths.Tail{Max: 4096}}
 	proc, err := cluster.Start(ctx, client, testbed.ProcessSpec{
 		Name: "load", Role: results.RoleClient, Args: args, Stdout: pw, Stderr: lr.stderr,
 	})
@@ -69,7 +73,12 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 	}()
 	go func() {
 		defer close(lr.done)
-		lr.summary, lr.err = load.ReadStream(pr, nil)
+		lr.summary, lr.err = load.ReadStreamWith(pr, load.Handlers{Mark: func(m load.Mark) {
+			select {
+			case lr.mark <- m.Time:
+			default:
+			}
+		}})
 		// Drain whatever follows so the process never blocks on stdout.
 		_, _ = io.Copy(io.Discard, pr)
 	}()
@@ -109,48 +118,75 @@ func (lr *loadRun) wait(ctx context.Context, expected time.Duration) (*load.Summ
 	return lr.summary, nil
 }
 
+// markGrace is how long after the end of the warm-up the harness waits for
+// the load client's mark before reading the counters anyway.
+const markGrace = 5 * time.Second
+
 // calibrate measures the load client against the echo server in its own pod
-// over loopback: the floor every datapath's numbers sit on.
+// over loopback: the floor every datapath's numbers sit on. Its proof is
+// that echo server's own counter.
 func (r *runner) calibrate(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env) (*results.Step, error) {
 	l := r.sc.Load
-	dur := min(time.Duration(l.Duration), calibrationMax)
-	warm := min(time.Duration(l.Warmup), time.Second)
-	rate := l.Rates[0]
 	port := 0
 	for _, s := range env.Services {
 		if s.Name == l.Service {
 			port = s.Port
 		}
 	}
-	target := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	lr, err := r.startLoad(ctx, cluster, env.Client, []netip.AddrPort{target}, rate, warm, dur)
-	if err != nil {
-		return nil, err
+	cal := &calibration{pod: env.Client, port: port}
+	svc := &datapaths.Service{Name: l.Service, Port: port, Mesh: env.Load.Mesh}
+	plan := stepPlan{
+		warm: min(time.Duration(l.Warmup), time.Second),
+		dur:  min(time.Duration(l.Duration), calibrationMax),
 	}
-	sum, err := lr.wait(ctx, warm+dur)
-	if err != nil {
-		return nil, err
+	return r.measure(ctx, cluster, env, cal, svc, l.Rates[0], 1, plan)
+}
+
+// stepPlan is how one step is measured: its warm-up and measured
+// durations, and whether the scenario's chaos timeline runs in it.
+type stepPlan struct {
+	warm, dur time.Duration
+	chaos     bool
+}
+
+// plan returns the plan of a datapath step of the scenario.
+func (r *runner) plan() stepPlan {
+	return stepPlan{warm: time.Duration(r.sc.Load.Warmup), dur: time.Duration(r.sc.Load.Duration), chaos: len(r.sc.Chaos) > 0}
+}
+
+// reading is one read of the datapath's counters and the client pod's TCP
+// counters, with when it began and ended.
+type reading struct {
+	counters   map[string]int64
+	tcp        metrics.TCP
+	start, end time.Time
+}
+
+// read reads dp's counters, then the client pod's TCP counters.
+func read(ctx context.Context, dp datapaths.Datapath, client *testbed.Pod) (reading, error) {
+	rd := reading{start: time.Now()}
+	var err error
+	if rd.counters, err = dp.Counters(ctx); err != nil {
+		return rd, fmt.Errorf("read %s counters: %w", dp.Name(), err)
 	}
-	step := sum.Step()
-	step.Datapath = "calibration"
-	step.Service = l.Service
-	step.Repetition = 1
-	step.Proof = results.Proof{Source: "load client", Counters: map[string]int64{}, Verified: true,
-		Detail: "client and echo server in the same pod over loopback: no datapath involved"}
-	return &step, nil
+	snap, err := metrics.TakeSnapshot(ctx, nil, []string{client.NetnsPath})
+	if err != nil {
+		return rd, fmt.Errorf("read client pod TCP counters: %w", err)
+	}
+	rd.tcp = snap.TCP[client.NetnsPath]
+	rd.end = time.Now()
+	return rd, nil
 }
 
 // measure runs one load step and builds its record. On cancellation it
 // returns the partial step with Interrupted set, and ctx's error.
-func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate, rep int) (*results.Step, error) {
-	l := r.sc.Load
-	warm, dur := time.Duration(l.Warmup), time.Duration(l.Duration)
-	c0, err := dp.Counters(ctx)
+func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate, rep int, plan stepPlan) (*results.Step, error) {
+	r0, err := read(ctx, dp, env.Client)
 	if err != nil {
-		return nil, fmt.Errorf("read %s counters: %w", dp.Name(), err)
+		return nil, err
 	}
 	var tl *chaos.Timeline
-	if len(r.sc.Chaos) > 0 {
+	if plan.chaos {
 		tl, err = chaos.NewTimeline(r.sc.Chaos)
 		if err != nil {
 			return nil, fmt.Errorf("chaos: %w", err)
@@ -163,34 +199,37 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 		}()
 	}
 	loadStart := time.Now()
-	lr, err := r.startLoad(ctx, cluster, env.Client, dp.Target(svc), rate, warm, dur)
+	lr, err := r.startLoad(ctx, cluster, env.Client, dp.Target(svc), rate, plan.warm, plan.dur)
 	if err != nil {
 		return nil, err
 	}
 	if tl != nil {
 		// Fault times count from the start of the measured window.
-		tl.Run(ctx, r.chaosEnv(cluster, env, dp), loadStart.Add(warm))
+		tl.Run(ctx, r.chaosEnv(cluster, env, dp), loadStart.Add(plan.warm))
 	}
 
-	// At the end of warm-up, snapshot the counters the measured window is
-	// compared against.
+	// When the client marks the start of the measured window, read the
+	// counters the window is compared against, then snapshot every
+	// process and namespace for the step's cost.
 	var (
 		before  *metrics.Snapshot
-		c1      map[string]int64
+		r1      reading
 		snapErr error
 	)
 	select {
-	case <-time.After(warm):
+	case <-lr.mark:
+	case <-time.After(plan.warm + markGrace):
+		r.log.Warn("load client did not mark the measured window; reading counters anyway")
 	case <-lr.done:
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
-		c1, snapErr = dp.Counters(ctx)
+		r1, snapErr = read(ctx, dp, env.Client)
 		if snapErr == nil {
 			before, snapErr = metrics.TakeSnapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
 		}
 	}
-	sum, err := lr.wait(ctx, dur)
+	sum, err := lr.wait(ctx, plan.dur)
 	if err != nil {
 		return nil, err
 	}
@@ -218,29 +257,31 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	c2, err := dp.Counters(mctx)
+	r2, err := read(mctx, dp, env.Client)
 	if err != nil {
-		return &step, fmt.Errorf("read %s counters: %w", dp.Name(), err)
+		return &step, err
 	}
 	after, err := metrics.TakeSnapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces())
 	if err != nil {
 		return &step, fmt.Errorf("snapshot after load: %w", err)
 	}
 
-	// Proof of path: the counters must have moved during warm-up and must
-	// account for the measured window's successes.
-	warmDelta := diffCounters(c0, c1)
-	delta := diffCounters(c1, c2)
-	ok, detail := dp.Verify(delta, step.Successes)
-	proofFatal := true
-	if !ok && resetsCounters(r.sc.Chaos) {
-		// A killed echo server or proxy restarts its counters from zero:
-		// the delta no longer accounts for the window. Record that, and
-		// rely on the warm-up check for the path.
-		detail += " (not conclusive: a pod-kill or proxy-kill in the timeline restarted counted processes)"
-		proofFatal = false
+	// Proof of path: the counters of each window held to what the client
+	// did in it. Faults start with the measured window, so the warm-up's
+	// proof always holds; a fault that restarts counted processes makes
+	// the measured window's proof inconclusive rather than failed.
+	slack, why := edgeSlack(sum, r1, rate)
+	w := work(sum.Work, sum.Errors, r2.tcp.Sub(r1.tcp), slack, why, svc.Mesh.Protocol)
+	step.Proof = datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(r1.counters, r2.counters), w)
+	if plan.warm > 0 && !sum.Mark.IsZero() {
+		ww := work(sum.WarmupWork, sum.WarmupWork.Errors, r1.tcp.Sub(r0.tcp), slack, why, svc.Mesh.Protocol)
+		wp := datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(r0.counters, r1.counters), ww)
+		step.Proof.Warmup = &wp
 	}
-	step.Proof = results.Proof{Source: dp.ProofSource(), Counters: delta, Verified: ok, Detail: detail}
+	if !step.Proof.Verified && plan.chaos && resetsCounters(r.sc.Chaos) {
+		step.Proof.Inconclusive = true
+		step.Proof.Detail += " (not conclusive: a pod-kill or proxy-kill in the timeline restarted counted processes; the warm-up's proof stands for the path)"
+	}
 	if mr, isMR := dp.(datapaths.MetricsReporter); isMR {
 		step.DatapathMetrics = mr.DatapathMetrics()
 	}
@@ -251,14 +292,50 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 		return &step, ctx.Err()
 	case chaosErr != nil:
 		return &step, chaosErr
-	case step.Successes == 0 && len(r.sc.Chaos) == 0:
+	case step.Successes == 0 && !plan.chaos:
 		return &step, fmt.Errorf("no successful requests (errors: %v)", step.Errors)
-	case warm > 0 && allZero(warmDelta):
-		return &step, fmt.Errorf("datapath %s counters did not move during warm-up: it is not carrying the traffic", dp.Name())
-	case !ok && proofFatal:
-		return &step, fmt.Errorf("proof of path failed: %s", detail)
+	case step.Proof.Warmup != nil && !step.Proof.Warmup.Verified:
+		return &step, fmt.Errorf("proof of path failed during the warm-up: %s", step.Proof.Warmup.Detail)
+	case !step.Proof.Verified && !step.Proof.Inconclusive:
+		return &step, fmt.Errorf("proof of path failed: %s", step.Proof.Detail)
 	}
 	return &step, nil
+}
+
+// edgeSlack is how many requests may land on the other side of the
+// measured window's start in the counters read at rd: warm-up requests
+// that completed after the client's mark (stragglers), and requests sent
+// between the mark and the end of the read (or between the start of the
+// read and the mark, when the harness read before it), at rate, plus one.
+func edgeSlack(sum *load.Summary, rd reading, rate int) (int64, string) {
+	if sum.Mark.IsZero() {
+		return 0, "no measured window"
+	}
+	skew := max(rd.end.Sub(sum.Mark), sum.Mark.Sub(rd.start), 0)
+	sent := int64(math.Ceil(skew.Seconds() * float64(rate)))
+	return sum.Stragglers + sent + 1, fmt.Sprintf("%d warm-up requests completed after the window began, %d sent during the %.1f ms the counters took to read at %d req/s, +1",
+		sum.Stragglers, sent, float64(skew.Microseconds())/1e3, rate)
+}
+
+// work turns what the client counted in a window into a datapaths.Work.
+func work(lw load.Work, errs map[string]int64, tcp metrics.TCP, slack int64, why, protocol string) datapaths.Work {
+	w := datapaths.Work{
+		Successes: lw.Successes,
+		BytesSent: lw.BytesSent, BytesReceived: lw.BytesReceived, ConnsOpened: lw.ConnectionsOpened,
+		ClientOutSegs: tcp.OutSegs, ClientInSegs: tcp.InSegs,
+		Slack: slack, SlackWhy: why, Protocol: protocol,
+	}
+	for class, n := range errs {
+		switch class {
+		case load.ErrorHTTP4xx, load.ErrorHTTP5xx:
+			w.HTTPErrors += n
+		case load.ErrorTimeout:
+			w.Timeouts += n
+		default:
+			w.TransportErrors += n
+		}
+	}
+	return w
 }
 
 // pidsOf returns the pids of the cluster's running processes, without skip.
@@ -278,13 +355,4 @@ func diffCounters(a, b map[string]int64) map[string]int64 {
 		out[k] = v - a[k]
 	}
 	return out
-}
-
-func allZero(m map[string]int64) bool {
-	for _, v := range m {
-		if v != 0 {
-			return false
-		}
-	}
-	return true
 }

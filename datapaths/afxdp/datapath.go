@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
 
@@ -81,17 +82,29 @@ func addStats(out map[string]int64, node string, st *Stats) {
 	}
 }
 
-// Verify implements datapaths.Datapath: every successful request needs at
-// least one client segment rewritten from the VIP to a backend and one
-// reply segment rewritten back, all through AF_XDP sockets. Counters and
-// the client's count are read at slightly different moments, so each may
-// fall short by the in-flight margin of datapaths.WithinTolerance.
-func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
-	nat, rnat := delta["nat_hits"], delta["reverse_nat_hits"]
-	least := func(v, want int64) bool { return v >= want || datapaths.WithinTolerance(v, want) }
-	ok := successes > 0 && least(nat, successes) && least(rnat, successes) && least(delta["rx_frames"], 2*successes)
-	return ok, fmt.Sprintf("forwarders received %d frames, sent %d, dropped %d (fill ring empty %d); VIP→backend NAT hits %d, reverse NAT hits %d; client counted %d successes",
-		delta["rx_frames"], delta["tx_frames"], delta["dropped"], delta["fill_ring_empty"], nat, rnat, successes)
+// Verify implements datapaths.Datapath. The client pod has one interface,
+// whose host side carries the XDP program: every TCP segment the client pod
+// sent must have reached the forwarder's socket on that veth and been
+// rewritten from the VIP to a backend, and every segment it received must
+// have been rewritten back from the backend to the VIP by the forwarder of
+// the backend's node (replies from another node reach the client's node
+// on its uplink, which has no XDP program, and the kernel delivers them).
+// Segments are compared with the client pod's own TCP counters
+// (/proc/net/snmp in its namespace).
+func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
+	sock := ""
+	if c := d.env.Client; c != nil {
+		sock = "/" + c.Node + "/" + c.HostVeth
+	}
+	out, in := w.ClientOutSegs, w.ClientInSegs
+	why := "± the window-edge slack in segments (" + w.SlackWhy + "), and delayed ACKs on the edges"
+	segs := func(n, of int64) string { return fmt.Sprintf("%d of %d segments", n, of) }
+	rx := delta["rx_frames"+sock]
+	return []results.ProofCheck{
+		datapaths.Near("the forwarder received every segment the client pod sent", rx, out, w.SlackSegs(out), segs(rx, out), why),
+		datapaths.Near("every client segment was NATed from the VIP to a backend", delta["nat_hits"], out, w.SlackSegs(out), segs(delta["nat_hits"], out), why),
+		datapaths.Near("every reply segment was NATed back to the VIP", delta["reverse_nat_hits"], in, w.SlackSegs(in), segs(delta["reverse_nat_hits"], in), why),
+	}
 }
 
 // tailBuffer keeps the last bytes a process wrote, for error messages.

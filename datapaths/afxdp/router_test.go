@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/testbed"
 )
 
 func testConfig() *Config {
@@ -237,23 +240,33 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
-	tests := []struct {
-		name      string
-		delta     map[string]int64
-		successes int64
-		ok        bool
-	}{
-		{name: "all accounted", delta: map[string]int64{"nat_hits": 1500, "reverse_nat_hits": 1500, "rx_frames": 3000}, successes: 1500, ok: true},
-		{name: "one reply in flight", delta: map[string]int64{"nat_hits": 1507, "reverse_nat_hits": 1499, "rx_frames": 3006}, successes: 1500, ok: true},
-		{name: "bypassed", delta: map[string]int64{"nat_hits": 0, "reverse_nat_hits": 0}, successes: 1500},
-		{name: "replies not translated", delta: map[string]int64{"nat_hits": 1500, "reverse_nat_hits": 10, "rx_frames": 3000}, successes: 1500},
-		{name: "no successes", delta: map[string]int64{"nat_hits": 5, "reverse_nat_hits": 5, "rx_frames": 10}},
+	// The client pod sent 3000 segments and received 3000: through the
+	// forwarder's socket on its host veth, each NATed.
+	sock := "/node-0/veth-client"
+	all := func(rx, tx, nat, rnat int64) map[string]int64 {
+		return map[string]int64{"rx_frames" + sock: rx, "tx_frames" + sock: tx, "nat_hits": nat, "reverse_nat_hits": rnat}
 	}
+	w := datapaths.Work{Successes: 1500, ClientOutSegs: 3000, ClientInSegs: 3000, Slack: 5, SlackWhy: "test"}
+	tests := []struct {
+		name  string
+		delta map[string]int64
+		work  datapaths.Work
+		ok    bool
+	}{
+		{name: "all accounted", delta: all(3000, 3000, 3000, 3000), work: w, ok: true},
+		{name: "in flight on the edges", delta: all(3007, 2994, 3007, 2994), work: w, ok: true},
+		{name: "bypassed", delta: all(0, 0, 0, 0), work: w},
+		{name: "half the client's segments bypassed", delta: all(1500, 3000, 1500, 3000), work: w},
+		{name: "replies not translated", delta: all(3000, 3000, 3000, 10), work: w},
+		{name: "no successes", delta: all(10, 10, 10, 10), work: datapaths.Work{ClientOutSegs: 10, ClientInSegs: 10}},
+	}
+	d := New()
+	d.env = &datapaths.Env{Client: &testbed.Pod{Name: "client", Node: "node-0", HostVeth: "veth-client"}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, detail := New().Verify(tt.delta, tt.successes)
-			if ok != tt.ok {
-				t.Errorf("Verify = %v (%s), want %v", ok, detail, tt.ok)
+			p := datapaths.Prove(d.ProofSource(), d.Verify, tt.delta, tt.work)
+			if p.Verified != tt.ok {
+				t.Errorf("proof = %v (%s), want %v", p.Verified, p.Detail, tt.ok)
 			}
 		})
 	}

@@ -222,16 +222,24 @@ func (d *Datapath) ProofSource() string {
 	return "node proxies' /stats and the steering BPF maps"
 }
 
-// Counters implements datapaths.Datapath: per node, the proxy's listener
-// counters ("<node>/listener...") and the steering counters
-// ("<node>/steer_..."); totals "outbound_rq", "inbound_rq" and
-// "client_node_outbound_rq" (the client's node).
+// Counters implements datapaths.Datapath: per node, the proxy's counters
+// ("<node>/listener...", "<node>/host...") and the steering counters
+// ("<node>/steer_..."), with the steering totals over nodes; the client
+// node's proxy's outbound outcomes ("client_outbound_2xx",
+// "client_outbound_error", "client_outbound_bytes_in",
+// "client_outbound_bytes_out", "client_retries") and its connect4 rewrites
+// ("client_steer_rewrites"); and for every other node the hop counters of
+// datapaths.Delivered: what its proxy answered on its inbound listener,
+// and what the client node's proxy sent to pods on it. "outbound_rq" and
+// "inbound_rq" are totals over nodes.
 func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	if d.env == nil {
 		return nil, fmt.Errorf("datapath %s: not installed", Name)
 	}
 	out := map[string]int64{}
-	for _, ns := range d.nodes {
+	views := make([]proxy.View, len(d.nodes))
+	var client *nodeState
+	for i, ns := range d.nodes {
 		st, err := proxy.ReadStats(ctx, ns.node.NetnsPath, proxy.DefaultAdminAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy on node %s: %w", ns.node.Name, err)
@@ -239,11 +247,11 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		for k, v := range st.Flatten() {
 			out[ns.node.Name+"/"+k] = v
 		}
-		o := st.Listeners[controlplane.OutboundListener]["rq_total"]
-		out["outbound_rq"] += o
-		out["inbound_rq"] += st.Listeners[controlplane.InboundListener]["rq_total"]
+		views[i] = st.View(controlplane.OutboundListener, controlplane.InboundListener)
+		out["outbound_rq"] += views[i].Outbound.Rq
+		out["inbound_rq"] += views[i].Inbound.Rq
 		if c := d.env.Client; c != nil && c.NodeIndex == ns.node.Index {
-			out["client_node_outbound_rq"] = o
+			client = ns
 		}
 		if ns.objs != nil {
 			c, err := ns.objs.Counters()
@@ -254,45 +262,76 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 				out[ns.node.Name+"/"+k] = int64(v)
 				out[k] += int64(v)
 			}
+			if client == ns {
+				out["client_steer_rewrites"] = int64(c["steer_rewrites"])
+			}
 		}
+	}
+	if client == nil {
+		return out, nil
+	}
+	var cv proxy.View
+	for i, ns := range d.nodes {
+		if ns == client {
+			cv = views[i]
+		}
+	}
+	out["client_outbound_rq"] = cv.Outbound.Rq
+	out["client_outbound_2xx"] = cv.Outbound.Rq2xx
+	out["client_outbound_error"] = cv.Outbound.RqError
+	out["client_outbound_bytes_in"] = cv.Outbound.BytesIn
+	out["client_outbound_bytes_out"] = cv.Outbound.BytesOut
+	out["client_retries"] = cv.Retries
+	for i, ns := range d.nodes {
+		if ns == client {
+			continue
+		}
+		n := ns.node.Name
+		out[datapaths.HopReceived2xx+n] = views[i].Inbound.Rq2xx
+		out[datapaths.HopReceivedBytes+n] = views[i].Inbound.BytesIn
+		var sent proxy.Outcomes
+		for ip, o := range cv.Sent {
+			if ns.node.PodCIDR.Contains(ip) {
+				sent.Rq2xx += o.Rq2xx
+				sent.RqError += o.RqError
+				sent.BytesOut += o.BytesOut
+			}
+		}
+		out[datapaths.HopSent2xx+n] = sent.Rq2xx
+		out[datapaths.HopSentErr+n] = sent.RqError
+		out[datapaths.HopSentBytes+n] = sent.BytesOut
 	}
 	return out, nil
 }
 
-// Verify implements datapaths.Datapath: the client node's proxy must have
-// carried the successful requests; with both hops, the destination nodes'
-// proxies must have received the share of them sent to pods on other nodes.
-func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
-	out, in := delta["client_node_outbound_rq"], delta["inbound_rq"]
-	ok := successes > 0 && datapaths.WithinTolerance(out, successes)
-	detail := fmt.Sprintf("client node's proxy carried %d requests; destination node proxies received %d; client counted %d successes; hops %s",
-		out, in, successes, d.opts.Hops)
-	if d.opts.Hops == HopsBoth {
-		share := d.remoteShare()
-		want := int64(float64(successes) * share)
-		ok = ok && datapaths.WithinTolerance(in, want)
-		detail += fmt.Sprintf(" (%.0f%% of backends on other nodes: want about %d inbound)", share*100, want)
+// Verify implements datapaths.Datapath. The client node's proxy answered
+// the client's successes with 2xx and its HTTP errors with 4xx/5xx (with
+// TCP passthrough: carried its bytes both ways); with both hops, every
+// other node's proxy answered on its inbound listener what the client
+// node's proxy sent to pods on that node, exactly however the load was
+// balanced; with the source hop only, no node proxy received anything
+// inbound; and connect4 steered every connection the client opened.
+func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
+	var checks []results.ProofCheck
+	tcp := w.Protocol == "tcp"
+	if tcp {
+		checks = append(checks, datapaths.ClientBytes("client node's proxy", delta["client_outbound_bytes_in"], delta["client_outbound_bytes_out"], w)...)
+	} else {
+		checks = append(checks, datapaths.Answered("client node's proxy", delta["client_outbound_2xx"], delta["client_outbound_error"], w)...)
 	}
-	return ok, detail
-}
-
-// remoteShare is the fraction of the loaded service's backends on nodes
-// other than the client's (round-robin LB spreads requests evenly).
-func (d *Datapath) remoteShare() float64 {
-	svc := d.env.Load
-	if svc == nil && len(d.env.Services) > 0 {
-		svc = d.env.Services[0]
+	switch {
+	case d.opts.Hops == HopsSource:
+		checks = append(checks, datapaths.Within("no node proxy received anything inbound (hops: source)", delta["inbound_rq"], 0, 0,
+			fmt.Sprintf("%d requests", delta["inbound_rq"]), "exact: with the source hop only, the client node's proxy delivers to the pods itself"))
+	case tcp:
+		checks = append(checks, datapaths.DeliveredBytes("destination node proxies", delta, w))
+	default:
+		checks = append(checks, datapaths.Delivered("destination node proxies", delta, delta["client_retries"], w))
 	}
-	if svc == nil || len(svc.Backends) == 0 || d.env.Client == nil {
-		return 0
-	}
-	remote := 0
-	for _, b := range svc.Backends {
-		if b.NodeIndex != d.env.Client.NodeIndex {
-			remote++
-		}
-	}
-	return float64(remote) / float64(len(svc.Backends))
+	checks = append(checks, datapaths.Near("connect4 steered every connection the client opened", delta["client_steer_rewrites"], w.ConnsOpened, w.Slack,
+		fmt.Sprintf("%d of %d", delta["client_steer_rewrites"], w.ConnsOpened),
+		"± the window-edge slack ("+w.SlackWhy+"): a connection opened on an edge"))
+	return checks
 }
 
 // DatapathMetrics implements datapaths.MetricsReporter.

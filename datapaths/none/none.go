@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/results"
 )
 
 // Name is the datapath's name in scenarios and results.
@@ -51,10 +52,16 @@ func (d *Datapath) ProofSource() string { return "echo servers' request counters
 
 // Counters implements datapaths.Datapath: the request count of every
 // backend's echo server, keyed "echo_requests/<pod>", and their sum
-// "echo_requests".
+// "echo_requests"; and the requests each received straight from the client
+// pod's address, "echo_from_client/<pod>" and their sum
+// "echo_from_client".
 func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	if d.env == nil {
 		return nil, fmt.Errorf("datapath %s: not installed", Name)
+	}
+	client := ""
+	if d.env.Client != nil {
+		client = d.env.Client.IP.String()
 	}
 	out := map[string]int64{}
 	seen := map[string]bool{}
@@ -70,17 +77,18 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 			}
 			out["echo_requests/"+p.Name] = st.Requests
 			out["echo_requests"] += st.Requests
+			out["echo_from_client/"+p.Name] = st.ByPeer[client]
+			out["echo_from_client"] += st.ByPeer[client]
 		}
 	}
 	return out, nil
 }
 
-// Verify implements datapaths.Datapath: the backends must have served the
-// client's successful requests (within the in-flight margin).
-func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
-	served := delta["echo_requests"]
-	ok := successes > 0 && datapaths.WithinTolerance(served, successes)
-	return ok, fmt.Sprintf("backends served %d requests directly; client counted %d successes", served, successes)
+// Verify implements datapaths.Datapath: the backends' echo servers must have
+// served the client's successful requests, every one of them straight from
+// the client pod's address (no proxy or NAT in between).
+func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
+	return datapaths.EchoChecks("backends' echo servers", delta["echo_requests"], delta["echo_from_client"], "the client pod", w)
 }
 
 // Uninstall implements datapaths.Datapath; there is nothing to remove.

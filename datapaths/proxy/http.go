@@ -22,21 +22,37 @@ import (
 // (bodies are buffered so that requests can be retried).
 const maxBody = 64 << 20
 
-// countingConn counts the bytes read and written on a connection.
+// countingConn counts the bytes read and written on a connection, into
+// in and out and, when set, into hin and hout as well (an endpoint's).
 type countingConn struct {
 	net.Conn
-	in, out *atomic.Int64
+	in, out   *atomic.Int64
+	hin, hout *atomic.Int64
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.in.Add(int64(n))
+	if c.hin != nil {
+		c.hin.Add(int64(n))
+	}
 	return n, err
+}
+
+// CloseWrite half-closes the connection when the underlying one can.
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.out.Add(int64(n))
+	if c.hout != nil {
+		c.hout.Add(int64(n))
+	}
 	return n, err
 }
 
@@ -262,6 +278,13 @@ func (p *Builtin) try(ctx context.Context, cl *cluster, h *host, req *http.Reque
 	h.active.Add(1)
 	defer h.active.Add(-1)
 	cs.RqTotal.Add(1)
+	h.stats.RqTotal.Add(1)
+	answered := false
+	defer func() {
+		if !answered {
+			h.stats.RqError.Add(1)
+		}
+	}()
 	out := &http.Request{
 		Method: req.Method, URL: req.URL, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: req.Header.Clone(), Host: req.Host, ContentLength: int64(len(body)), Body: http.NoBody,
@@ -308,6 +331,10 @@ func (p *Builtin) try(ctx context.Context, cl *cluster, h *host, req *http.Reque
 		_ = uc.conn.SetDeadline(time.Time{})
 		cl.put(uc, !resp.Close)
 		cs.status(resp.StatusCode)
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			h.stats.Rq2xx.Add(1)
+			answered = true
+		}
 		for _, k := range hopHeaders {
 			resp.Header.Del(k)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -72,16 +73,56 @@ func (c *Counters) status(code int) {
 	}
 }
 
-// registry holds every listener's and cluster's counters; counters outlive
-// configuration changes.
+// HostCounters are the counters of one endpoint of a cluster, as Envoy's
+// per-host statistics: what this proxy sent to that endpoint and how it was
+// answered. They let a proof attribute requests to the pod (and node) that
+// received them.
+type HostCounters struct {
+	CxTotal  atomic.Int64
+	RqTotal  atomic.Int64
+	Rq2xx    atomic.Int64
+	RqError  atomic.Int64 // 4xx, 5xx, or no answer
+	BytesIn  atomic.Int64 // read from the endpoint
+	BytesOut atomic.Int64 // written to the endpoint
+}
+
+// Map returns the counters by name (cx_total, rq_total, rq_2xx, rq_error,
+// bytes_in, bytes_out).
+func (c *HostCounters) Map() map[string]int64 {
+	return map[string]int64{
+		"cx_total": c.CxTotal.Load(), "rq_total": c.RqTotal.Load(), "rq_2xx": c.Rq2xx.Load(),
+		"rq_error": c.RqError.Load(), "bytes_in": c.BytesIn.Load(), "bytes_out": c.BytesOut.Load(),
+	}
+}
+
+// registry holds every listener's, cluster's and endpoint's counters;
+// counters outlive configuration changes.
 type registry struct {
 	mu        sync.Mutex
 	listeners map[string]*Counters
 	clusters  map[string]*Counters
+	hosts     map[string]map[netip.AddrPort]*HostCounters // by cluster, then address
 }
 
 func newRegistry() *registry {
-	return &registry{listeners: map[string]*Counters{}, clusters: map[string]*Counters{}}
+	return &registry{listeners: map[string]*Counters{}, clusters: map[string]*Counters{}, hosts: map[string]map[netip.AddrPort]*HostCounters{}}
+}
+
+// host returns the counters of cluster's endpoint addr.
+func (r *registry) host(cluster string, addr netip.AddrPort) *HostCounters {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.hosts[cluster]
+	if m == nil {
+		m = map[netip.AddrPort]*HostCounters{}
+		r.hosts[cluster] = m
+	}
+	c, ok := m[addr]
+	if !ok {
+		c = &HostCounters{}
+		m[addr] = c
+	}
+	return c
 }
 
 func (r *registry) get(m map[string]*Counters, name string) *Counters {
@@ -105,6 +146,9 @@ type Stats struct {
 	Version   map[string]string           `json:"version"`
 	Listeners map[string]map[string]int64 `json:"listeners"`
 	Clusters  map[string]map[string]int64 `json:"clusters"`
+	// Hosts are the per-endpoint counters, by cluster and then endpoint
+	// address ("198.18.1.10:8080").
+	Hosts map[string]map[string]map[string]int64 `json:"hosts,omitempty"`
 }
 
 func (r *registry) snapshot(version map[string]string) Stats {
@@ -117,11 +161,22 @@ func (r *registry) snapshot(version map[string]string) Stats {
 	for n, c := range r.clusters {
 		s.Clusters[n] = c.Map()
 	}
+	for n, hs := range r.hosts {
+		if s.Hosts == nil {
+			s.Hosts = map[string]map[string]map[string]int64{}
+		}
+		m := map[string]map[string]int64{}
+		for a, c := range hs {
+			m[a.String()] = c.Map()
+		}
+		s.Hosts[n] = m
+	}
 	return s
 }
 
-// Flatten returns the counters as "listener.<name>.<counter>" and
-// "cluster.<name>.<counter>", the form datapaths report.
+// Flatten returns the counters as "listener.<name>.<counter>",
+// "cluster.<name>.<counter>" and "host.<cluster>.<addr>.<counter>", the
+// form datapaths report.
 func (s Stats) Flatten() map[string]int64 {
 	out := map[string]int64{}
 	for n, m := range s.Listeners {
@@ -132,6 +187,37 @@ func (s Stats) Flatten() map[string]int64 {
 	for n, m := range s.Clusters {
 		for k, v := range m {
 			out["cluster."+n+"."+k] = v
+		}
+	}
+	for n, hs := range s.Hosts {
+		for a, m := range hs {
+			for k, v := range m {
+				out["host."+n+"."+a+"."+k] = v
+			}
+		}
+	}
+	return out
+}
+
+// HostTotals returns, for every endpoint address, its counters summed over
+// the clusters that reach it (cx_total, rq_total, rq_2xx, rq_error,
+// bytes_in, bytes_out).
+func (s Stats) HostTotals() map[netip.AddrPort]map[string]int64 {
+	out := map[netip.AddrPort]map[string]int64{}
+	for _, hs := range s.Hosts {
+		for a, m := range hs {
+			ap, err := netip.ParseAddrPort(a)
+			if err != nil {
+				continue
+			}
+			t := out[ap]
+			if t == nil {
+				t = map[string]int64{}
+				out[ap] = t
+			}
+			for k, v := range m {
+				t[k] += v
+			}
 		}
 	}
 	return out
@@ -190,4 +276,68 @@ func ReadStats(ctx context.Context, netnsPath, adminAddr string) (Stats, error) 
 		return Stats{}, fmt.Errorf("read proxy stats in %s: %w", netnsPath, err)
 	}
 	return s, nil
+}
+
+// Outcomes are a listener's (or an endpoint's) requests by outcome, and its
+// bytes.
+type Outcomes struct {
+	Rq, Rq2xx, RqError int64
+	// BytesIn and BytesOut: read from and written to the peer.
+	BytesIn, BytesOut int64
+}
+
+// View is what a proof of path needs of one proxy: its outbound and inbound
+// listeners' outcomes, what it sent to each endpoint address, and its
+// retries.
+type View struct {
+	Outbound, Inbound Outcomes
+	// Sent holds, by endpoint IP (ports summed), the requests this proxy
+	// sent there and how they were answered; nil when the engine keeps no
+	// per-endpoint counters.
+	Sent    map[netip.Addr]Outcomes
+	Retries int64
+}
+
+// View returns the proof's view of a builtin proxy's counters; outbound and
+// inbound name its listeners.
+func (s Stats) View(outbound, inbound string) View {
+	listener := func(name string) Outcomes {
+		m := s.Listeners[name]
+		return Outcomes{Rq: m["rq_total"], Rq2xx: m["rq_2xx"], RqError: m["rq_4xx"] + m["rq_5xx"], BytesIn: m["bytes_in"], BytesOut: m["bytes_out"]}
+	}
+	v := View{Outbound: listener(outbound), Inbound: listener(inbound), Sent: map[netip.Addr]Outcomes{}}
+	for a, m := range s.HostTotals() {
+		o := v.Sent[a.Addr()]
+		o.Rq += m["rq_total"]
+		o.Rq2xx += m["rq_2xx"]
+		o.RqError += m["rq_error"]
+		o.BytesIn += m["bytes_in"]
+		o.BytesOut += m["bytes_out"]
+		v.Sent[a.Addr()] = o
+	}
+	for _, m := range s.Clusters {
+		v.Retries += m["rq_retry"]
+	}
+	return v
+}
+
+// EnvoyView returns the proof's view of Envoy's text /stats (the HTTP
+// connection managers "outbound" and "inbound"). Envoy keeps per-endpoint
+// counters only at /clusters, which meshbench does not read: Sent is nil.
+func EnvoyView(st map[string]int64) View {
+	hcm := func(prefix string) Outcomes {
+		p := "http." + prefix + "."
+		return Outcomes{
+			Rq: st[p+"downstream_rq_total"], Rq2xx: st[p+"downstream_rq_2xx"],
+			RqError: st[p+"downstream_rq_4xx"] + st[p+"downstream_rq_5xx"],
+			BytesIn: st[p+"downstream_cx_rx_bytes_total"], BytesOut: st[p+"downstream_cx_tx_bytes_total"],
+		}
+	}
+	v := View{Outbound: hcm("outbound"), Inbound: hcm("inbound")}
+	for k, n := range st {
+		if strings.HasPrefix(k, "cluster.") && strings.HasSuffix(k, ".upstream_rq_retry") {
+			v.Retries += n
+		}
+	}
+	return v
 }

@@ -21,8 +21,10 @@ func (p *Builtin) proxyTCP(ctx context.Context, dc net.Conn, dst netip.AddrPort,
 	cs := cl.stats
 	cfg := cl.cfg.Load()
 	var addr netip.AddrPort
+	var h *host
 	if cfg.originalDst {
 		addr = upstreamOf(dst, dir, p.opts.InboundOriginalIP)
+		h = cl.dynamicHost(addr)
 	} else {
 		var key []byte
 		if tc.hashSourceIP {
@@ -30,7 +32,7 @@ func (p *Builtin) proxyTCP(ctx context.Context, dc net.Conn, dst netip.AddrPort,
 				key = ta.IP.To4()
 			}
 		}
-		h := cl.picker.Load().pick(key, key != nil)
+		h = cl.picker.Load().pick(key, key != nil)
 		if h == nil {
 			cs.CxConnectFail.Add(1)
 			return
@@ -51,6 +53,8 @@ func (p *Builtin) proxyTCP(ctx context.Context, dc net.Conn, dst netip.AddrPort,
 	}
 	defer cs.CxActive.Add(-1)
 	defer uc.Close()
+	h.stats.CxTotal.Add(1)
+	uc = &countingConn{Conn: uc, in: &h.stats.BytesIn, out: &h.stats.BytesOut}
 	pipe(dc, uc, &ls.BytesIn, &ls.BytesOut, &cs.BytesOut, &cs.BytesIn)
 }
 

@@ -22,6 +22,7 @@ var (
 // outlives configuration changes as long as its address stays.
 type host struct {
 	addr     netip.AddrPort
+	stats    *HostCounters // outlive the host: kept by the registry
 	hostname string
 	active   atomic.Int64 // requests in flight, for LEAST_REQUEST
 	idle     []*upConn    // guarded by cluster.mu
@@ -33,6 +34,8 @@ type host struct {
 type cluster struct {
 	name  string
 	stats *Counters
+	// hostStats returns the counters of one endpoint of this cluster.
+	hostStats func(netip.AddrPort) *HostCounters
 
 	cfg    atomic.Pointer[clusterCfg]
 	picker atomic.Pointer[picker]
@@ -48,8 +51,19 @@ type cluster struct {
 	closed   bool // removed from the configuration; guarded by mu
 }
 
-func newCluster(name string, stats *Counters) *cluster {
-	return &cluster{name: name, stats: stats, hosts: map[netip.AddrPort]*host{}, wake: make(chan struct{})}
+func newCluster(name string, stats *Counters, hostStats func(netip.AddrPort) *HostCounters) *cluster {
+	return &cluster{name: name, stats: stats, hostStats: hostStats, hosts: map[netip.AddrPort]*host{}, wake: make(chan struct{})}
+}
+
+// newHost returns a host of c at addr, with its counters.
+func (c *cluster) newHost(addr netip.AddrPort) *host {
+	h := &host{addr: addr}
+	if c.hostStats != nil {
+		h.stats = c.hostStats(addr)
+	} else {
+		h.stats = &HostCounters{}
+	}
+	return h
 }
 
 // update applies a new configuration and endpoint set.
@@ -60,7 +74,7 @@ func (c *cluster) update(cfg *clusterCfg, eps []endpoint) {
 	for _, e := range eps {
 		h, ok := c.hosts[e.addr]
 		if !ok {
-			h = &host{addr: e.addr}
+			h = c.newHost(e.addr)
 			c.hosts[e.addr] = h
 		}
 		h.hostname = e.hostname
@@ -144,7 +158,8 @@ func (c *cluster) get(ctx context.Context, h *host) (*upConn, error) {
 				c.mu.Unlock()
 				return nil, err
 			}
-			conn = &countingConn{Conn: conn, in: &c.stats.BytesIn, out: &c.stats.BytesOut}
+			h.stats.CxTotal.Add(1)
+			conn = &countingConn{Conn: conn, in: &c.stats.BytesIn, out: &c.stats.BytesOut, hin: &h.stats.BytesIn, hout: &h.stats.BytesOut}
 			return &upConn{conn: conn, br: bufio.NewReaderSize(conn, 16<<10), bw: bufio.NewWriterSize(conn, 16<<10), host: h}, nil
 		}
 		if !counted {
@@ -288,7 +303,7 @@ func (c *cluster) dynamicHost(addr netip.AddrPort) *host {
 	defer c.mu.Unlock()
 	h, ok := c.hosts[addr]
 	if !ok {
-		h = &host{addr: addr}
+		h = c.newHost(addr)
 		c.hosts[addr] = h
 	}
 	return h

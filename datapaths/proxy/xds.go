@@ -358,7 +358,7 @@ func (x *xdsClient) apply(ts *typeState, res map[string]proto.Message, version s
 			}
 		}
 		if !exists {
-			rc = newCluster(name, p.reg.cluster(name))
+			rc = newCluster(name, p.reg.cluster(name), func(a netip.AddrPort) *HostCounters { return p.reg.host(name, a) })
 			p.clusters[name] = rc
 		}
 		rc.update(cfg, eps)

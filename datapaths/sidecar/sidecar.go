@@ -46,9 +46,9 @@ type Steering interface {
 	Install(ctx context.Context, pods []*testbed.Pod) error
 	// Counters returns the steering's own counters (cumulative).
 	Counters() (map[string]int64, error)
-	// Verify says whether the counter deltas show the steering carried
-	// successes requests.
-	Verify(delta map[string]int64, successes int64) (bool, string)
+	// Verify holds the counter deltas of a window to the client's work,
+	// as datapaths.Datapath's Verify does.
+	Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Source names where the counters come from.
 	Source() string
 	// Uninstall removes everything Install set up; safe to call twice.
@@ -252,7 +252,7 @@ func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) 
 // waitReady waits until the sidecar's admin endpoint serves its counters.
 func waitReady(ctx context.Context, sp *sidecarProc) error {
 	return datapaths.WaitReady(ctx, "sidecar in pod "+sp.pod.Name, sp.proc, sp.stderr, func(ctx context.Context) error {
-		_, _, _, err := readCounters(ctx, sp)
+		_, _, err := readCounters(ctx, sp)
 		return err
 	})
 }
@@ -282,26 +282,51 @@ func (d *Datapath) ProofSource() string {
 	return src
 }
 
-// Counters implements datapaths.Datapath: every sidecar's listener
-// counters, keyed "<pod>/listener.<name>.<counter>", and the totals
-// "outbound_rq" and "inbound_rq" over all pods.
+// Counters implements datapaths.Datapath: every sidecar's counters, keyed
+// "<pod>/<counter>"; the client's sidecar's outbound outcomes
+// ("client_outbound_2xx", "client_outbound_error", "client_outbound_bytes_in",
+// "client_outbound_bytes_out", "client_retries"); and for every other pod
+// the hop counters of datapaths.Delivered (what its sidecar answered on its
+// inbound listener, and what the client's sidecar sent it). The totals
+// "outbound_rq" and "inbound_rq" are over all pods.
 func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	if d.env == nil {
 		return nil, fmt.Errorf("datapath %s: not installed", Name)
 	}
 	out := map[string]int64{}
+	views := map[string]proxy.View{}
 	for name, sp := range d.proxies {
-		flat, outRq, inRq, err := readCounters(ctx, sp)
+		flat, v, err := readCounters(ctx, sp)
 		if err != nil {
 			return nil, fmt.Errorf("sidecar of pod %s: %w", name, err)
 		}
-		for k, v := range flat {
-			out[name+"/"+k] = v
+		for k, val := range flat {
+			out[name+"/"+k] = val
 		}
-		out["outbound_rq"] += outRq
-		out["inbound_rq"] += inRq
-		if c := d.env.Client; c != nil && c.Name == name {
-			out["client_outbound_rq"] = outRq
+		views[name] = v
+		out["outbound_rq"] += v.Outbound.Rq
+		out["inbound_rq"] += v.Inbound.Rq
+	}
+	if c := d.env.Client; c != nil {
+		cv := views[c.Name]
+		out["client_outbound_rq"] = cv.Outbound.Rq
+		out["client_outbound_2xx"] = cv.Outbound.Rq2xx
+		out["client_outbound_error"] = cv.Outbound.RqError
+		out["client_outbound_bytes_in"] = cv.Outbound.BytesIn
+		out["client_outbound_bytes_out"] = cv.Outbound.BytesOut
+		out["client_retries"] = cv.Retries
+		for name, v := range views {
+			if name == c.Name {
+				continue
+			}
+			out[datapaths.HopReceived2xx+name] = v.Inbound.Rq2xx
+			out[datapaths.HopReceivedBytes+name] = v.Inbound.BytesIn
+			if cv.Sent != nil {
+				sent := cv.Sent[d.proxies[name].pod.IP]
+				out[datapaths.HopSent2xx+name] = sent.Rq2xx
+				out[datapaths.HopSentErr+name] = sent.RqError
+				out[datapaths.HopSentBytes+name] = sent.BytesOut
+			}
 		}
 	}
 	if d.steering {
@@ -316,41 +341,45 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
-// readCounters reads one sidecar's counters and its outbound and inbound
-// request totals, from the builtin engine's JSON /stats or Envoy's text
-// /stats (HTTP connection managers "outbound" and "inbound").
-func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, int64, int64, error) {
+// readCounters reads one sidecar's counters, flat, and the proof's view of
+// them, from the builtin engine's JSON /stats or Envoy's text /stats.
+func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
 	if sp.engine == "envoy" {
 		body, err := datapaths.Get(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, proxy.View{}, err
 		}
 		st, err := proxy.ParseEnvoyStats(bytes.NewReader(body))
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, proxy.View{}, err
 		}
-		return st, st["http.outbound.downstream_rq_total"], st["http.inbound.downstream_rq_total"], nil
+		return st, proxy.EnvoyView(st), nil
 	}
 	st, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, proxy.View{}, err
 	}
-	return st.Flatten(), st.Listeners[controlplane.OutboundListener]["rq_total"], st.Listeners[controlplane.InboundListener]["rq_total"], nil
+	return st.Flatten(), st.View(controlplane.OutboundListener, controlplane.InboundListener), nil
 }
 
-// Verify implements datapaths.Datapath: the client's sidecar must have
-// proxied the successful requests outbound, and the backends' sidecars
-// must have received them inbound.
-func (d *Datapath) Verify(delta map[string]int64, successes int64) (bool, string) {
-	out, in := delta["client_outbound_rq"], delta["inbound_rq"]
-	ok := successes > 0 && datapaths.WithinTolerance(out, successes) && datapaths.WithinTolerance(in, successes)
-	detail := fmt.Sprintf("client sidecar proxied %d requests outbound; backend sidecars %d inbound; client counted %d successes", out, in, successes)
-	if d.opts.Steering != nil {
-		sok, sdetail := d.opts.Steering.Verify(delta, successes)
-		ok = ok && sok
-		detail += "; " + sdetail
+// Verify implements datapaths.Datapath. HTTP: the client's sidecar answered
+// the client's successes with 2xx and its HTTP errors with 4xx/5xx, and
+// every backend's sidecar answered, on its inbound listener, what the
+// client's sidecar sent it. TCP passthrough: the same with bytes. Then the
+// steering's own checks, if any.
+func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
+	var checks []results.ProofCheck
+	if w.Protocol == "tcp" {
+		checks = append(checks, datapaths.ClientBytes("client sidecar", delta["client_outbound_bytes_in"], delta["client_outbound_bytes_out"], w)...)
+		checks = append(checks, datapaths.DeliveredBytes("backend sidecars", delta, w))
+	} else {
+		checks = append(checks, datapaths.Answered("client sidecar", delta["client_outbound_2xx"], delta["client_outbound_error"], w)...)
+		checks = append(checks, datapaths.Delivered("backend sidecars", delta, delta["client_retries"], w))
 	}
-	return ok, detail
+	if d.opts.Steering != nil {
+		checks = append(checks, d.opts.Steering.Verify(delta, w)...)
+	}
+	return checks
 }
 
 // Uninstall implements datapaths.Datapath: it stops the proxies, removes

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/meshbench/meshbench/harness/results"
 )
@@ -16,6 +17,7 @@ import (
 // Line types: the value of the "type" field of each line of the stream.
 const (
 	TypeWindow  = "window"  // a Window line, written as each window closes
+	TypeMark    = "mark"    // the Mark line, written when the measured window begins
 	TypeSummary = "summary" // the Summary line, written once at the end
 )
 
@@ -44,6 +46,28 @@ const maxLine = 16 << 20
 type Window struct {
 	Type string `json:"type"` // TypeWindow
 	results.Window
+}
+
+// Mark is the mark line, written the moment the measured window begins
+// (at the end of the warm-up), so that the harness can read the
+// datapath's counters as close to that moment as it can.
+type Mark struct {
+	Type string    `json:"type"` // TypeMark
+	Time time.Time `json:"time"`
+}
+
+// Work counts what the client did in one window, for the proof of path:
+// how its requests ended, and what went over its sockets.
+type Work struct {
+	Successes int64 `json:"successes"`
+	// Errors counts failed requests by class (the Error* constants).
+	Errors map[string]int64 `json:"errors,omitempty"`
+	// BytesSent and BytesReceived are the bytes the client wrote to and
+	// read from its sockets, HTTP framing included.
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
+	// ConnectionsOpened counts the connections the client dialled.
+	ConnectionsOpened int64 `json:"connections_opened"`
 }
 
 // Summary is the summary line: what the load client measured over the
@@ -78,8 +102,21 @@ type Summary struct {
 	// SentRPS is Sent / Measured; AchievedRPS is Successes / Measured.
 	SentRPS     float64 `json:"sent_rps"`
 	AchievedRPS float64 `json:"achieved_rps"`
-	// ConnectionsOpened counts the TCP connections the client dialled.
+	// ConnectionsOpened counts the TCP connections the client dialled,
+	// warm-up included.
 	ConnectionsOpened int64 `json:"connections_opened"`
+	// Mark is when the measured window began by the client's clock (the
+	// mark line's time); zero when it never began.
+	Mark time.Time `json:"mark,omitzero"`
+	// WarmupWork is what completed before Mark: requests intended in the
+	// warm-up, and the bytes and connections up to Mark.
+	WarmupWork Work `json:"warmup_work"`
+	// Work is the measured window's: its requests' outcomes (Successes and
+	// Errors again), and the bytes and connections from Mark to the end.
+	Work Work `json:"work"`
+	// Stragglers counts warm-up requests that completed after Mark: they
+	// land in the measured window of any counter read at Mark.
+	Stragglers int64 `json:"stragglers"`
 	// LatencyUS is measured from each request's intended send time to the
 	// end of its response, over completed requests (successes and errors).
 	LatencyUS results.Latency   `json:"latency_us"`
@@ -147,6 +184,19 @@ func WriteLine(w io.Writer, v any) error {
 // are skipped, as are objects of unknown type; a malformed object is an
 // error. A stream that ends before its summary returns ErrNoSummary.
 func ReadStream(r io.Reader, onWindow func(results.Window)) (*Summary, error) {
+	return ReadStreamWith(r, Handlers{Window: onWindow})
+}
+
+// Handlers are called by ReadStreamWith for the lines that precede the
+// summary; nil ones are skipped.
+type Handlers struct {
+	Window func(results.Window)
+	Mark   func(Mark)
+}
+
+// ReadStreamWith is ReadStream with a handler for every kind of line.
+func ReadStreamWith(r io.Reader, h Handlers) (*Summary, error) {
+	onWindow := h.Window
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	var windows []results.Window
@@ -170,6 +220,14 @@ func ReadStream(r io.Reader, onWindow func(results.Window)) (*Summary, error) {
 			windows = append(windows, w.Window)
 			if onWindow != nil {
 				onWindow(w.Window)
+			}
+		case TypeMark:
+			var m Mark
+			if err := json.Unmarshal(line, &m); err != nil {
+				return nil, fmt.Errorf("load stream line %d: %w", n, err)
+			}
+			if h.Mark != nil {
+				h.Mark(m)
 			}
 		case TypeSummary:
 			var s Summary

@@ -134,17 +134,54 @@ type Window struct {
 	P99US        float64 `json:"p99_us"`
 }
 
-// Proof is the datapath's own evidence that it carried the step's traffic.
+// Proof is the datapath's own evidence that it carried the step's traffic:
+// its counters over a window, held to rules that state the exact work the
+// path must have done for the requests the load client counted.
 type Proof struct {
 	// Source says where the counters come from (for example "echo request
 	// counters", "proxy /stats", "bpf map sockmap_counters").
 	Source string `json:"source"`
-	// Counters are the deltas over the step, by name.
+	// Counters are the deltas over the window, by name.
 	Counters map[string]int64 `json:"counters"`
-	// Verified is true when the counters account for the step's successful
-	// requests; Detail explains the check either way.
+	// Checks are the rules the counters were held to, each with its figure.
+	Checks []ProofCheck `json:"checks,omitempty"`
+	// Verified is true when there is at least one check and every check
+	// passed; Detail explains the checks in words either way.
 	Verified bool   `json:"verified"`
 	Detail   string `json:"detail"`
+	// Inconclusive is set when a fault in the window restarted processes
+	// whose counters the proof reads (chaos pod-kill or proxy-kill): the
+	// checks could not hold, and the warm-up's proof stands for the path.
+	Inconclusive bool `json:"inconclusive,omitempty"`
+	// Warmup is the same proof over the warm-up window (nil without
+	// warm-up). Faults start after it, so it is always conclusive.
+	Warmup *Proof `json:"warmup,omitempty"`
+}
+
+// ProofCheck is one rule a proof's counters are held to.
+type ProofCheck struct {
+	// Name says what is checked ("sk_msg redirects per success").
+	Name string `json:"name"`
+	// Got is the measured figure and Want the rule it is held to, in
+	// words (">= 3.9", "600 ± 12").
+	Got  float64 `json:"got"`
+	Want string  `json:"want"`
+	// Figure is Got as the report prints it ("4.0 sk_msg redirects/req").
+	Figure string `json:"figure"`
+	OK     bool   `json:"ok"`
+	// Why gives the reason for the rule's tolerance.
+	Why string `json:"why,omitempty"`
+	// Detail names what failed, when something did.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Verify sets p.Verified from its checks: true when there is at least one
+// and every one passed.
+func (p *Proof) Verify() {
+	p.Verified = len(p.Checks) > 0
+	for _, c := range p.Checks {
+		p.Verified = p.Verified && c.OK
+	}
 }
 
 // Cost is the per-request cost of a step, summed over the testbed.

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +63,28 @@ type echoServer struct {
 	bytesIn     atomic.Int64
 	bytesOut    atomic.Int64
 	connections atomic.Int64
+
+	peersMu sync.Mutex
+	peers   map[netip.Addr]*atomic.Int64 // requests by peer address
+}
+
+// peerKey is the context key of a connection's peer counter.
+type peerKey struct{}
+
+// peerCounter returns the request counter of c's peer address.
+func (e *echoServer) peerCounter(c net.Conn) *atomic.Int64 {
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		ip = ap.Addr().Unmap()
+	}
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	n, ok := e.peers[ip]
+	if !ok {
+		n = new(atomic.Int64)
+		e.peers[ip] = n
+	}
+	return n
 }
 
 // ServeHTTP reads and discards the request body and writes the response.
@@ -77,16 +101,26 @@ func (e *echoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m, _ := w.Write(e.body)
 	e.bytesOut.Add(int64(m))
 	e.requests.Add(1)
+	if n, ok := r.Context().Value(peerKey{}).(*atomic.Int64); ok {
+		n.Add(1)
+	}
 }
 
 // stats returns the counters.
 func (e *echoServer) stats() datapaths.EchoStats {
-	return datapaths.EchoStats{
+	st := datapaths.EchoStats{
 		Requests:    e.requests.Load(),
 		BytesIn:     e.bytesIn.Load(),
 		BytesOut:    e.bytesOut.Load(),
 		Connections: e.connections.Load(),
+		ByPeer:      map[string]int64{},
 	}
+	e.peersMu.Lock()
+	defer e.peersMu.Unlock()
+	for ip, n := range e.peers {
+		st.ByPeer[ip.String()] = n.Load()
+	}
+	return st
 }
 
 // adminHandler serves GET /stats (the counters as JSON) and GET /healthz.
@@ -150,6 +184,7 @@ func RunEcho(ctx context.Context, o EchoOptions) error {
 		body:       make([]byte, o.ResponseSize),
 		contentLen: strconv.Itoa(o.ResponseSize),
 		pod:        o.PodName,
+		peers:      map[netip.Addr]*atomic.Int64{},
 	}
 	for i := range e.body {
 		e.body[i] = 'a' + byte(i%26)
@@ -160,6 +195,9 @@ func RunEcho(ctx context.Context, o EchoOptions) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       10 * time.Minute,
 		ErrorLog:          errLog,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, e.peerCounter(c))
+		},
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				e.connections.Add(1)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -136,8 +137,10 @@ func TestEcho(t *testing.T) {
 				BytesIn:     int64(tc.requests * tc.requestSize),
 				BytesOut:    int64(tc.requests * tc.size),
 				Connections: 1, // keep-alive: one connection for all requests
+				// Every request came from this test, over loopback.
+				ByPeer: map[string]int64{"127.0.0.1": int64(tc.requests)},
 			}
-			if got := e.stats(t); got != want {
+			if got := e.stats(t); !reflect.DeepEqual(got, want) {
 				t.Errorf("stats = %+v, want %+v", got, want)
 			}
 			resp, err := noKeepAlive.Get("http://" + e.admin + "/healthz")

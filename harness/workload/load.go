@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -175,12 +176,30 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	log.Info("load starting", "targets", strings.Join(o.Targets, ","), "rate", o.Rate,
 		"warmup", o.Warmup, "duration", o.Duration, "keep_alive", o.KeepAlive, "request_size", o.RequestSize)
 
+	var (
+		writeMu  sync.Mutex
+		writeErr error
+	)
+	emit := func(v any) {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		if writeErr == nil {
+			writeErr = load.WriteLine(out, v)
+		}
+	}
+
 	rec.sched.began = time.Now()
 	results := atk.Attack(targeter, pacer, o.Warmup+o.Duration, "meshbench")
-	// The client's own cost over the measured window: usage at its start
-	// (the end of warm-up) and at the end.
+	// The measured window begins: mark it on the stream at once (the
+	// harness reads the datapath's counters on the mark), note what the
+	// client had done by then, and start counting its own cost.
 	usageStart := make(chan unix.Rusage, 1)
 	usageTimer := time.AfterFunc(o.Warmup, func() {
+		now := time.Now()
+		rec.markBytes = [2]int64{dialer.sent.Load(), dialer.received.Load()}
+		rec.markConns = dialer.opened.Load()
+		rec.markAt.Store(&now)
+		emit(load.Mark{Type: load.TypeMark, Time: now})
 		var ru unix.Rusage
 		_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 		usageStart <- ru
@@ -203,12 +222,6 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		cutMu.Unlock()
 	})
 
-	var writeErr error
-	emit := func(v any) {
-		if writeErr == nil {
-			writeErr = load.WriteLine(out, v)
-		}
-	}
 	for res := range results {
 		var at time.Time
 		if p := abortAt.Load(); p != nil {
@@ -237,7 +250,8 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	for _, w := range rec.flushWindows(at) {
 		emit(load.Window{Type: load.TypeWindow, Window: w})
 	}
-	sum := rec.summary(at, interrupted, dialer.opened.Load())
+	usageTimer.Stop()
+	sum := rec.summary(at, interrupted, dialer)
 	select {
 	case ru0 := <-usageStart:
 		var ru1 unix.Rusage
@@ -249,6 +263,8 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		// Interrupted during warm-up: nothing was measured.
 	}
 	emit(sum)
+	writeMu.Lock() // writeErr: a late mark may still be writing
+	defer writeMu.Unlock()
 	log.Info("load finished", "sent", sum.Sent, "requests", sum.Requests, "successes", sum.Successes,
 		"p50_us", sum.LatencyUS.P50, "p99_us", sum.LatencyUS.P99, "interrupted", interrupted)
 	if writeErr != nil {
@@ -310,6 +326,16 @@ type recorder struct {
 
 	windows  []*windowAcc
 	nextEmit int
+
+	// markAt is when the measured window began (nil before): warm-up
+	// requests that complete before it are the warm-up's work, those that
+	// complete after it stragglers. markBytes (sent, received) and
+	// markConns are the dialer's counts at markAt, written before it.
+	markAt     atomic.Pointer[time.Time]
+	markBytes  [2]int64
+	markConns  int64
+	warm       load.Work
+	stragglers int64
 }
 
 // windowAcc accumulates one window.
@@ -344,6 +370,16 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 	if !r.sched.measured(res.Seq) {
 		if r.sched.offset(res.Seq) <= 0 && !cut {
 			r.warmupRequests++
+			if m := r.markAt.Load(); m != nil && end.After(*m) {
+				r.stragglers++
+			} else if ok {
+				r.warm.Successes++
+			} else {
+				if r.warm.Errors == nil {
+					r.warm.Errors = map[string]int64{}
+				}
+				r.warm.Errors[classify(res)]++
+			}
 		}
 		return
 	}
@@ -466,8 +502,10 @@ func (r *recorder) measuredSpan(abortAt time.Time) time.Duration {
 	return min(max(abortAt.Sub(start), 0), r.sched.duration)
 }
 
-// summary returns the summary line.
-func (r *recorder) summary(abortAt time.Time, interrupted bool, opened int64) load.Summary {
+// summary returns the summary line; d is the dialer whose counts it
+// reports.
+func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) load.Summary {
+	opened := d.opened.Load()
 	span := r.measuredSpan(abortAt)
 	s := load.Summary{
 		Type:              load.TypeSummary,
@@ -488,6 +526,18 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, opened int64) lo
 	if len(r.errors) > 0 {
 		s.Errors = r.errors
 		s.ErrorSamples = r.samples
+	}
+	if m := r.markAt.Load(); m != nil {
+		s.Mark = *m
+		s.WarmupWork = r.warm
+		s.WarmupWork.BytesSent, s.WarmupWork.BytesReceived = r.markBytes[0], r.markBytes[1]
+		s.WarmupWork.ConnectionsOpened = r.markConns
+		s.Stragglers = r.stragglers
+		s.Work = load.Work{
+			Successes: r.successes, Errors: maps.Clone(r.errors),
+			BytesSent: d.sent.Load() - r.markBytes[0], BytesReceived: d.received.Load() - r.markBytes[1],
+			ConnectionsOpened: opened - r.markConns,
+		}
 	}
 	if r.requests > 0 {
 		s.SuccessRatio = float64(r.successes) / float64(r.requests)

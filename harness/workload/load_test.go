@@ -25,13 +25,21 @@ func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *load.Summary {
 		t.Fatalf("RunLoad: %v", err)
 	}
 	text := out.String()
-	var windows int
-	sum, err := load.ReadStream(strings.NewReader(text), func(results.Window) { windows++ })
+	var windows, marks int
+	sum, err := load.ReadStreamWith(strings.NewReader(text), load.Handlers{
+		Window: func(results.Window) { windows++ },
+		Mark:   func(load.Mark) { marks++ },
+	})
 	if err != nil {
 		t.Fatalf("read stream: %v\n%s", err, text)
 	}
-	if n := strings.Count(text, "\n"); n != windows+1 {
-		t.Errorf("stream has %d lines, want %d windows + 1 summary", n, windows)
+	if n := strings.Count(text, "\n"); n != windows+marks+1 {
+		t.Errorf("stream has %d lines, want %d windows + %d marks + 1 summary", n, windows, marks)
+	}
+	// The measured window began (and was marked once) unless the client
+	// was interrupted during the warm-up.
+	if marks > 1 || marks == 0 && !sum.Mark.IsZero() || marks == 1 && sum.Mark.IsZero() {
+		t.Errorf("%d mark lines, summary mark %v", marks, sum.Mark)
 	}
 	return sum
 }
@@ -62,6 +70,23 @@ func checkConsistent(t *testing.T, s *load.Summary) {
 	}
 	if winReq != s.Requests || winOK != s.Successes {
 		t.Errorf("windows hold %d requests, %d successes; summary %d, %d", winReq, winOK, s.Requests, s.Successes)
+	}
+	// The proof's view: every warm-up request completed before or after
+	// the mark, and the measured window's work is its requests.
+	if !s.Mark.IsZero() {
+		var warmErrs int64
+		for _, n := range s.WarmupWork.Errors {
+			warmErrs += n
+		}
+		if s.WarmupWork.Successes+warmErrs+s.Stragglers != s.WarmupRequests {
+			t.Errorf("warm-up: %d successes + %d errors + %d stragglers != %d requests", s.WarmupWork.Successes, warmErrs, s.Stragglers, s.WarmupRequests)
+		}
+		if s.Work.Successes != s.Successes || s.Work.ConnectionsOpened+s.WarmupWork.ConnectionsOpened != s.ConnectionsOpened {
+			t.Errorf("work %+v, warm-up work %+v: successes %d, connections %d", s.Work, s.WarmupWork, s.Successes, s.ConnectionsOpened)
+		}
+		if s.Successes > 0 && (s.Work.BytesSent <= 0 || s.Work.BytesReceived <= 0) {
+			t.Errorf("work bytes %+v", s.Work)
+		}
 	}
 	l := s.LatencyUS
 	if s.Requests > 0 && !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max && l.Mean <= l.Max) {
