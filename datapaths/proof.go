@@ -128,10 +128,10 @@ func PerSuccess(n int64, w Work, unit string) string {
 func Answered(who string, ok2xx, errs int64, w Work) []results.ProofCheck {
 	return []results.ProofCheck{
 		Within(who+" answered the successes with 2xx", ok2xx, w.Successes-w.Slack, w.Successes+w.Timeouts+w.Slack,
-			PerSuccess(ok2xx, w, "2xx/success"),
+			who+" "+PerSuccess(ok2xx, w, "2xx/req"),
 			"± the window-edge slack ("+w.SlackWhy+"), plus the client's timeouts, which the proxy may still have answered"),
 		Within(who+" answered the HTTP errors with 4xx/5xx", errs, w.HTTPErrors-w.Slack, w.HTTPErrors+w.Timeouts+w.Slack,
-			fmt.Sprintf("%d 4xx/5xx", errs),
+			fmt.Sprintf("%s %d 4xx/5xx", who, errs),
 			"every 4xx/5xx the client got was answered by this proxy; ± the window-edge slack, plus the client's timeouts"),
 	}
 }
@@ -200,7 +200,7 @@ func Delivered(what string, delta map[string]int64, retries int64, w Work) resul
 			total += delta[HopReceived2xx+n]
 		}
 		return Within(what+" answered the successes", total, w.Successes-w.Slack, w.Successes+retries+w.Timeouts+w.Slack,
-			PerSuccess(total, w, "2xx/success"),
+			what+" "+PerSuccess(total, w, "2xx/req"),
 			"the sending engine keeps no per-endpoint counters, so the receivers are held together: ± the window-edge slack ("+w.SlackWhy+"), plus retries and timeouts, whose attempts may have been answered too")
 	}
 	for _, n := range names {
@@ -213,7 +213,7 @@ func Delivered(what string, delta map[string]int64, retries int64, w Work) resul
 	c := results.ProofCheck{
 		Name: what + " answered what was sent to each of them", Got: float64(total),
 		Want:   "per receiver: sent 2xx ± slack, up to + failed attempts",
-		Figure: PerSuccess(total, w, "2xx/success"), OK: len(names) > 0 && len(bad) == 0,
+		Figure: what + " " + PerSuccess(total, w, "2xx/req"), OK: len(names) > 0 && len(bad) == 0,
 		Why: "each receiver is checked on its own against the sender's per-endpoint count; ± the window-edge slack (" + w.SlackWhy +
 			"); attempts the sender counted as failed may still have been answered",
 		Detail: strings.Join(bad, "; "),
@@ -241,7 +241,7 @@ func DeliveredBytes(what string, delta map[string]int64, w Work) results.ProofCh
 	c := results.ProofCheck{
 		Name: what + " read the bytes sent to each of them", Got: float64(total),
 		Want:   fmt.Sprintf("per receiver: bytes sent ± %d", slack),
-		Figure: fmt.Sprintf("%d bytes", total), OK: len(names) > 0 && len(bad) == 0,
+		Figure: fmt.Sprintf("%s %.0f bytes/req", what, ratio(total, w.Successes)), OK: len(names) > 0 && len(bad) == 0,
 		Why:    "each receiver against the sender's per-endpoint byte count; ± the window-edge slack in bytes (" + w.SlackWhy + ")",
 		Detail: strings.Join(bad, "; "),
 	}
@@ -268,9 +268,9 @@ func hopNames(delta map[string]int64, prefix string) []string {
 func ClientBytes(who string, in, out int64, w Work) []results.ProofCheck {
 	return []results.ProofCheck{
 		Near(who+" read the bytes the client sent", in, w.BytesSent, w.SlackBytes(w.BytesSent),
-			fmt.Sprintf("%d bytes", in), "± the window-edge slack in bytes ("+w.SlackWhy+")"),
+			fmt.Sprintf("%s in %.2f of client's bytes", who, ratio(in, w.BytesSent)), "± the window-edge slack in bytes ("+w.SlackWhy+")"),
 		Near(who+" wrote the bytes the client received", out, w.BytesReceived, w.SlackBytes(w.BytesReceived),
-			fmt.Sprintf("%d bytes", out), "± the window-edge slack in bytes ("+w.SlackWhy+")"),
+			fmt.Sprintf("%s out %.2f of client's bytes", who, ratio(out, w.BytesReceived)), "± the window-edge slack in bytes ("+w.SlackWhy+")"),
 	}
 }
 
@@ -281,10 +281,10 @@ func ClientBytes(who string, in, out int64, w Work) []results.ProofCheck {
 func EchoChecks(who string, served, direct int64, from string, w Work) []results.ProofCheck {
 	return []results.ProofCheck{
 		Within(who+" served the successes", served, w.Successes-w.Slack, w.Successes+w.Failures()+w.Slack,
-			PerSuccess(served, w, "served/success"),
+			PerSuccess(served, w, "served/req"),
 			"± the window-edge slack ("+w.SlackWhy+"); plus failed requests, which a server may have answered before the answer was lost"),
 		Within("every request came straight from "+from, direct, served, served,
-			fmt.Sprintf("%d of %d", direct, served),
+			fmt.Sprintf("%.0f%% direct", 100*ratio(direct, served)),
 			"exact: a proxy or NAT between the client and the servers would show up as another peer"),
 	}
 }

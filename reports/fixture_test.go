@@ -156,7 +156,11 @@ func makeFixture() *results.Run {
 				counters[k] = succ
 			}
 			step.Proof = results.Proof{Source: sh.proofSource, Counters: counters, Verified: true,
-				Detail: fmt.Sprintf("%s counted %d requests for %d successes", sh.proofSource, succ, succ)}
+				Detail: fmt.Sprintf("%s counted %d requests for %d successes", sh.proofSource, succ, succ),
+				Checks: []results.ProofCheck{{
+					Name: sh.proofSource + " answered the successes", Got: float64(succ), Want: fmt.Sprintf("%d ± 3", succ),
+					Figure: "1.00 req/success", OK: true, Why: "window edges",
+				}}}
 			segs := sh.segs * j
 			step.Cost = results.Cost{
 				TCPInSegs: int64(segs * float64(n) / 2), TCPOutSegs: int64(segs * float64(n) / 2),

@@ -41,7 +41,10 @@ type summaryRow struct {
 	P50, P99, P50Ratio, P99Ratio       string
 	CPU, Segments, CtxSwitches, Memory string
 	Proof                              bool
-	Warn                               bool
+	// ProofFigures are the proof's figures per request ("3.99 sk_msg
+	// redirects/req, 0 sk_msg misses").
+	ProofFigures string
+	Warn         bool
 }
 
 // spreadRow shows the spread over repetitions of one datapath × rate.
@@ -54,9 +57,20 @@ type spreadRow struct {
 // proofRow is one step's proof of path.
 type proofRow struct {
 	Datapath, Rate, Rep, Source, Counters, Detail string
+	// Checks are the measured window's rules; Warmup says how the
+	// warm-up's proof went ("✓", "✗" or "—" without one).
+	Checks []checkRow
+	Warmup string
 	// Metrics are what the datapath measured about itself (push latency).
-	Metrics  string
-	Verified bool
+	Metrics      string
+	Verified     bool
+	Inconclusive bool
+}
+
+// checkRow is one rule of a proof.
+type checkRow struct {
+	OK                              bool
+	Name, Figure, Want, Why, Detail string
 }
 
 // metricsText renders datapath metrics as "name=value" pairs.
@@ -239,19 +253,20 @@ func buildPage(m *model, r rendered) page {
 				continue
 			}
 			row := summaryRow{
-				Datapath:    dp,
-				Rate:        fmtRate(rate),
-				Achieved:    fmtNum(s.AchievedRPS.Median),
-				Success:     fmtPercent(s.SuccessRatio.Median),
-				P50:         fmtNum(s.P50US.Median),
-				P99:         fmtNum(s.P99US.Median),
-				P50Ratio:    "—",
-				P99Ratio:    "—",
-				CPU:         fmtNum(s.CPUMicrosPerReq.Median),
-				Segments:    fmtNum(s.SegmentsPerReq.Median),
-				CtxSwitches: fmtNum(s.CtxSwitchesPerReq.Median),
-				Memory:      "—",
-				Proof:       s.ProofVerified,
+				Datapath:     dp,
+				Rate:         fmtRate(rate),
+				Achieved:     fmtNum(s.AchievedRPS.Median),
+				Success:      fmtPercent(s.SuccessRatio.Median),
+				P50:          fmtNum(s.P50US.Median),
+				P99:          fmtNum(s.P99US.Median),
+				P50Ratio:     "—",
+				P99Ratio:     "—",
+				CPU:          fmtNum(s.CPUMicrosPerReq.Median),
+				Segments:     fmtNum(s.SegmentsPerReq.Median),
+				CtxSwitches:  fmtNum(s.CtxSwitchesPerReq.Median),
+				Memory:       "—",
+				Proof:        s.ProofVerified,
+				ProofFigures: m.proofFigures(dp, rate),
 			}
 			row.Warn = warnings(s) != ""
 			if b, ok := m.summary(baselineDatapath, rate); ok {
@@ -386,16 +401,30 @@ func buildPage(m *model, r rendered) page {
 		for _, k := range sortedKeys(s.Proof.Counters) {
 			counters = append(counters, fmt.Sprintf("%s=%d", k, s.Proof.Counters[k]))
 		}
-		p.Proof = append(p.Proof, proofRow{
-			Datapath: s.Datapath,
-			Rate:     fmtRate(s.OfferedRPS),
-			Rep:      fmt.Sprint(s.Repetition),
-			Source:   s.Proof.Source,
-			Counters: strings.Join(counters, " "),
-			Detail:   s.Proof.Detail,
-			Verified: s.Proof.Verified,
-			Metrics:  metricsText(s.DatapathMetrics),
-		})
+		pr := proofRow{
+			Datapath:     s.Datapath,
+			Rate:         fmtRate(s.OfferedRPS),
+			Rep:          fmt.Sprint(s.Repetition),
+			Source:       s.Proof.Source,
+			Counters:     strings.Join(counters, " "),
+			Verified:     s.Proof.Verified,
+			Inconclusive: s.Proof.Inconclusive,
+			Metrics:      metricsText(s.DatapathMetrics),
+			Warmup:       "—",
+		}
+		if len(s.Proof.Checks) == 0 {
+			pr.Detail = s.Proof.Detail
+		}
+		for _, c := range s.Proof.Checks {
+			pr.Checks = append(pr.Checks, checkRow{OK: c.OK, Name: c.Name, Figure: c.Figure, Want: c.Want, Why: c.Why, Detail: c.Detail})
+		}
+		if w := s.Proof.Warmup; w != nil {
+			pr.Warmup = "✗"
+			if w.Verified {
+				pr.Warmup = "✓"
+			}
+		}
+		p.Proof = append(p.Proof, pr)
 		var errs []string
 		for _, k := range sortedKeys(s.Errors) {
 			errs = append(errs, fmt.Sprintf("%s: %d", k, s.Errors[k]))

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/meshbench/meshbench/harness/results"
 )
@@ -230,4 +231,34 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// proofFigures returns the proof's figures of dp at rate, for the summary
+// table: those of the first repetition whose proof failed, or else of the
+// repetition with the median count of successes.
+func (m *model) proofFigures(dp string, rate float64) string {
+	steps := m.steps[groupKey{dp, rate}]
+	if len(steps) == 0 {
+		return ""
+	}
+	pick := -1
+	for i, s := range steps {
+		if !s.Proof.Verified {
+			pick = i
+			break
+		}
+	}
+	if pick < 0 {
+		idx := make([]int, len(steps))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(steps[a].Successes, steps[b].Successes) })
+		pick = idx[len(idx)/2]
+	}
+	var figs []string
+	for _, c := range steps[pick].Proof.Checks {
+		figs = append(figs, c.Figure)
+	}
+	return strings.Join(figs, ", ")
 }

@@ -264,6 +264,10 @@ func htmlStructure(t *testing.T, doc []byte) string {
 			case class == "banner" || class == "warning" || class == "nodata" ||
 				class == "verdict" || class == "headline-line":
 				fmt.Fprintf(&b, ".%s %s\n", class, strings.TrimSpace(text(n)))
+			case class == "figs":
+				fmt.Fprintf(&b, ".figs %s\n", strings.TrimSpace(text(n)))
+			case n.Data == "ul" && class == "checks":
+				fmt.Fprintf(&b, "ul.checks %s\n", strings.TrimSpace(text(n.FirstChild)))
 			case n.Data == "pre":
 				fmt.Fprintf(&b, "pre#%s lines=%d\n", attr(n, "id"), strings.Count(text(n), "\n"))
 			}

@@ -98,12 +98,12 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	}
 	out, in := w.ClientOutSegs, w.ClientInSegs
 	why := "± the window-edge slack in segments (" + w.SlackWhy + "), and delayed ACKs on the edges"
-	segs := func(n, of int64) string { return fmt.Sprintf("%d of %d segments", n, of) }
+	segs := func(what string, n, of int64) string { return fmt.Sprintf("%s %d/%d client segs", what, n, of) }
 	rx := delta["rx_frames"+sock]
 	return []results.ProofCheck{
-		datapaths.Near("the forwarder received every segment the client pod sent", rx, out, w.SlackSegs(out), segs(rx, out), why),
-		datapaths.Near("every client segment was NATed from the VIP to a backend", delta["nat_hits"], out, w.SlackSegs(out), segs(delta["nat_hits"], out), why),
-		datapaths.Near("every reply segment was NATed back to the VIP", delta["reverse_nat_hits"], in, w.SlackSegs(in), segs(delta["reverse_nat_hits"], in), why),
+		datapaths.Near("the forwarder received every segment the client pod sent", rx, out, w.SlackSegs(out), segs("XDP→forwarder", rx, out), why),
+		datapaths.Near("every client segment was NATed from the VIP to a backend", delta["nat_hits"], out, w.SlackSegs(out), segs("NAT", delta["nat_hits"], out), why),
+		datapaths.Near("every reply segment was NATed back to the VIP", delta["reverse_nat_hits"], in, w.SlackSegs(in), segs("reverse NAT", delta["reverse_nat_hits"], in), why),
 	}
 }
 

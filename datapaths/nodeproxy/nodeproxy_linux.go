@@ -322,14 +322,14 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	switch {
 	case d.opts.Hops == HopsSource:
 		checks = append(checks, datapaths.Within("no node proxy received anything inbound (hops: source)", delta["inbound_rq"], 0, 0,
-			fmt.Sprintf("%d requests", delta["inbound_rq"]), "exact: with the source hop only, the client node's proxy delivers to the pods itself"))
+			fmt.Sprintf("%d inbound", delta["inbound_rq"]), "exact: with the source hop only, the client node's proxy delivers to the pods itself"))
 	case tcp:
 		checks = append(checks, datapaths.DeliveredBytes("destination node proxies", delta, w))
 	default:
 		checks = append(checks, datapaths.Delivered("destination node proxies", delta, delta["client_retries"], w))
 	}
 	checks = append(checks, datapaths.Near("connect4 steered every connection the client opened", delta["client_steer_rewrites"], w.ConnsOpened, w.Slack,
-		fmt.Sprintf("%d of %d", delta["client_steer_rewrites"], w.ConnsOpened),
+		fmt.Sprintf("connect4 %d/%d new conns", delta["client_steer_rewrites"], w.ConnsOpened),
 		"± the window-edge slack ("+w.SlackWhy+"): a connection opened on an edge"))
 	return checks
 }

@@ -118,10 +118,10 @@ func (s *Steering) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	return []results.ProofCheck{
 		datapaths.AtLeastPer("sk_msg redirects per success", red, w.Successes, MinRedirectsPerSuccess, "sk_msg redirects/req",
 			"each request is at least 4 app↔sidecar messages (request and response, on the client's and the backend's pod); 0.1 less for requests on the window edges"),
-		datapaths.AtMostShare("sk_msg messages that missed their peer", miss, red, MaxMissShare, "misses",
+		datapaths.AtMostShare("sk_msg messages that missed their peer", miss, red, MaxMissShare, "sk_msg misses",
 			"the first message on a new connection can leave before its peer socket joined the sockhash"),
 		datapaths.Near("connect4 steered every connection the client opened", delta["steer_rewrites"], w.ConnsOpened, w.Slack,
-			fmt.Sprintf("%d of %d", delta["steer_rewrites"], w.ConnsOpened),
+			fmt.Sprintf("connect4 %d/%d new conns", delta["steer_rewrites"], w.ConnsOpened),
 			"± the window-edge slack ("+w.SlackWhy+"): a connection opened on an edge"),
 	}
 }
