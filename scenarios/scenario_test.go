@@ -651,3 +651,24 @@ load:
 		t.Errorf("merge key error = %v", err)
 	}
 }
+
+// TestExamplesLoad loads every scenario shipped in this folder: each must
+// be valid as written, with an estimate of how long it runs.
+func TestExamplesLoad(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios found (%v)", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(f, ".yaml"), func(t *testing.T) {
+			sc, err := LoadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sc.Name != strings.TrimSuffix(f, ".yaml") {
+				t.Errorf("name %q, want the file's base name", sc.Name)
+			}
+			t.Logf("%s: %d datapaths, estimated %s", f, len(sc.Datapaths), sc.EstimatedDuration())
+		})
+	}
+}
