@@ -94,14 +94,6 @@ func AtLeastPer(name string, got, per int64, min float64, unit, why string) resu
 	}
 }
 
-// AtMostShare checks that got is at most share of of (got ≤ share·of).
-func AtMostShare(name string, got, of int64, share float64, unit, why string) results.ProofCheck {
-	return results.ProofCheck{
-		Name: name, Got: float64(got), Want: fmt.Sprintf("<= %g%% of %d", share*100, of),
-		Figure: fmt.Sprintf("%d %s", got, unit), OK: float64(got) <= share*float64(of), Why: why,
-	}
-}
-
 // Fail is a check that failed outright, for a proof that has nothing to
 // hold its counters to (no successful request in the window, say).
 func Fail(name, detail string) results.ProofCheck {

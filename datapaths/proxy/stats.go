@@ -296,6 +296,10 @@ type View struct {
 	// per-endpoint counters.
 	Sent    map[netip.Addr]Outcomes
 	Retries int64
+	// LocalConns counts the connections opened to the local application:
+	// by the clusters whose endpoints are on loopback (a sidecar's inbound
+	// clusters).
+	LocalConns int64
 }
 
 // View returns the proof's view of a builtin proxy's counters; outbound and
@@ -307,6 +311,9 @@ func (s Stats) View(outbound, inbound string) View {
 	}
 	v := View{Outbound: listener(outbound), Inbound: listener(inbound), Sent: map[netip.Addr]Outcomes{}}
 	for a, m := range s.HostTotals() {
+		if a.Addr().IsLoopback() {
+			v.LocalConns += m["cx_total"]
+		}
 		o := v.Sent[a.Addr()]
 		o.Rq += m["rq_total"]
 		o.Rq2xx += m["rq_2xx"]

@@ -288,7 +288,8 @@ func (d *Datapath) ProofSource() string {
 // "client_outbound_bytes_out", "client_retries"); and for every other pod
 // the hop counters of datapaths.Delivered (what its sidecar answered on its
 // inbound listener, and what the client's sidecar sent it). The totals
-// "outbound_rq" and "inbound_rq" are over all pods.
+// "outbound_rq" and "inbound_rq" are over all pods, and "sidecar_app_conns"
+// counts the connections the sidecars opened to their own pods' apps.
 func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	if d.env == nil {
 		return nil, fmt.Errorf("datapath %s: not installed", Name)
@@ -306,6 +307,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		views[name] = v
 		out["outbound_rq"] += v.Outbound.Rq
 		out["inbound_rq"] += v.Inbound.Rq
+		out["sidecar_app_conns"] += v.LocalConns
 	}
 	if c := d.env.Client; c != nil {
 		cv := views[c.Name]
