@@ -56,6 +56,8 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 		"--request-size", strconv.FormatInt(int64(l.RequestSize), 10),
 		"--keep-alive="+strconv.FormatBool(keepAlive),
 		"--timeout", time.Duration(l.Timeout).String(),
+		"--pacer-spin", time.Duration(l.PacerSpin).String(),
+		"--kernel-stamps="+strconv.FormatBool(l.KernelTimestamps == nil || *l.KernelTimestamps),
 	)
 	pr, pw := io.Pipe()
 	lr := &loadRun{done: make(chan struct{}), mark: make(chan time.Time, 1), stderr: &datapaths.Tail{Max: 4096}}

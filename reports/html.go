@@ -47,6 +47,18 @@ type summaryRow struct {
 	Warn         bool
 }
 
+// overheadRow is one datapath × rate of the client-overhead table: the
+// latency the client measured, the kernel-side latency of the same
+// requests and the difference, and whether the client kept up.
+type overheadRow struct {
+	Datapath, Rate                         string
+	AppP50, KernelP50, OverP50             string
+	AppP99, KernelP99, OverP99             string
+	Stamped, SentRPS, SendLag, Connections string
+	NoStamps                               string // why there is no kernel-side figure
+	ConnsWarn                              bool
+}
+
 // spreadRow shows the spread over repetitions of one datapath × rate.
 type spreadRow struct {
 	Datapath, Rate, Reps                   string
@@ -117,6 +129,7 @@ type page struct {
 	Verdicts     []string
 	ProofWarning string
 	Summary      []summaryRow
+	Overhead     []overheadRow
 	Figures      []figure
 	Memory       []memoryTableRow
 	ExHeaders    []string
@@ -293,6 +306,8 @@ func buildPage(m *model, r rendered) page {
 		}
 	}
 
+	p.Overhead = overheadRows(m)
+
 	costCaption := "CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed"
 	if data.CostRateRPS > 0 {
 		costCaption += ", at " + fmtRate(data.CostRateRPS) + " req/s (median of repetitions)"
@@ -429,6 +444,9 @@ func buildPage(m *model, r rendered) page {
 		for _, k := range sortedKeys(s.Errors) {
 			errs = append(errs, fmt.Sprintf("%s: %d", k, s.Errors[k]))
 		}
+		if f := s.FailureLatencyUS; f != nil && len(s.Errors) > 0 {
+			errs = append(errs, fmt.Sprintf("failed requests took p50 %s µs, p99 %s µs", fmtNum(f.P50), fmtNum(f.P99)))
+		}
 		if s.Error != "" {
 			errs = append(errs, "step error: "+s.Error)
 		}
@@ -505,4 +523,55 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// overheadRows builds the client-overhead table from the summaries and the
+// steps of each datapath × rate.
+func overheadRows(m *model) []overheadRow {
+	var rows []overheadRow
+	for _, dp := range m.datapaths {
+		for _, rate := range m.ratesOf(dp) {
+			s, ok := m.summary(dp, rate)
+			steps := m.steps[groupKey{dp, rate}]
+			if !ok || len(steps) == 0 {
+				continue
+			}
+			row := overheadRow{
+				Datapath: dp, Rate: fmtRate(rate),
+				AppP50: fmtNum(s.P50US.Median), AppP99: fmtNum(s.P99US.Median),
+				KernelP50: "—", KernelP99: "—", OverP50: "—", OverP99: "—",
+			}
+			var stamped, successes, conns, opened int64
+			var sent, lag50, lag99 []float64
+			for _, st := range steps {
+				stamped += st.KernelStamped
+				successes += st.Successes
+				conns = max(conns, int64(st.Client.Connections))
+				opened = max(opened, st.Client.ConnectionsOpened)
+				sent = append(sent, st.SentRPS)
+				lag50 = append(lag50, st.Client.SendLagUS.P50)
+				lag99 = append(lag99, st.Client.SendLagUS.P99)
+			}
+			if len(s.KernelP50US.Values) > 0 {
+				row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
+				row.OverP50, row.OverP99 = fmtNum(s.OverheadP50US.Median), fmtNum(s.OverheadP99US.Median)
+			} else {
+				row.NoStamps = "no kernel timestamps"
+				if dp == "sockmap" {
+					row.NoStamps = "n/a: sk_msg moves the app↔sidecar bytes socket to socket, with no packet for the kernel to stamp"
+				}
+			}
+			if successes > 0 {
+				row.Stamped = fmtPercent(float64(stamped) / float64(successes))
+			}
+			row.SentRPS = fmtNum(results.NewSpread(sent).Median)
+			row.SendLag = fmtNum(results.NewSpread(lag50).Median) + " / " + fmtNum(results.NewSpread(lag99).Median)
+			if conns > 0 {
+				row.Connections = fmt.Sprintf("%d of %d", opened, conns)
+				row.ConnsWarn = opened > conns
+			}
+			rows = append(rows, row)
+		}
+	}
+	return rows
 }

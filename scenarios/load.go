@@ -33,6 +33,7 @@ const (
 	DefaultResponseSize = 64
 	DefaultRepetitions  = 1
 	DefaultDatapath     = "none"
+	DefaultPacerSpin    = 200 * time.Microsecond
 )
 
 // LoadFile reads, decodes, completes with defaults and validates the scenario
@@ -218,6 +219,12 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 	}
 	if l.Calibrate == nil {
 		l.Calibrate = ptr(true)
+	}
+	if !set("load.pacer_spin") {
+		l.PacerSpin = Duration(DefaultPacerSpin)
+	}
+	if l.KernelTimestamps == nil {
+		l.KernelTimestamps = ptr(true)
 	}
 }
 

@@ -65,8 +65,9 @@ type Load struct {
 	// Warmup runs before each measured step at the same rate and is not
 	// measured (0..10m); default 2s.
 	Warmup Duration `yaml:"warmup" json:"warmup"`
-	// Connections is the number of keep-alive connections the client keeps
-	// per target (1..1024); default 8.
+	// Connections is the number of persistent connections the client
+	// keeps, in all, spread over its targets (1..1024); default 8. A
+	// request waits for a free one, and the wait counts in its latency.
 	Connections int `yaml:"connections" json:"connections"`
 	// RequestSize and ResponseSize are body sizes in bytes (64, "32KiB";
 	// 0..16MiB); default 64.
@@ -78,6 +79,14 @@ type Load struct {
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 	// Calibrate runs the client-floor calibration step first; default true.
 	Calibrate *bool `yaml:"calibrate" json:"calibrate"`
+	// PacerSpin is how long before each send the client's pacer stops
+	// sleeping and spins, for an accurate send time (0s: never; at most
+	// 1ms, and a quarter of the interval); default DefaultPacerSpin.
+	PacerSpin Duration `yaml:"pacer_spin" json:"pacer_spin"`
+	// KernelTimestamps asks the kernel to timestamp the client's requests
+	// and responses (SO_TIMESTAMPING), for the kernel-side latency next to
+	// the client's; default true.
+	KernelTimestamps *bool `yaml:"kernel_timestamps" json:"kernel_timestamps"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s") in

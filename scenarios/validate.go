@@ -32,6 +32,7 @@ const (
 	MaxConnections = 1024
 	MaxBodySize    = 16 << 20 // bytes, request and response
 	MaxTimeout     = 60 * time.Second
+	MaxPacerSpin   = time.Millisecond
 	MaxRepetitions = 100
 	maxNameLen     = 128
 	maxServiceName = 63
@@ -133,6 +134,7 @@ func (l *Load) validate(p *problems, services []Service) {
 	}
 	checkDuration(p, "load.duration", l.Duration, MinDuration, MaxDuration)
 	checkDuration(p, "load.warmup", l.Warmup, 0, MaxWarmup)
+	checkDuration(p, "load.pacer_spin", l.PacerSpin, 0, MaxPacerSpin)
 	if l.Timeout <= 0 {
 		p.addf("load.timeout", "must be > 0, got %s", l.Timeout)
 	} else {

@@ -102,8 +102,10 @@ type Summary struct {
 	// SentRPS is Sent / Measured; AchievedRPS is Successes / Measured.
 	SentRPS     float64 `json:"sent_rps"`
 	AchievedRPS float64 `json:"achieved_rps"`
-	// ConnectionsOpened counts the TCP connections the client dialled,
-	// warm-up included.
+	// Connections is how many persistent connections the client keeps in
+	// all; ConnectionsOpened counts those it dialled, warm-up included: as
+	// many unless some broke (a fault, a server closing them).
+	Connections       int   `json:"connections"`
 	ConnectionsOpened int64 `json:"connections_opened"`
 	// Mark is when the measured window began by the client's clock (the
 	// mark line's time); zero when it never began.
@@ -118,9 +120,24 @@ type Summary struct {
 	// land in the measured window of any counter read at Mark.
 	Stragglers int64 `json:"stragglers"`
 	// LatencyUS is measured from each request's intended send time to the
-	// end of its response, over completed requests (successes and errors).
-	LatencyUS results.Latency   `json:"latency_us"`
-	Histogram results.Histogram `json:"histogram"`
+	// end of its response, over the successful requests;
+	// FailureLatencyUS the same over the failed ones.
+	LatencyUS        results.Latency   `json:"latency_us"`
+	Histogram        results.Histogram `json:"histogram"`
+	FailureLatencyUS results.Latency   `json:"failure_latency_us"`
+	FailureHistogram results.Histogram `json:"failure_histogram"`
+	// KernelLatencyUS is the kernel-side latency of the successes the
+	// kernel timestamped (KernelStamped of them): from the request's last
+	// byte leaving the client's socket to the response's last segment
+	// arriving at it. ClientOverheadUS is, per such request, its latency
+	// less its kernel-side latency: the client's own share.
+	KernelStamps     bool              `json:"kernel_stamps"`
+	KernelStamped    int64             `json:"kernel_stamped"`
+	KernelLatencyUS  results.Latency   `json:"kernel_latency_us"`
+	KernelHistogram  results.Histogram `json:"kernel_histogram"`
+	ClientOverheadUS results.Latency   `json:"client_overhead_us"`
+	// PacerSpin is how long before each send the pacer spun (0: never).
+	PacerSpin results.Duration `json:"pacer_spin"`
 	// SendLagUS is how late the client sent each request after its
 	// intended time: the client's own share of LatencyUS (the pacer and
 	// the goroutine that sends).
@@ -156,11 +173,26 @@ func (s *Summary) Step() results.Step {
 			SignificantFigures: s.Histogram.SignificantFigures,
 			Buckets:            slices.Clone(s.Histogram.Buckets),
 		},
-		Windows:     slices.Clone(s.Windows),
-		Interrupted: s.Interrupted,
+		Windows:       slices.Clone(s.Windows),
+		Interrupted:   s.Interrupted,
+		KernelStamped: s.KernelStamped,
+		Client: results.ClientRun{
+			SendLagUS:   s.SendLagUS,
+			Connections: s.Connections, ConnectionsOpened: s.ConnectionsOpened,
+			ConnectionsOpenedMeasured: s.Work.ConnectionsOpened,
+			KernelStamps:              s.KernelStamps, PacerSpin: s.PacerSpin,
+		},
 	}
 	if len(s.Errors) > 0 {
 		st.Errors = maps.Clone(s.Errors)
+	}
+	if Count(s.FailureHistogram) > 0 {
+		l, h := s.FailureLatencyUS, cloneHistogram(s.FailureHistogram)
+		st.FailureLatencyUS, st.FailureHistogram = &l, &h
+	}
+	if s.KernelStamped > 0 {
+		k, o, h := s.KernelLatencyUS, s.ClientOverheadUS, cloneHistogram(s.KernelHistogram)
+		st.KernelLatencyUS, st.ClientOverheadUS, st.KernelHistogram = &k, &o, &h
 	}
 	return st
 }
@@ -244,4 +276,8 @@ func ReadStreamWith(r io.Reader, h Handlers) (*Summary, error) {
 		return nil, fmt.Errorf("read load stream: %w", err)
 	}
 	return nil, ErrNoSummary
+}
+
+func cloneHistogram(h results.Histogram) results.Histogram {
+	return results.Histogram{SignificantFigures: h.SignificantFigures, Buckets: slices.Clone(h.Buckets)}
 }

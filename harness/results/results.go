@@ -79,10 +79,27 @@ type Step struct {
 	Successes    int64            `json:"successes"`
 	SuccessRatio float64          `json:"success_ratio"`
 	Errors       map[string]int64 `json:"errors,omitempty"`
-	// LatencyUS is measured from each request's intended send time, in
-	// microseconds, over successful and failed requests alike.
-	LatencyUS Latency   `json:"latency_us"`
-	Histogram Histogram `json:"histogram"`
+	// LatencyUS is measured from each request's intended send time to the
+	// end of its response, in microseconds, over the successful requests;
+	// FailureLatencyUS the same over the failed ones.
+	LatencyUS        Latency    `json:"latency_us"`
+	Histogram        Histogram  `json:"histogram"`
+	FailureLatencyUS *Latency   `json:"failure_latency_us,omitempty"`
+	FailureHistogram *Histogram `json:"failure_histogram,omitempty"`
+	// KernelLatencyUS is the kernel-side latency of the successes whose
+	// request and response the kernel timestamped (KernelStamped of them):
+	// from the request's last byte leaving the client's socket to the
+	// response's last segment arriving at it. ClientOverheadUS is, per
+	// such request, its latency less its kernel-side latency: what the
+	// load client itself added. Both are absent when the kernel stamped
+	// nothing (sk_msg redirects carry no packets to stamp).
+	KernelStamped    int64      `json:"kernel_stamped"`
+	KernelLatencyUS  *Latency   `json:"kernel_latency_us,omitempty"`
+	KernelHistogram  *Histogram `json:"kernel_histogram,omitempty"`
+	ClientOverheadUS *Latency   `json:"client_overhead_us,omitempty"`
+	// Client is how the load client ran: whether it kept up and what it
+	// was configured with.
+	Client ClientRun `json:"client"`
 	// Windows are fixed time buckets across the measured window.
 	Windows []Window `json:"windows,omitempty"`
 	// Faults are the chaos timeline's faults, with their effect measured.
@@ -97,6 +114,25 @@ type Step struct {
 	// Interrupted is set when the step was cut short by a signal.
 	Interrupted bool   `json:"interrupted,omitempty"`
 	Error       string `json:"error,omitempty"`
+}
+
+// ClientRun is how the load client ran in a step.
+type ClientRun struct {
+	// SendLagUS is how late it sent each request after its intended time
+	// (the pacer and the goroutine that sends).
+	SendLagUS Latency `json:"send_lag_us"`
+	// Connections is how many persistent connections it keeps in all;
+	// ConnectionsOpened how many it dialled over the step, warm-up
+	// included, and ConnectionsOpenedMeasured those of the measured
+	// window. More than Connections means some broke (a fault, a server
+	// closing them).
+	Connections               int   `json:"connections"`
+	ConnectionsOpened         int64 `json:"connections_opened"`
+	ConnectionsOpenedMeasured int64 `json:"connections_opened_measured"`
+	// KernelStamps says whether it asked the kernel for timestamps;
+	// PacerSpin how long before each send its pacer spun (0: never).
+	KernelStamps bool     `json:"kernel_stamps"`
+	PacerSpin    Duration `json:"pacer_spin"`
 }
 
 // Latency holds summary percentiles in microseconds.
@@ -240,6 +276,13 @@ type Summary struct {
 	SegmentsPerReq    Spread `json:"segments_per_request"`
 	CtxSwitchesPerReq Spread `json:"context_switches_per_request"`
 	CPUMicrosPerReq   Spread `json:"cpu_us_per_request"`
+	// KernelP50US and KernelP99US are the kernel-side latency's, and
+	// OverheadP50US and OverheadP99US the client overhead's, over the
+	// repetitions the kernel stamped (empty when it stamped none).
+	KernelP50US   Spread `json:"kernel_p50_us"`
+	KernelP99US   Spread `json:"kernel_p99_us"`
+	OverheadP50US Spread `json:"client_overhead_p50_us"`
+	OverheadP99US Spread `json:"client_overhead_p99_us"`
 	// ProofVerified is true when every repetition's proof was verified.
 	ProofVerified bool `json:"proof_verified"`
 }

@@ -34,6 +34,16 @@ func Summarize(steps []Step) []Summary {
 		for _, s := range g {
 			verified = verified && s.Proof.Verified
 		}
+		// Kernel-side figures of the repetitions that have them.
+		stamped := func(f func(Step) float64) Spread {
+			var v []float64
+			for _, s := range g {
+				if s.KernelLatencyUS != nil && s.ClientOverheadUS != nil {
+					v = append(v, f(s))
+				}
+			}
+			return NewSpread(v)
+		}
 		out = append(out, Summary{
 			Datapath:          k.dp,
 			Service:           k.svc,
@@ -49,6 +59,10 @@ func Summarize(steps []Step) []Summary {
 			SegmentsPerReq:    pick(func(s Step) float64 { return s.Cost.SegmentsPerRequest }),
 			CtxSwitchesPerReq: pick(func(s Step) float64 { return s.Cost.ContextSwitchesPerReq }),
 			CPUMicrosPerReq:   pick(func(s Step) float64 { return s.Cost.CPUMicrosPerRequest }),
+			KernelP50US:       stamped(func(s Step) float64 { return s.KernelLatencyUS.P50 }),
+			KernelP99US:       stamped(func(s Step) float64 { return s.KernelLatencyUS.P99 }),
+			OverheadP50US:     stamped(func(s Step) float64 { return s.ClientOverheadUS.P50 }),
+			OverheadP99US:     stamped(func(s Step) float64 { return s.ClientOverheadUS.P99 }),
 			ProofVerified:     verified,
 		})
 	}

@@ -21,8 +21,8 @@ type abortDialer struct {
 	ctx    context.Context // cancelled by abort: stops dials in progress
 	cancel context.CancelFunc
 	opened atomic.Int64
-	// sent and received count the bytes written to and read from every
-	// connection, HTTP framing included.
+	// sent and received count the bytes the transport wrote to and read
+	// from every connection, HTTP framing included.
 	sent, received atomic.Int64
 
 	mu      sync.Mutex
@@ -79,20 +79,6 @@ func (d *abortDialer) abort() {
 type trackedConn struct {
 	net.Conn
 	d *abortDialer
-}
-
-// Read reads from the connection, counting the bytes.
-func (c *trackedConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.d.received.Add(int64(n))
-	return n, err
-}
-
-// Write writes to the connection, counting the bytes.
-func (c *trackedConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.d.sent.Add(int64(n))
-	return n, err
 }
 
 // Close closes the connection and stops tracking it.

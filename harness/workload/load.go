@@ -25,8 +25,9 @@ import (
 
 // Load client defaults.
 const (
-	DefaultPath   = "/"
-	DefaultWindow = time.Second
+	DefaultPath        = "/"
+	DefaultWindow      = time.Second
+	DefaultConnections = 8
 )
 
 // abortGrace is how long requests in flight may still complete after the
@@ -45,26 +46,29 @@ type LoadOptions struct {
 	// measured.
 	Duration time.Duration
 	Warmup   time.Duration
-	// Connections is the number of idle connections kept per target
-	// (vegeta.Connections); 0 keeps vegeta's default. It does not cap the
-	// connections in use: an open-loop client opens more when all are busy.
+	// Connections is the number of persistent connections, in all, spread
+	// over the targets (at least one each): a request waits for a free one,
+	// and the wait counts in its latency. 0: DefaultConnections.
 	Connections int
 	// RequestSize is the request body size: requests are POSTs with that
 	// many bytes, or GETs when 0.
 	RequestSize int
 	// KeepAlive reuses connections between requests.
 	KeepAlive bool
-	// Timeout bounds each request, body included (0: vegeta.DefaultTimeout).
+	// Timeout bounds each request, the wait for a connection and the body
+	// included (0: vegeta.DefaultTimeout).
 	Timeout time.Duration
+	// KernelStamps asks the kernel to timestamp each request's last byte
+	// leaving and each response's last segment arriving (SO_TIMESTAMPING),
+	// for the kernel-side latency. It turns on RX timestamping for the
+	// whole host while the client runs (a clock read per packet).
+	KernelStamps bool
 	// Window is the width of the windows reported as they close (default
 	// DefaultWindow).
 	Window time.Duration
-	// MaxBodyCapture is how many bytes of each response body are kept in
-	// memory (-1: all). Bodies are always read to the end.
-	MaxBodyCapture int64
 	// PacerSpin is how long before each send the pacer stops sleeping and
-	// spins, trading CPU for an accurate send time (0: DefaultPacerSpin;
-	// negative: never spin). It is capped at a quarter of the interval.
+	// spins, trading CPU for an accurate send time (0: never spin). It is
+	// capped at a quarter of the interval.
 	PacerSpin time.Duration
 	Logger    *slog.Logger
 }
@@ -80,6 +84,9 @@ func (o LoadOptions) withDefaults() (LoadOptions, error) {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = vegeta.DefaultTimeout
+	}
+	if o.Connections == 0 {
+		o.Connections = DefaultConnections
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -138,17 +145,19 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	}
 	log := o.Logger
 
-	// Our own transport: no proxy from the environment (vegeta's default
-	// honours HTTP_PROXY, which would send the load elsewhere), and a
-	// dialer that can cut every connection when the client is interrupted.
+	// Our own transport (see transport.go): exactly o.Connections
+	// persistent connections, written and read on the goroutine vegeta
+	// times each request on, with the kernel's timestamps; a dialer that
+	// can cut every connection when the client is interrupted. No proxy
+	// from the environment, no redirects followed: traffic goes only to
+	// the targets.
 	dialer := newAbortDialer(30 * time.Second)
-	tr := &http.Transport{
-		DialContext:         dialer.DialContext,
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: vegeta.DefaultConnections,
-	}
-	defer tr.CloseIdleConnections()
-	atkOpts := []func(*vegeta.Attacker){
+	total := o.Rate*int((o.Warmup+o.Duration)/time.Second+1) + 1024
+	kernel := newSeqLog(total)
+	tr := newTransport(o, dialer, kernel)
+	atk := vegeta.NewAttacker(
+		// No client timeout: net/http would start a goroutine per request
+		// to enforce it. The transport enforces o.Timeout with deadlines.
 		vegeta.Client(&http.Client{Transport: tr}),
 		// Unbounded workers (vegeta's default, stated here on purpose): when
 		// every worker waits on a slow response the pacer starts another,
@@ -156,25 +165,19 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		// workers would let the server throttle the client: coordinated
 		// omission.
 		vegeta.MaxWorkers(math.MaxUint64),
-		vegeta.KeepAlive(o.KeepAlive),
-		vegeta.Timeout(o.Timeout),
-		vegeta.MaxBody(o.MaxBodyCapture),
-		// Never follow a redirect: traffic goes only to the targets.
+		vegeta.MaxBody(0),
 		vegeta.Redirects(vegeta.NoFollow),
-	}
-	if o.Connections > 0 {
-		atkOpts = append(atkOpts, vegeta.Connections(o.Connections))
-	}
-	atk := vegeta.NewAttacker(atkOpts...)
-	// vegeta.KeepAlive(false) installs vegeta's own dialer; put ours back.
-	tr.DialContext = dialer.DialContext
+	)
 
 	rec := newRecorder(o, newSchedule(time.Time{}, o.Rate, o.Warmup, o.Duration, o.Window))
+	rec.kernel = kernel
 	targeter := newTargeter(o)
 	pacer := newPrecisePacer(o.Rate, o.PacerSpin)
+	rec.spin = pacer.margin
 
 	log.Info("load starting", "targets", strings.Join(o.Targets, ","), "rate", o.Rate,
-		"warmup", o.Warmup, "duration", o.Duration, "keep_alive", o.KeepAlive, "request_size", o.RequestSize)
+		"warmup", o.Warmup, "duration", o.Duration, "keep_alive", o.KeepAlive, "request_size", o.RequestSize,
+		"connections", o.Connections, "kernel_stamps", o.KernelStamps, "pacer_spin", o.PacerSpin)
 
 	var (
 		writeMu  sync.Mutex
@@ -279,31 +282,18 @@ func cpuSeconds(ru unix.Rusage) float64 {
 }
 
 // newTargeter returns a vegeta targeter that cycles through o.Targets.
+// Only the URL matters: the transport sends each target's request as it
+// serialised it once (method, headers and body).
 func newTargeter(o LoadOptions) vegeta.Targeter {
-	method := http.MethodGet
-	var body []byte
-	if o.RequestSize > 0 {
-		method = http.MethodPost
-		body = make([]byte, o.RequestSize)
-		for i := range body {
-			body[i] = 'a' + byte(i%26)
-		}
-	}
 	urls := make([]string, len(o.Targets))
 	for i, t := range o.Targets {
 		urls[i] = "http://" + t + o.Path
 	}
-	hdr := http.Header{}
-	if len(body) > 0 {
-		hdr.Set("Content-Type", "application/octet-stream")
-	}
 	var next atomic.Uint64
 	return func(t *vegeta.Target) error {
 		i := next.Add(1) - 1
-		t.Method = method
+		t.Method = http.MethodGet
 		t.URL = urls[i%uint64(len(urls))]
-		t.Body = body // shared: vegeta only reads it
-		t.Header = hdr
 		return nil
 	}
 }
@@ -314,9 +304,17 @@ type recorder struct {
 	o     LoadOptions
 	sched schedule
 
-	hdr            *hdrhistogram.Histogram
-	lag            *hdrhistogram.Histogram // send time − intended time, µs
-	sumNS, lagNS   float64
+	// Distributions over the measured window: latency of successes and of
+	// failures (from the intended send time), send lag (send time −
+	// intended time), kernel-side latency of the successes the kernel
+	// stamped, and each such success's client overhead (its latency −
+	// its kernel-side latency).
+	ok, fail, lag, kern, overhead dist
+	// kernel holds the transport's kernel-side latency by sequence number.
+	kernel *seqLog
+	// spin is the pacer's spin margin.
+	spin time.Duration
+
 	sent, requests int64
 	successes      int64
 	aborted        int64
@@ -338,6 +336,25 @@ type recorder struct {
 	stragglers int64
 }
 
+// dist is a latency distribution: a histogram and the exact sum.
+type dist struct {
+	hdr   *hdrhistogram.Histogram
+	sumNS float64
+}
+
+func newDist() dist { return dist{hdr: load.NewHDR()} }
+
+func (d *dist) record(v time.Duration) {
+	_ = d.hdr.RecordValue(toUS(v)) // in range by construction
+	d.sumNS += float64(v)
+}
+
+// latency returns the distribution's percentiles and its histogram.
+func (d *dist) latency() (results.Latency, results.Histogram) {
+	h := load.HistogramFromHDR(d.hdr)
+	return latency(h, d.sumNS), h
+}
+
 // windowAcc accumulates one window.
 type windowAcc struct {
 	received            int64 // results of requests sent in the window, aborted included
@@ -347,13 +364,16 @@ type windowAcc struct {
 
 func newRecorder(o LoadOptions, sched schedule) *recorder {
 	r := &recorder{
-		o:       o,
-		sched:   sched,
-		hdr:     load.NewHDR(),
-		lag:     load.NewHDR(),
-		errors:  map[string]int64{},
-		samples: map[string]string{},
-		windows: make([]*windowAcc, sched.windows()),
+		o:        o,
+		sched:    sched,
+		ok:       newDist(),
+		fail:     newDist(),
+		lag:      newDist(),
+		kern:     newDist(),
+		overhead: newDist(),
+		errors:   map[string]int64{},
+		samples:  map[string]string{},
+		windows:  make([]*windowAcc, sched.windows()),
 	}
 	for i := range r.windows {
 		r.windows[i] = &windowAcc{}
@@ -394,16 +414,17 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 		return
 	}
 	lat := r.sched.latency(res.Seq, end)
-	us := toUS(lat)
-	_ = r.hdr.RecordValue(us) // in range by construction
-	r.sumNS += float64(lat)
-	lag := r.sched.latency(res.Seq, res.Timestamp)
-	_ = r.lag.RecordValue(toUS(lag))
-	r.lagNS += float64(lag)
+	r.lag.record(r.sched.latency(res.Seq, res.Timestamp))
 	r.requests++
 	if ok {
 		r.successes++
+		r.ok.record(lat)
+		if k := r.kernel.get(res.Seq); k > 0 {
+			r.kern.record(k)
+			r.overhead.record(max(lat-k, 0))
+		}
 	} else {
+		r.fail.record(lat)
 		class := classify(res)
 		r.errors[class]++
 		if _, seen := r.samples[class]; !seen {
@@ -411,12 +432,12 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 		}
 	}
 	if w != nil {
-		if w.hdr == nil {
-			w.hdr = load.NewHDR()
-		}
-		_ = w.hdr.RecordValue(us)
 		w.requests++
 		if ok {
+			if w.hdr == nil {
+				w.hdr = load.NewHDR()
+			}
+			_ = w.hdr.RecordValue(toUS(lat))
 			w.successes++
 		}
 	}
@@ -484,6 +505,8 @@ func (r *recorder) window(i int) results.Window {
 	}
 	if w.requests > 0 {
 		rw.SuccessRatio = float64(w.successes) / float64(w.requests)
+	}
+	if w.hdr != nil {
 		h := load.HistogramFromHDR(w.hdr)
 		rw.P50US = load.Percentile(h, 0.50)
 		rw.P99US = load.Percentile(h, 0.99)
@@ -519,10 +542,17 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) 
 		Requests:          r.requests,
 		Successes:         r.successes,
 		Aborted:           r.aborted,
+		Connections:       r.o.Connections,
 		ConnectionsOpened: opened,
-		Histogram:         load.HistogramFromHDR(r.hdr),
 		Interrupted:       interrupted,
+		KernelStamps:      r.o.KernelStamps,
+		PacerSpin:         results.Duration(r.spin),
 	}
+	s.LatencyUS, s.Histogram = r.ok.latency()
+	s.FailureLatencyUS, s.FailureHistogram = r.fail.latency()
+	s.KernelLatencyUS, s.KernelHistogram = r.kern.latency()
+	s.ClientOverheadUS, _ = r.overhead.latency()
+	s.KernelStamped = load.Count(s.KernelHistogram)
 	if len(r.errors) > 0 {
 		s.Errors = r.errors
 		s.ErrorSamples = r.samples
@@ -541,8 +571,7 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) 
 	}
 	if r.requests > 0 {
 		s.SuccessRatio = float64(r.successes) / float64(r.requests)
-		s.LatencyUS = latency(s.Histogram, r.sumNS)
-		s.SendLagUS = latency(load.HistogramFromHDR(r.lag), r.lagNS)
+		s.SendLagUS, _ = r.lag.latency()
 	}
 	if span > 0 {
 		s.SentRPS = float64(r.sent) / span.Seconds()

@@ -47,8 +47,15 @@ func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *load.Summary {
 // checkConsistent checks the invariants of every summary.
 func checkConsistent(t *testing.T, s *load.Summary) {
 	t.Helper()
-	if got := load.Count(s.Histogram); got != s.Requests {
-		t.Errorf("histogram holds %d, requests %d", got, s.Requests)
+	if got, fails := load.Count(s.Histogram), load.Count(s.FailureHistogram); got != s.Successes || got+fails != s.Requests {
+		t.Errorf("histograms hold %d successes and %d failures; summary %d successes of %d requests", got, fails, s.Successes, s.Requests)
+	}
+	if s.KernelStamped > s.Successes || s.KernelStamped != load.Count(s.KernelHistogram) {
+		t.Errorf("kernel stamped %d (histogram %d) of %d successes", s.KernelStamped, load.Count(s.KernelHistogram), s.Successes)
+	}
+	// The kernel-side latency is part of each request's latency.
+	if k, l := s.KernelLatencyUS, s.LatencyUS; s.KernelStamped > 0 && (k.P50 > l.P50 || k.Max > l.Max) {
+		t.Errorf("kernel-side latency %+v exceeds latency %+v", k, l)
 	}
 	if s.Sent != s.Requests+s.Aborted {
 		t.Errorf("sent %d != requests %d + aborted %d", s.Sent, s.Requests, s.Aborted)
@@ -89,11 +96,11 @@ func checkConsistent(t *testing.T, s *load.Summary) {
 		}
 	}
 	l := s.LatencyUS
-	if s.Requests > 0 && !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max && l.Mean <= l.Max) {
+	if s.Successes > 0 && !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max && l.Mean <= l.Max) {
 		t.Errorf("latency not monotone: %+v", l)
 	}
 	// Each request's send lag is part of its latency.
-	if g := s.SendLagUS; g.P50 > l.P50 || g.P99 > l.P99 || g.Max > l.Max || g.Mean > l.Mean {
+	if g := s.SendLagUS; s.Successes == s.Requests && (g.P50 > l.P50 || g.P99 > l.P99 || g.Max > l.Max || g.Mean > l.Mean) {
 		t.Errorf("send lag %+v exceeds latency %+v", g, l)
 	}
 	if l.P99 != load.Percentile(s.Histogram, 0.99) {
@@ -105,12 +112,19 @@ func TestLoadAgainstEcho(t *testing.T) {
 	e := startEcho(t, 64, "pod-a")
 	o := LoadOptions{
 		Targets: []string{e.addr}, Rate: 500, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond,
-		Connections: 4, RequestSize: 64, KeepAlive: true, Timeout: 10 * time.Second,
+		Connections: 4, RequestSize: 64, KeepAlive: true, Timeout: 10 * time.Second, KernelStamps: true,
 	}
 	s := runLoad(t, context.Background(), o)
-	t.Logf("sent %d, requests %d, successes %d, warm-up %d, conns %d, latency µs %+v, send lag µs %+v",
-		s.Sent, s.Requests, s.Successes, s.WarmupRequests, s.ConnectionsOpened, s.LatencyUS, s.SendLagUS)
+	t.Logf("sent %d, requests %d, successes %d, warm-up %d, conns %d, latency µs %+v, send lag µs %+v, kernel-side µs (%d stamped) %+v, client overhead µs %+v",
+		s.Sent, s.Requests, s.Successes, s.WarmupRequests, s.ConnectionsOpened, s.LatencyUS, s.SendLagUS, s.KernelStamped, s.KernelLatencyUS, s.ClientOverheadUS)
 	checkConsistent(t, s)
+	if s.ConnectionsOpened != int64(o.Connections) {
+		t.Errorf("opened %d connections, want exactly %d", s.ConnectionsOpened, o.Connections)
+	}
+	// Over loopback the kernel stamps every request and response.
+	if s.KernelStamped != s.Successes {
+		t.Errorf("kernel stamped %d of %d successes", s.KernelStamped, s.Successes)
+	}
 
 	want := int64(o.Rate) * int64(o.Duration/time.Second)
 	if s.Sent < want*9/10 || s.Sent > want*11/10 {

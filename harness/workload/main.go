@@ -77,13 +77,13 @@ func ParseLoadFlags(args []string, stderr io.Writer) (LoadOptions, error) {
 	fs.IntVar(&o.Rate, "rate", 100, "offered rate in requests per second")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before the measured window (not measured)")
-	fs.IntVar(&o.Connections, "connections", 0, "idle connections kept per target (0: vegeta default)")
+	fs.IntVar(&o.Connections, "connections", DefaultConnections, "persistent connections in all, spread over the targets")
 	fs.IntVar(&o.RequestSize, "request-size", 0, "request body size in bytes (0: GET)")
 	fs.BoolVar(&o.KeepAlive, "keep-alive", true, "reuse connections")
 	fs.DurationVar(&o.Timeout, "timeout", 0, "per-request timeout (0: vegeta default, 30s)")
 	fs.DurationVar(&o.Window, "window", DefaultWindow, "width of the reported windows")
-	fs.Int64Var(&o.MaxBodyCapture, "max-body", 0, "bytes of each response body kept in memory (-1: all)")
-	fs.DurationVar(&o.PacerSpin, "pacer-spin", 0, "spin this long before each send for an accurate send time, at most a quarter of the interval (0: default; negative: never spin)")
+	fs.BoolVar(&o.KernelStamps, "kernel-stamps", true, "ask the kernel to timestamp requests and responses (SO_TIMESTAMPING) for the kernel-side latency")
+	fs.DurationVar(&o.PacerSpin, "pacer-spin", DefaultPacerSpin, "spin this long before each send for an accurate send time, at most a quarter of the interval (0: never spin)")
 	if err := parse(fs, args); err != nil {
 		return o, err
 	}

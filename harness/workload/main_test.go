@@ -23,16 +23,19 @@ func TestParseLoadFlags(t *testing.T) {
 			name: "repeated and comma-separated targets",
 			args: []string{"--target", "198.18.0.2:8080,198.18.0.3:8080", "--target", "198.18.0.4:8080",
 				"--rate", "250", "--duration", "3s", "--warmup", "500ms", "--connections", "4",
-				"--request-size", "64", "--keep-alive=false", "--timeout", "2s", "--window", "250ms", "--path", "/x"},
+				"--request-size", "64", "--keep-alive=false", "--timeout", "2s", "--window", "250ms", "--path", "/x",
+				"--kernel-stamps=false", "--pacer-spin", "0s"},
 			want: LoadOptions{Targets: []string{"198.18.0.2:8080", "198.18.0.3:8080", "198.18.0.4:8080"},
 				Path: "/x", Rate: 250, Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Connections: 4,
-				RequestSize: 64, KeepAlive: false, Timeout: 2 * time.Second, Window: 250 * time.Millisecond},
+				RequestSize: 64, KeepAlive: false, Timeout: 2 * time.Second, Window: 250 * time.Millisecond,
+				PacerSpin: 0},
 		},
 		{
 			name: "defaults",
 			args: []string{"--target", "127.0.0.1:8080"},
 			want: LoadOptions{Targets: []string{"127.0.0.1:8080"}, Path: "/", Rate: 100, Duration: 10 * time.Second,
-				Warmup: 2 * time.Second, KeepAlive: true, Window: time.Second},
+				Warmup: 2 * time.Second, KeepAlive: true, Window: time.Second, Connections: DefaultConnections, KernelStamps: true,
+				PacerSpin: DefaultPacerSpin},
 		},
 		{name: "no target", args: []string{"--rate", "10"}, wantErr: true},
 		{name: "bad rate", args: []string{"--target", "127.0.0.1:1", "--rate", "0"}, wantErr: true},
@@ -66,7 +69,7 @@ func equalLoadOptions(a, b LoadOptions) bool {
 	a.Logger, b.Logger = nil, nil
 	return a.Path == b.Path && a.Rate == b.Rate && a.Duration == b.Duration && a.Warmup == b.Warmup &&
 		a.Connections == b.Connections && a.RequestSize == b.RequestSize && a.KeepAlive == b.KeepAlive &&
-		a.Timeout == b.Timeout && a.Window == b.Window && a.MaxBodyCapture == b.MaxBodyCapture && a.PacerSpin == b.PacerSpin
+		a.Timeout == b.Timeout && a.Window == b.Window && a.KernelStamps == b.KernelStamps && a.PacerSpin == b.PacerSpin
 }
 
 func TestParseEchoFlags(t *testing.T) {

@@ -37,13 +37,10 @@ type precisePacer struct {
 var _ vegeta.Pacer = precisePacer{}
 
 // newPrecisePacer returns a pacer of rate requests per second with the
-// given spin margin (0: DefaultPacerSpin; negative: never spin), capped at
-// a quarter of the interval.
+// given spin margin (0 or negative: never spin), capped at a quarter of the
+// interval.
 func newPrecisePacer(rate int, spin time.Duration) precisePacer {
 	cp := vegeta.ConstantPacer{Freq: rate, Per: time.Second}
-	if spin == 0 {
-		spin = DefaultPacerSpin
-	}
 	interval := time.Second / time.Duration(rate)
 	return precisePacer{ConstantPacer: cp, margin: min(max(spin, 0), interval/4)}
 }

@@ -12,11 +12,12 @@ func TestPrecisePacerMargin(t *testing.T) {
 		spin time.Duration
 		want time.Duration
 	}{
-		{"default", 1000, 0, DefaultPacerSpin},
+		{"default", 1000, DefaultPacerSpin, DefaultPacerSpin},
 		{"fixed", 1000, 50 * time.Microsecond, 50 * time.Microsecond},
-		{"never spin", 1000, -1, 0},
-		{"capped at a quarter of the interval", 10000, 0, 25 * time.Microsecond},
-		{"low rate keeps the default", 1, 0, DefaultPacerSpin},
+		{"never spin", 1000, 0, 0},
+		{"negative: never spin", 1000, -1, 0},
+		{"capped at a quarter of the interval", 10000, DefaultPacerSpin, 25 * time.Microsecond},
+		{"low rate keeps the margin", 1, DefaultPacerSpin, DefaultPacerSpin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := newPrecisePacer(tc.rate, tc.spin).margin; got != tc.want {
