@@ -62,7 +62,7 @@ load:
   connections: 4
 `
 
-func options(t *testing.T, src string) harness.Options {
+func options(t testing.TB, src string) harness.Options {
 	t.Helper()
 	sc, err := scenarios.Parse("test.yaml", []byte(src))
 	if err != nil {
