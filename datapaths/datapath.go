@@ -97,7 +97,3 @@ type Service struct {
 	// policy, circuit breakers, retries), with defaults filled in.
 	Mesh scenarios.Mesh
 }
-
-// EchoAdminPort is the port, on the pod's loopback, where every echo server
-// serves its counters at /stats.
-const EchoAdminPort = 15090

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
 	"io"
 	"net"
 	"net/http"
@@ -32,7 +33,7 @@ type EchoStats struct {
 // loopback.
 func ReadEchoStats(ctx context.Context, pod *testbed.Pod) (EchoStats, error) {
 	var st EchoStats
-	if err := getJSON(ctx, pod.NetnsPath, net.JoinHostPort("127.0.0.1", strconv.Itoa(EchoAdminPort)), "/stats", &st); err != nil {
+	if err := getJSON(ctx, pod.NetnsPath, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.EchoAdmin)), "/stats", &st); err != nil {
 		return st, fmt.Errorf("read echo stats of pod %s: %w", pod.Name, err)
 	}
 	return st, nil

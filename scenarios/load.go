@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"bytes"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ const (
 	DefaultRequestSize  = 64
 	DefaultResponseSize = 64
 	DefaultRepetitions  = 1
-	DefaultDatapath     = "none"
+	DefaultDatapath     = catalog.None
 	DefaultPacerSpin    = 200 * time.Microsecond
 )
 

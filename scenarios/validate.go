@@ -1,6 +1,8 @@
 package scenarios
 
 import (
+	"github.com/meshbench/meshbench/internal/ports"
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"errors"
 	"fmt"
 	"regexp"
@@ -11,15 +13,13 @@ import (
 	"unicode"
 )
 
-// KnownDatapaths are the datapath names a scenario may list, in the order
-// reports present them.
-var KnownDatapaths = []string{"none", "sidecar", "sockmap", "nodeproxy", "afxdp"}
+// KnownDatapaths are the datapath names a scenario may list (the
+// catalog's), in the order reports present them.
+var KnownDatapaths = catalog.Names()
 
 // ReservedPorts are the ports the harness and its proxies listen on inside
-// pods (Envoy/Istio conventions: admin 15000, outbound 15001, inbound 15006,
-// HBONE 15008, health 15020-15021, echo admin and stats 15090); services may
-// not use them.
-var ReservedPorts = []int{15000, 15001, 15006, 15008, 15020, 15021, 15090}
+// pods (see package ports); services may not use them.
+var ReservedPorts = ports.Reserved()
 
 // Limits of the values a scenario may set, inclusive.
 const (

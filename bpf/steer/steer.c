@@ -31,7 +31,7 @@ enum {
 // Set by the loader before the program is loaded.
 volatile const __u32 proxy_ip4 = 0;	// network order
 volatile const __u16 proxy_port = 0;	// host order
-volatile const __u32 skip_uid = 1337;
+volatile const __u32 skip_uid = 0;	// the proxies' uid (package uids)
 volatile const __u8 filter_ports = 0;	// 1: only ports in meshed_ports
 
 struct orig_dst {

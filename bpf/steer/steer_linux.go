@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/uids"
 	"net/netip"
 
 	"github.com/cilium/ebpf"
@@ -13,7 +14,7 @@ import (
 
 // ProxyUID is the uid whose connects are never steered unless
 // Config.SkipUID says otherwise: the proxy's own, as in Istio.
-const ProxyUID = 1337
+const ProxyUID = uids.Proxy
 
 // SOOriginalDst is the IPPROTO_IP socket option (SO_ORIGINAL_DST) whose
 // answer the getsockopt program gives the proxy.

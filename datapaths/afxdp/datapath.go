@@ -3,6 +3,7 @@ package afxdp
 import (
 	"context"
 	"fmt"
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"net/netip"
 	"sync"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Name is the datapath's name in scenarios and results.
-const Name = "afxdp"
+const Name = catalog.AFXDP
 
 // Datapath is the AF_XDP user-space fast path: one forwarder process per
 // node (started as `<Exec> forwarder --config ...`). The load client

@@ -38,8 +38,3 @@ func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
 func For(sc *scenarios.Scenario) func(name string) (datapaths.Datapath, error) {
 	return func(name string) (datapaths.Datapath, error) { return New(name, sc) }
 }
-
-// Implemented lists the datapaths New can build.
-func Implemented() []string {
-	return []string{none.Name, sidecar.Name, sockmap.Name, nodeproxy.Name, afxdp.Name}
-}

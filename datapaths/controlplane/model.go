@@ -3,6 +3,7 @@ package controlplane
 import (
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
 	"net/netip"
 	"regexp"
 	"time"
@@ -45,8 +46,8 @@ const (
 	// inbound connections.
 	InboundListener = "inbound"
 	// OutboundPort and InboundPort are the ports of those listeners.
-	OutboundPort = 15001
-	InboundPort  = 15006
+	OutboundPort = ports.ProxyOutbound
+	InboundPort  = ports.ProxyInbound
 	// PassthroughCluster forwards outbound connections to destinations no
 	// service knows, to their original destination.
 	PassthroughCluster = "PassthroughCluster"

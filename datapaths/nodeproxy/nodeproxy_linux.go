@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -19,26 +20,11 @@ import (
 	"github.com/meshbench/meshbench/internal/rundir"
 )
 
-// Name is the datapath's name in scenarios and results.
-const Name = "nodeproxy"
-
 // Ports the node proxy listens on in its node's namespace.
 const (
-	OutboundPort = 15001
-	InboundPort  = 15006
+	OutboundPort = ports.ProxyOutbound
+	InboundPort  = ports.ProxyInbound
 )
-
-// Hop modes.
-const (
-	HopsBoth   = "both"   // source node proxy → destination node proxy → pod
-	HopsSource = "source" // source node proxy → pod
-)
-
-// Options configure the datapath.
-type Options struct {
-	// Hops is HopsBoth (default) or HopsSource.
-	Hops string
-}
 
 // Datapath is the eBPF-steered per-node proxy datapath.
 type Datapath struct {

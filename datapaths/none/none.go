@@ -3,6 +3,7 @@ package none
 import (
 	"context"
 	"fmt"
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"net/netip"
 
 	"github.com/meshbench/meshbench/datapaths"
@@ -10,7 +11,7 @@ import (
 )
 
 // Name is the datapath's name in scenarios and results.
-const Name = "none"
+const Name = catalog.None
 
 // Datapath is the no-mesh baseline. The load client addresses the
 // service's backend pods directly, round robin.

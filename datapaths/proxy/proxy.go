@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,12 +17,14 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// DefaultAdminAddr is the admin endpoint's address: the pod's (or node's)
+// loopback at ports.ProxyAdmin.
+var DefaultAdminAddr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.ProxyAdmin).String()
+
 // Defaults of Options.
 const (
-	DefaultAdminAddr      = "127.0.0.1:15000"
-	DefaultAdminPort      = 15000 // DefaultAdminAddr's port
-	DefaultOutboundPort   = 15001
-	DefaultInboundPort    = 15006
+	DefaultOutboundPort   = ports.ProxyOutbound
+	DefaultInboundPort    = ports.ProxyInbound
 	DefaultConnectTimeout = 10 * time.Second
 )
 

@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/internal/ports"
+	"github.com/meshbench/meshbench/internal/uids"
 
 	"bytes"
 	"context"
@@ -12,8 +14,8 @@ import (
 // ProxyUID and ProxyGID are the credentials the proxy runs with; the rules
 // let its own traffic through, as Istio's do.
 const (
-	ProxyUID = 1337
-	ProxyGID = 1337
+	ProxyUID = uids.Proxy
+	ProxyGID = uids.Proxy
 )
 
 // RuleOptions parameterise the rule set.
@@ -31,9 +33,9 @@ type RuleOptions struct {
 // DefaultRuleOptions are Istio's defaults, plus the echo server's admin port.
 func DefaultRuleOptions() RuleOptions {
 	return RuleOptions{
-		OutboundPort:        15001,
-		InboundPort:         15006,
-		ExcludeInboundPorts: []int{15008, 15090, 15021, 15020},
+		OutboundPort:        ports.ProxyOutbound,
+		InboundPort:         ports.ProxyInbound,
+		ExcludeInboundPorts: ports.InboundExcluded(),
 	}
 }
 

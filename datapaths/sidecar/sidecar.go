@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 )
 
 // Name is the datapath's name in scenarios and results.
-const Name = "sidecar"
+const Name = catalog.Sidecar
 
 // ReadyTimeout bounds the wait for every proxy to be configured.
 const ReadyTimeout = 30 * time.Second

@@ -4,19 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
+	"github.com/meshbench/meshbench/internal/uids"
 	"net/netip"
 
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
-	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
-
-// Name is the datapath's name in scenarios and results.
-const Name = "sockmap"
 
 // New returns the sockmap datapath.
 func New() datapaths.Datapath {
@@ -46,15 +44,15 @@ func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error)
 		}
 	}()
 	s.steer, err = steer.Load(steer.Config{
-		Proxy:   netip.MustParseAddrPort("127.0.0.1:15001"),
-		SkipUID: sidecar.ProxyUID,
+		Proxy:   netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.ProxyOutbound),
+		SkipUID: uids.Proxy,
 	})
 	if err != nil {
 		return err
 	}
 	// The harness reads the proxies' and echo servers' counters from
 	// outside the pods' cgroups: those connections are not the mesh's.
-	s.sockmap, err = sockmap.Load(sockmap.Config{IgnorePorts: []uint16{proxy.DefaultAdminPort, datapaths.EchoAdminPort}})
+	s.sockmap, err = sockmap.Load(sockmap.Config{IgnorePorts: []uint16{ports.ProxyAdmin, ports.EchoAdmin}})
 	if err != nil {
 		return err
 	}

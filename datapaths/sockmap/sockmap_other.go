@@ -4,8 +4,5 @@ package sockmap
 
 import "github.com/meshbench/meshbench/datapaths"
 
-// Name is the datapath's name in scenarios and results.
-const Name = "sockmap"
-
 // New returns a datapath that reports it needs Linux.
 func New() datapaths.Datapath { return datapaths.Unsupported(Name, "needs Linux eBPF") }

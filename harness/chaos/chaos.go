@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -12,17 +13,6 @@ import (
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
-)
-
-// Implementations of the faults.
-const (
-	ImplSignal       = "signal"             // pod-kill, proxy-kill: SIGKILL, restart by callback
-	ImplNetem        = "netem"              // delay: sch_netem on the pod's eth0
-	ImplNFQueue      = "nfqueue"            // delay: iptables NFQUEUE + user-space hold
-	ImplStatistic    = "iptables-statistic" // loss: iptables statistic DROP on the receiver's INPUT
-	ImplTCBPF        = "tc-bpf"             // loss, partition: tcx BPF program on the receiver's ingress (the sender's egress for "to" loss without a target)
-	ImplIptablesDrop = "iptables-drop"      // partition: iptables DROP on both sides' INPUT
-	ImplTBF          = "tbf"                // bandwidth: token bucket filter qdisc
 )
 
 // Fault is one kind of fault, bound to its parameters. A Fault value serves
@@ -88,12 +78,12 @@ type Env struct {
 // Default maps each fault to the implementation used when Env does not
 // say: the ones that need only iptables, NFQUEUE and TBF.
 var Default = map[string]string{
-	scenarios.FaultPodKill:   ImplSignal,
-	scenarios.FaultProxyKill: ImplSignal,
-	scenarios.FaultDelay:     ImplNFQueue,
-	scenarios.FaultLoss:      ImplStatistic,
-	scenarios.FaultPartition: ImplIptablesDrop,
-	scenarios.FaultBandwidth: ImplTBF,
+	scenarios.FaultPodKill:   impl.Signal,
+	scenarios.FaultProxyKill: impl.Signal,
+	scenarios.FaultDelay:     impl.NFQueue,
+	scenarios.FaultLoss:      impl.Statistic,
+	scenarios.FaultPartition: impl.IptablesDrop,
+	scenarios.FaultBandwidth: impl.TBF,
 }
 
 // FromDoctor returns the implementation doctor chose for each fault, for
@@ -116,16 +106,16 @@ func FromDoctor(r doctor.Report) map[string]string {
 func Choose(fault, want string, hasTarget bool) string {
 	switch fault {
 	case scenarios.FaultLoss, scenarios.FaultPartition:
-		if want == ImplTCBPF {
-			return ImplTCBPF
+		if want == impl.TCBPF {
+			return impl.TCBPF
 		}
 		return Default[fault]
 	case scenarios.FaultDelay:
 		// netem acts on all of the pod's egress; per-peer delay needs nfqueue.
-		if want == ImplNetem && !hasTarget {
-			return ImplNetem
+		if want == impl.Netem && !hasTarget {
+			return impl.Netem
 		}
-		return ImplNFQueue
+		return impl.NFQueue
 	default:
 		return Default[fault]
 	}

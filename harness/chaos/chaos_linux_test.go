@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"maps"
 	"net"
 	"os"
@@ -367,7 +368,7 @@ func TestFaults(t *testing.T) {
 	b := newBed(t)
 	echo := udpEcho(t, b.b, 7000)
 
-	for _, impl := range []string{ImplStatistic, ImplTCBPF} {
+	for _, impl := range []string{impl.Statistic, impl.TCBPF} {
 		b.env.Implementations = map[string]string{"loss": impl, "partition": impl}
 		t.Run(impl+" loss from", func(t *testing.T) {
 			before := b.snapshots(t)
@@ -438,7 +439,7 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
-	for _, impl := range []string{ImplIptablesDrop, ImplTCBPF} {
+	for _, impl := range []string{impl.IptablesDrop, impl.TCBPF} {
 		b.env.Implementations = map[string]string{"partition": impl}
 		t.Run(impl+" partition", func(t *testing.T) {
 			before := b.snapshots(t)
@@ -585,7 +586,7 @@ func podKillTimeline(t *testing.T, b *bed) {
 	}
 	r := recs[0]
 	t.Logf("pod-kill record: %+v", r)
-	if r.Error != "" || r.Fault != "pod-kill" || r.Implementation != ImplSignal || !slices.Equal(r.Pods, []string{"n1-p0"}) ||
+	if r.Error != "" || r.Fault != "pod-kill" || r.Implementation != impl.Signal || !slices.Equal(r.Pods, []string{"n1-p0"}) ||
 		r.StartS < 0.1 || r.EndS < 0.8 || r.EndS < r.StartS {
 		t.Errorf("record %+v", r)
 	}
@@ -792,7 +793,7 @@ func stopAfterCancel(t *testing.T, b *bed) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	env := *b.env
-	env.Implementations = map[string]string{"loss": ImplTCBPF}
+	env.Implementations = map[string]string{"loss": impl.TCBPF}
 	tl.Run(ctx, env, time.Now())
 	// Wait until the four immediate faults are in place.
 	deadline := time.Now().Add(10 * time.Second)

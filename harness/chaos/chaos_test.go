@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"net/netip"
 	"slices"
 	"strings"
@@ -100,17 +101,17 @@ func TestChoose(t *testing.T) {
 		target      bool
 		got         string
 	}{
-		{"delay", "netem", false, ImplNetem},
-		{"delay", "netem", true, ImplNFQueue},
-		{"delay", "nfqueue", false, ImplNFQueue},
-		{"delay", "", false, ImplNFQueue},
-		{"loss", "tc-bpf", false, ImplTCBPF},
-		{"loss", "iptables-statistic", false, ImplStatistic},
-		{"loss", "", false, ImplStatistic},
-		{"partition", "tc-bpf", true, ImplTCBPF},
-		{"partition", "iptables-drop", true, ImplIptablesDrop},
-		{"bandwidth", "htb", false, ImplTBF},
-		{"pod-kill", "", false, ImplSignal},
+		{"delay", "netem", false, impl.Netem},
+		{"delay", "netem", true, impl.NFQueue},
+		{"delay", "nfqueue", false, impl.NFQueue},
+		{"delay", "", false, impl.NFQueue},
+		{"loss", "tc-bpf", false, impl.TCBPF},
+		{"loss", "iptables-statistic", false, impl.Statistic},
+		{"loss", "", false, impl.Statistic},
+		{"partition", "tc-bpf", true, impl.TCBPF},
+		{"partition", "iptables-drop", true, impl.IptablesDrop},
+		{"bandwidth", "htb", false, impl.TBF},
+		{"pod-kill", "", false, impl.Signal},
 	} {
 		if got := Choose(tt.fault, tt.want, tt.target); got != tt.got {
 			t.Errorf("Choose(%s, %s, %v) = %s, want %s", tt.fault, tt.want, tt.target, got, tt.got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -18,12 +19,12 @@ import (
 	"github.com/meshbench/meshbench/scenarios"
 )
 
-func newDelay(impl string, d scenarios.DelaySpec, tag string) (Fault, error) {
+func newDelay(using string, d scenarios.DelaySpec, tag string) (Fault, error) {
 	latency, jitter := time.Duration(d.Latency), time.Duration(d.Jitter)
 	if latency <= 0 || jitter < 0 || jitter > latency {
 		return nil, fmt.Errorf("delay: latency %s, jitter %s: want latency > 0 and 0 <= jitter <= latency", d.Latency, d.Jitter)
 	}
-	if impl == ImplNetem {
+	if using == impl.Netem {
 		return &netemDelay{latency: latency, jitter: jitter}, nil
 	}
 	return &nfqDelay{latency: latency, jitter: jitter, tag: tag}, nil
@@ -52,7 +53,7 @@ type nfqDelay struct {
 }
 
 func (f *nfqDelay) Kind() string           { return scenarios.FaultDelay }
-func (f *nfqDelay) Implementation() string { return ImplNFQueue }
+func (f *nfqDelay) Implementation() string { return impl.NFQueue }
 
 type held struct {
 	id  uint32

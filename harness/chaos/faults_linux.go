@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -34,15 +35,15 @@ var notLo = []string{"!", "-i", "lo"}
 
 func newPodKill(env *Env) Fault   { return &podKill{env: env} }
 func newProxyKill(env *Env) Fault { return &proxyKill{env: env} }
-func newLoss(p float64, tag, impl string) Fault {
-	if impl == ImplTCBPF {
+func newLoss(p float64, tag, using string) Fault {
+	if using == impl.TCBPF {
 		return &tcLoss{probability: p, tag: tag}
 	}
 	return &loss{probability: p, tag: tag}
 }
 
-func newPartition(tag, impl string) Fault {
-	if impl == ImplTCBPF {
+func newPartition(tag, using string) Fault {
+	if using == impl.TCBPF {
 		return &tcPartition{tag: tag}
 	}
 	return &partition{tag: tag}
@@ -57,7 +58,7 @@ type podKill struct {
 }
 
 func (f *podKill) Kind() string           { return scenarios.FaultPodKill }
-func (f *podKill) Implementation() string { return ImplSignal }
+func (f *podKill) Implementation() string { return impl.Signal }
 
 func (f *podKill) Inject(ctx context.Context, t Target) error {
 	if f.env.StartWorkload == nil {
@@ -136,7 +137,7 @@ type proxyKill struct {
 }
 
 func (f *proxyKill) Kind() string           { return scenarios.FaultProxyKill }
-func (f *proxyKill) Implementation() string { return ImplSignal }
+func (f *proxyKill) Implementation() string { return impl.Signal }
 
 func (f *proxyKill) Inject(ctx context.Context, t Target) error {
 	var all []*testbed.Process
@@ -196,7 +197,7 @@ type loss struct {
 }
 
 func (f *loss) Kind() string           { return scenarios.FaultLoss }
-func (f *loss) Implementation() string { return ImplStatistic }
+func (f *loss) Implementation() string { return impl.Statistic }
 
 func (f *loss) Inject(ctx context.Context, t Target) error {
 	stat := []string{"-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(f.probability, 'f', 6, 64)}
@@ -248,7 +249,7 @@ type partition struct {
 }
 
 func (f *partition) Kind() string           { return scenarios.FaultPartition }
-func (f *partition) Implementation() string { return ImplIptablesDrop }
+func (f *partition) Implementation() string { return impl.IptablesDrop }
 
 func (f *partition) Inject(ctx context.Context, t Target) error {
 	if len(t.Peers) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"os"
 	"sync"
 	"time"
@@ -162,7 +163,7 @@ func newBandwidth(b scenarios.BandwidthSpec) (*bandwidth, error) {
 }
 
 func (f *bandwidth) Kind() string           { return scenarios.FaultBandwidth }
-func (f *bandwidth) Implementation() string { return ImplTBF }
+func (f *bandwidth) Implementation() string { return impl.TBF }
 
 func (f *bandwidth) Inject(ctx context.Context, t Target) error {
 	for _, r := range egressLinks(t) {
@@ -185,7 +186,7 @@ type netemDelay struct {
 }
 
 func (f *netemDelay) Kind() string           { return scenarios.FaultDelay }
-func (f *netemDelay) Implementation() string { return ImplNetem }
+func (f *netemDelay) Implementation() string { return impl.Netem }
 
 func (f *netemDelay) Inject(ctx context.Context, t Target) error {
 	if t.Peers != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"math"
 	"net"
 	"sync"
@@ -153,9 +154,9 @@ type tcLoss struct {
 func (f *tcLoss) Kind() string { return scenarios.FaultLoss }
 func (f *tcLoss) Implementation() string {
 	if f.fallback != nil {
-		return ImplStatistic
+		return impl.Statistic
 	}
-	return ImplTCBPF
+	return impl.TCBPF
 }
 
 func (f *tcLoss) Inject(ctx context.Context, t Target) error {
@@ -234,9 +235,9 @@ type tcPartition struct {
 func (f *tcPartition) Kind() string { return scenarios.FaultPartition }
 func (f *tcPartition) Implementation() string {
 	if f.fallback != nil {
-		return ImplIptablesDrop
+		return impl.IptablesDrop
 	}
-	return ImplTCBPF
+	return impl.TCBPF
 }
 
 func (f *tcPartition) Inject(ctx context.Context, t Target) error {

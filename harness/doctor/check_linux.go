@@ -8,11 +8,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
+	"github.com/meshbench/meshbench/internal/uids"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -520,11 +523,11 @@ func (p *prober) probeIptables(ctx context.Context, path string) {
 		name string
 		args []string
 	}{
-		{FeatXtREDIRECT, []string{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"}},
-		{FeatXtOwner, []string{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"}},
+		{FeatXtREDIRECT, []string{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(ports.ProxyOutbound)}},
+		{FeatXtOwner, []string{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner", strconv.Itoa(uids.Proxy), "-j", "RETURN"}},
 		{FeatXtStatistic, []string{"-t", "filter", "-A", "INPUT", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-j", "DROP"}},
 		{FeatXtNFQUEUE, []string{"-t", "filter", "-A", "INPUT", "-p", "tcp", "-j", "NFQUEUE", "--queue-num", "7", "--queue-bypass"}},
-		{FeatXtTPROXY, []string{"-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "-j", "TPROXY", "--on-port", "15001", "--tproxy-mark", "1"}},
+		{FeatXtTPROXY, []string{"-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "-j", "TPROXY", "--on-port", strconv.Itoa(ports.ProxyOutbound), "--tproxy-mark", "1"}},
 	} {
 		args := append([]string{"-w", "5"}, r.args...)
 		rule := "iptables " + strings.Join(r.args, " ")

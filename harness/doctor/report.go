@@ -3,6 +3,9 @@ package doctor
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/meshbench/meshbench/datapaths/catalog"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
+	"github.com/meshbench/meshbench/scenarios"
 	"io"
 	"log/slog"
 	"slices"
@@ -286,30 +289,30 @@ func one(needs ...string) []alternative { return []alternative{{needs: needs}} }
 
 // specs lists every requirement in report order.
 var specs = []spec{
-	{KindDatapath, "none", one(needTestbed...)},
-	{KindDatapath, "sidecar", one(needSidecar...)},
+	{KindDatapath, catalog.None, one(needTestbed...)},
+	{KindDatapath, catalog.Sidecar, one(needSidecar...)},
 	// sockmap keeps the sidecar's redirect rules and accelerates them.
-	{KindDatapath, "sockmap", one(join(join(needSidecar, needCgBPF...), FeatProgSockOps, FeatProgSkMsg, FeatMapSockHash, FeatHelperMsgHash)...)},
-	{KindDatapath, "nodeproxy", one(join(needTestbed, needCgBPF...)...)},
-	{KindDatapath, "afxdp", one(join(needTestbed, FeatBPF, FeatProgXDP, FeatMapXSKMap, FeatXDPVeth, FeatAFXDP)...)},
+	{KindDatapath, catalog.Sockmap, one(join(join(needSidecar, needCgBPF...), FeatProgSockOps, FeatProgSkMsg, FeatMapSockHash, FeatHelperMsgHash)...)},
+	{KindDatapath, catalog.NodeProxy, one(join(needTestbed, needCgBPF...)...)},
+	{KindDatapath, catalog.AFXDP, one(join(needTestbed, FeatBPF, FeatProgXDP, FeatMapXSKMap, FeatXDPVeth, FeatAFXDP)...)},
 
-	{KindFault, "pod-kill", []alternative{{"signal", []string{FeatRoot}}}},
-	{KindFault, "proxy-kill", []alternative{{"signal", []string{FeatRoot}}}},
-	{KindFault, "delay", []alternative{
-		{"netem", []string{FeatRoot, FeatNetem}},
-		{"nfqueue", []string{FeatRoot, FeatIptables, FeatXtNFQUEUE}},
+	{KindFault, scenarios.FaultPodKill, []alternative{{impl.Signal, []string{FeatRoot}}}},
+	{KindFault, scenarios.FaultProxyKill, []alternative{{impl.Signal, []string{FeatRoot}}}},
+	{KindFault, scenarios.FaultDelay, []alternative{
+		{impl.Netem, []string{FeatRoot, FeatNetem}},
+		{impl.NFQueue, []string{FeatRoot, FeatIptables, FeatXtNFQUEUE}},
 	}},
-	{KindFault, "loss", []alternative{
-		{"tc-bpf", needTCBPF},
-		{"iptables-statistic", []string{FeatRoot, FeatIptables, FeatXtStatistic}},
+	{KindFault, scenarios.FaultLoss, []alternative{
+		{impl.TCBPF, needTCBPF},
+		{impl.Statistic, []string{FeatRoot, FeatIptables, FeatXtStatistic}},
 	}},
-	{KindFault, "partition", []alternative{
-		{"tc-bpf", needTCBPF},
-		{"iptables-drop", []string{FeatRoot, FeatIptables}},
+	{KindFault, scenarios.FaultPartition, []alternative{
+		{impl.TCBPF, needTCBPF},
+		{impl.IptablesDrop, []string{FeatRoot, FeatIptables}},
 	}},
-	{KindFault, "bandwidth", []alternative{
-		{"tbf", []string{FeatRoot, FeatTBF}},
-		{"htb", []string{FeatRoot, FeatHTB}},
+	{KindFault, scenarios.FaultBandwidth, []alternative{
+		{impl.TBF, []string{FeatRoot, FeatTBF}},
+		{impl.HTB, []string{FeatRoot, FeatHTB}},
 	}},
 
 	{KindEngine, "builtin", one()},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/ports"
 	"io"
 	"log/slog"
 	"net"
@@ -25,8 +26,8 @@ const (
 )
 
 // DefaultAdminListen is where the echo server serves /stats and /healthz:
-// the pod's loopback at datapaths.EchoAdminPort.
-var DefaultAdminListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(datapaths.EchoAdminPort))
+// the pod's loopback at ports.EchoAdmin.
+var DefaultAdminListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.EchoAdmin))
 
 // PodHeader is the response header that names the pod that answered.
 const PodHeader = "X-Meshbench-Pod"

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meshbench/meshbench/internal/uids"
 	"io"
 	"os"
 	"path/filepath"
@@ -351,7 +352,7 @@ func CheckDetached(tb testing.TB, cgroupPath string, types []ebpf.AttachType, pr
 }
 
 // ProxyUID is the uid the helper proxy runs as.
-const ProxyUID = 1337
+const ProxyUID = uids.Proxy
 
 // StartNodeProxy starts the helper proxy in the node's network namespace
 // (and the run's node cgroup), listening on addr, as StartProxy does in

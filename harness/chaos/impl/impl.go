@@ -1,0 +1,16 @@
+// Package impl names the implementations of chaos faults: the one list the
+// doctor (which probes which ones a host can run) and package chaos (which
+// runs them) agree on.
+package impl
+
+// Implementations of the faults.
+const (
+	Signal       = "signal"             // pod-kill, proxy-kill: SIGKILL, restart by callback
+	Netem        = "netem"              // delay: sch_netem on the pod's eth0
+	NFQueue      = "nfqueue"            // delay: iptables NFQUEUE + user-space hold
+	Statistic    = "iptables-statistic" // loss: iptables statistic DROP on the receiver's INPUT
+	TCBPF        = "tc-bpf"             // loss, partition: tcx BPF program on the receiver's ingress (the sender's egress for "to" loss without a target)
+	IptablesDrop = "iptables-drop"      // partition: iptables DROP on both sides' INPUT
+	TBF          = "tbf"                // bandwidth: token bucket filter qdisc
+	HTB          = "htb"                // bandwidth: hierarchical token bucket (probed, not implemented)
+)

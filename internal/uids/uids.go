@@ -1,0 +1,8 @@
+// Package uids names the user and group ids meshbench's proxies run as:
+// the one place the number is written.
+package uids
+
+// Proxy is the uid and gid every mesh proxy runs as (Istio's 1337). The
+// iptables capture rules and the connect4 steering skip its connections,
+// so that a proxy's own traffic is not sent back to it.
+const Proxy = 1337
