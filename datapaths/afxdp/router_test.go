@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/maglev"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
 
@@ -211,6 +212,40 @@ func TestMaglevAffinity(t *testing.T) {
 	}
 	if len(seen) != 2 || seen[netip.MustParseAddr("198.18.0.11")] < 60 || seen[netip.MustParseAddr("198.18.1.10")] < 60 {
 		t.Errorf("200 connections spread as %v", seen)
+	}
+}
+
+// TestMaglevSharedTable: the forwarder picks, for a connection, the backend
+// the shared Maglev table gives for the connection's hash; the builtin
+// proxy picks from the same table (datapaths/proxy's "maglev is the shared
+// table"), so for the same hash both choose the same backend.
+func TestMaglevSharedTable(t *testing.T) {
+	cfg := testConfig()
+	backends := []netip.AddrPort{netip.MustParseAddrPort("198.18.0.11:8080"), netip.MustParseAddrPort("198.18.1.10:8080"), netip.MustParseAddrPort("198.18.0.11:8081")}
+	cfg.Services[0].Backends = backends
+	r, _, err := newRouter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(backends))
+	for i, b := range backends {
+		names[i] = b.String()
+	}
+	table, err := maglev.New(names, maglev.DefaultSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, vip := netip.MustParseAddr("198.18.0.10"), netip.MustParseAddrPort("198.19.128.1:80")
+	for port := uint16(40000); port < 40300; port++ {
+		f := packet(protoTCP, netip.AddrPortFrom(src, port), vip, 64, "")
+		if _, ok := r.forward(f); !ok {
+			t.Fatal("dropped")
+		}
+		got := netip.AddrFrom4([4]byte(f[ipDst:]))
+		want := netip.MustParseAddrPort(table.Backend(maglev.HashAddrPorts(protoTCP, netip.AddrPortFrom(src, port), vip))).Addr()
+		if got != want {
+			t.Fatalf("port %d: forwarder chose %s, the shared table %s", port, got, want)
+		}
 	}
 }
 

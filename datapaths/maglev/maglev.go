@@ -107,6 +107,14 @@ func mix(x uint64) uint64 {
 	return x
 }
 
+// HashKey hashes an arbitrary key (a header's value, a source address) for
+// Lookup: FNV-1a, spread with the same finalizer as the tuple hash.
+func HashKey(key []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(key)
+	return mix(h.Sum64())
+}
+
 // HashTuple hashes a connection's 5-tuple (protocol number, addresses and
 // ports) for Lookup. It is the same in every process, so every node picks
 // the same backend for a connection.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/meshbench/meshbench/datapaths/maglev"
 )
 
 func hosts(n int) []*host {
@@ -84,6 +86,27 @@ func TestLBPolicies(t *testing.T) {
 			t.Errorf("%.1f%% of the keys of remaining hosts moved", 100*frac)
 		}
 		t.Logf("keys of remaining hosts moved on removal: %d of %d", moved, keys)
+	})
+	// The AF_XDP forwarder builds its table with the same package from the
+	// same "ip:port" names (datapaths/afxdp's TestMaglevSharedTable): for
+	// the same hash both pick the same backend.
+	t.Run("maglev is the shared table", func(t *testing.T) {
+		hs := hosts(7)
+		p := newPicker(lbMaglev, hs)
+		names := make([]string, len(hs))
+		for i, h := range hs {
+			names[i] = h.addr.String()
+		}
+		table, err := maglev.New(names, maglev.DefaultSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range 5000 {
+			key := []byte(fmt.Sprintf("key-%d", k))
+			if got, want := p.pick(key, true).addr.String(), table.Backend(maglev.HashKey(key)); got != want {
+				t.Fatalf("key %q: proxy picked %s, the shared table %s", key, got, want)
+			}
+		}
 	})
 	t.Run("random is roughly uniform", func(t *testing.T) {
 		hs := hosts(4)
