@@ -4,6 +4,8 @@ go 1.26.8
 
 require golang.org/x/sys v0.49.0
 
+require github.com/moby/sys/mountinfo v0.7.2 // indirect
+
 require (
 	github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794 // indirect
 	github.com/florianl/go-nfqueue/v2 v2.0.2

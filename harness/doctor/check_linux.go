@@ -1,15 +1,11 @@
 package doctor
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/ports"
-	"github.com/meshbench/meshbench/internal/uids"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -17,6 +13,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/meshbench/meshbench/internal/cgroupfs"
+	"github.com/meshbench/meshbench/internal/ports"
+	"github.com/meshbench/meshbench/internal/uids"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -158,15 +158,15 @@ func kernelRelease() string {
 }
 
 // probeCgroups finds the cgroup v2 mount and the cgroup v1 memory controller
-// in /proc/self/mountinfo and returns their paths ("" when absent).
+// and returns their paths ("" when absent).
 func (p *prober) probeCgroups() (v2, v1mem string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	roots, err := cgroupfs.Find()
 	if err != nil {
-		p.set(FeatCgroupV2, false, "read mountinfo: "+err.Error())
-		p.set(FeatCgroupV1Mem, false, "read mountinfo: "+err.Error())
+		p.set(FeatCgroupV2, false, err.Error())
+		p.set(FeatCgroupV1Mem, false, err.Error())
 		return "", ""
 	}
-	v2, v1mem = parseMountinfo(b)
+	v2, v1mem = roots.V2, roots.V1Memory
 	if v2 != "" {
 		detail := "mounted at " + v2
 		if c, err := os.ReadFile(filepath.Join(v2, "cgroup.controllers")); err == nil {
@@ -184,35 +184,6 @@ func (p *prober) probeCgroups() (v2, v1mem string) {
 		p.set(FeatCgroupV1Mem, true, "memory controller at "+v1mem)
 	} else {
 		p.set(FeatCgroupV1Mem, false, "no cgroup v1 memory controller (on pure cgroup v2 hosts memory is read from the v2 hierarchy)")
-	}
-	return v2, v1mem
-}
-
-// parseMountinfo returns the mount points of the cgroup2 hierarchy and of the
-// cgroup v1 memory controller, "" when absent.
-func parseMountinfo(b []byte) (v2, v1mem string) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		switch qf[0] {
-		case "cgroup2":
-			if v2 == "" {
-				v2 = pf[4]
-			}
-		case "cgroup":
-			for _, o := range strings.Split(qf[2], ",") {
-				if o == "memory" && v1mem == "" {
-					v1mem = pf[4]
-				}
-			}
-		}
 	}
 	return v2, v1mem
 }

@@ -146,29 +146,3 @@ func TestCheckCancelled(t *testing.T) {
 		t.Errorf("cancelled Check: %d features, %d requirements", len(r.Features), len(r.Requirements))
 	}
 }
-
-func TestParseMountinfo(t *testing.T) {
-	const hybrid = `25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw
-31 25 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
-32 31 0:28 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-38 31 0:34 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:35 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-`
-	const v2only = `31 25 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
-`
-	tests := []struct {
-		name, in, v2, v1mem string
-	}{
-		{"hybrid", hybrid, "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory"},
-		{"v2 only", v2only, "/sys/fs/cgroup", ""},
-		{"none", "25 30 0:23 / /sys rw - sysfs sysfs rw\n", "", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			v2, v1 := parseMountinfo([]byte(tt.in))
-			if v2 != tt.v2 || v1 != tt.v1mem {
-				t.Errorf("got %q, %q; want %q, %q", v2, v1, tt.v2, tt.v1mem)
-			}
-		})
-	}
-}

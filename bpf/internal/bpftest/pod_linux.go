@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/uids"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshbench/meshbench/internal/cgroupfs"
+	"github.com/meshbench/meshbench/internal/uids"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -394,19 +396,12 @@ func CgroupOf(pid int) (string, error) {
 	if rel == "" {
 		return "", fmt.Errorf("process %d has no cgroup v2 membership", pid)
 	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	roots, err := cgroupfs.Find()
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(mi), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) >= 5 && len(qf) >= 1 && qf[0] == "cgroup2" {
-			return filepath.Join(pf[4], rel), nil
-		}
+	if roots.V2 == "" {
+		return "", errors.New("no cgroup2 mount")
 	}
-	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
+	return filepath.Join(roots.V2, rel), nil
 }

@@ -1,7 +1,6 @@
 package netns
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshbench/meshbench/internal/cgroupfs"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,64 +62,13 @@ func (p *Provider) roots() (cgroupRoots, error) {
 }
 
 // detectCgroupRoots finds the cgroup2 mount and the cgroup v1 memory
-// controller mount in /proc/self/mountinfo.
+// controller mount.
 func detectCgroupRoots() (cgroupRoots, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	r, err := cgroupfs.Find()
 	if err != nil {
-		return cgroupRoots{}, fmt.Errorf("find cgroup mounts: %w", err)
+		return cgroupRoots{}, err
 	}
-	defer f.Close()
-	r, err := parseMountinfo(bufio.NewScanner(f))
-	if err != nil {
-		return cgroupRoots{}, fmt.Errorf("find cgroup mounts: %w", err)
-	}
-	return r, nil
-}
-
-func parseMountinfo(sc *bufio.Scanner) (cgroupRoots, error) {
-	var r cgroupRoots
-	for sc.Scan() {
-		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		mnt := unescapeMount(pf[4])
-		switch qf[0] {
-		case "cgroup2":
-			if r.v2 == "" {
-				r.v2 = mnt
-			}
-		case "cgroup":
-			if r.mem == "" && slices.Contains(strings.Split(qf[2], ","), "memory") {
-				r.mem = mnt
-			}
-		}
-	}
-	return r, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return cgroupRoots{v2: r.V2, mem: r.V1Memory}, nil
 }
 
 // cgroupPIDs reads the pids in dir's cgroup.procs.
