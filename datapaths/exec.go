@@ -4,28 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/meshbench/meshbench/harness/testbed"
 )
-
-// RunInNetns runs the command name args inside the network namespace at
-// path (with nsenter), feeding it stdin, and returns its standard output.
-// The error carries the command and its standard error.
-func RunInNetns(ctx context.Context, path, stdin, name string, args ...string) (string, error) {
-	argv := append([]string{"--net=" + path, name}, args...)
-	cmd := exec.CommandContext(ctx, "nsenter", argv...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), path, err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
-}
 
 // Tail is an io.Writer that keeps the last Max bytes written to it, for a
 // process's standard error in error messages.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshbench/meshbench/internal/iptables"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
@@ -74,8 +76,7 @@ func TestBypassFailsProof(t *testing.T) {
 	}
 	iptables := func(pod *testbed.Pod, args ...string) func(context.Context, *datapaths.Env) error {
 		return func(ctx context.Context, env *datapaths.Env) error {
-			_, err := datapaths.RunInNetns(ctx, pod.NetnsPath, "", "iptables", args...)
-			return err
+			return iptables.Run(ctx, pod.NetnsPath, args...)
 		}
 	}
 	tests := []struct {

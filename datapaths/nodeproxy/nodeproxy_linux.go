@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/ports"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strconv"
+
+	"github.com/meshbench/meshbench/internal/iptables"
+	"github.com/meshbench/meshbench/internal/ports"
 
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
@@ -165,7 +167,7 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 	}
 	ns.atts = append(ns.atts, a)
 	if d.opts.Hops == HopsBoth {
-		if _, err := datapaths.RunInNetns(ctx, n.NetnsPath, "", "iptables", inboundRule("-A", n)...); err != nil {
+		if err := iptables.Run(ctx, n.NetnsPath, inboundRule("-A", n)...); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		ns.rules = true
@@ -363,7 +365,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 			ns.objs = nil
 		}
 		if ns.rules {
-			if _, err := datapaths.RunInNetns(ctx, ns.node.NetnsPath, "", "iptables", inboundRule("-D", ns.node)...); err != nil {
+			if err := iptables.Run(ctx, ns.node.NetnsPath, inboundRule("-D", ns.node)...); err != nil {
 				errs = append(errs, err)
 			}
 			ns.rules = false

@@ -1,7 +1,7 @@
 package sidecar
 
 import (
-	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/internal/iptables"
 	"github.com/meshbench/meshbench/internal/ports"
 	"github.com/meshbench/meshbench/internal/uids"
 
@@ -107,20 +107,18 @@ func removeRules(o RuleOptions) string {
 
 // applyRules installs the rule set in the namespace at path, atomically.
 func applyRules(ctx context.Context, path string, o RuleOptions) error {
-	_, err := datapaths.RunInNetns(ctx, path, Rules(o), "iptables-restore", "--noflush")
-	return err
+	return iptables.Restore(ctx, path, Rules(o))
 }
 
 // deleteRules removes the rule set from the namespace at path.
 func deleteRules(ctx context.Context, path string, o RuleOptions) error {
-	_, err := datapaths.RunInNetns(ctx, path, removeRules(o), "iptables-restore", "--noflush")
-	return err
+	return iptables.Restore(ctx, path, removeRules(o))
 }
 
 // SaveNat returns `iptables-save -t nat` of the namespace at path, without
 // comments and counters, for comparisons.
 func SaveNat(ctx context.Context, path string) (string, error) {
-	out, err := datapaths.RunInNetns(ctx, path, "", "iptables-save", "-t", "nat")
+	out, err := iptables.Save(ctx, path, "nat")
 	if err != nil {
 		return "", err
 	}

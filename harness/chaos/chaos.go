@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/testbed"

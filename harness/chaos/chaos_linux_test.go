@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"maps"
 	"net"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"

@@ -2,12 +2,13 @@ package chaos
 
 import (
 	"context"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"

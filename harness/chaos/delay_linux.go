@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"golang.org/x/sys/unix"
@@ -72,7 +73,7 @@ type delayQueue struct {
 
 func (f *nfqDelay) Inject(ctx context.Context, t Target) error {
 	for _, p := range t.Pods {
-		if err := checkTestbedNetns(p.NetnsPath); err != nil {
+		if err := nsutil.RefuseRoot(p.NetnsPath); err != nil {
 			return err
 		}
 		num := uint16(nextQueue.Add(1))

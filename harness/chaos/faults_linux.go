@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/vishvananda/netlink"
 
@@ -32,7 +33,7 @@ type rootQdiscs struct {
 // It refuses an interface whose root qdisc was configured by someone else
 // (a non-zero handle), which it would otherwise replace.
 func (q *rootQdiscs) add(netnsPath, link string, build func(attrs netlink.QdiscAttrs) netlink.Qdisc) error {
-	if err := checkTestbedNetns(netnsPath); err != nil {
+	if err := nsutil.RefuseRoot(netnsPath); err != nil {
 		return err
 	}
 	err := nsutil.Do(netnsPath, func() error {

@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
 	"math"
 	"net"
 	"sync"
+
+	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -85,7 +86,7 @@ type tcAttached struct {
 // add attaches a program dropping packets from srcs with probability p to
 // pod's eth0 (ingress or egress), first in the tcx chain.
 func (d *tcDrops) add(pod *testbed.Pod, at ebpf.AttachType, p float64, srcs []*testbed.Pod) error {
-	if err := checkTestbedNetns(pod.NetnsPath); err != nil {
+	if err := nsutil.RefuseRoot(pod.NetnsPath); err != nil {
 		return err
 	}
 	var addrs []net.IP

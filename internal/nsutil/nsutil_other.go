@@ -26,3 +26,6 @@ func Dial(ctx context.Context, path, network, addr string) (net.Conn, error) {
 
 // Listen is not supported outside Linux.
 func Listen(path, network, addr string) (net.Listener, error) { return nil, ErrNotSupported }
+
+// RefuseRoot is not supported outside Linux.
+func RefuseRoot(path string) error { return ErrNotSupported }

@@ -1,0 +1,71 @@
+// Package iptables runs iptables inside the testbed's network namespaces,
+// never in the host's own, one command at a time.
+//
+// It is Linux-only in practice (nsenter, iptables); elsewhere every call
+// fails.
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/meshbench/meshbench/internal/nsutil"
+)
+
+// wait is how long a command waits for the xtables lock (-w).
+const wait = "5"
+
+// mu serialises this process's commands: iptables-nft commands racing on
+// one namespace's table can fail even with -w.
+var mu sync.Mutex
+
+// run runs name (an iptables tool) with args inside the network namespace
+// at path, feeding it stdin, and returns its standard output. The error
+// carries the command and its standard error.
+func run(ctx context.Context, path, stdin, name string, args ...string) (string, error) {
+	if err := nsutil.RefuseRoot(path); err != nil {
+		return "", err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + path, name}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), path, err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// Run runs iptables with args (waiting for the xtables lock) inside the
+// network namespace at path.
+func Run(ctx context.Context, path string, args ...string) error {
+	_, err := run(ctx, path, "", "iptables", append([]string{"-w", wait}, args...)...)
+	return err
+}
+
+// Restore feeds rules, in iptables-save form, to iptables-restore
+// --noflush inside the network namespace at path: the rules are added to
+// (or, with -D lines, removed from) what is there.
+func Restore(ctx context.Context, path, rules string) error {
+	_, err := run(ctx, path, rules, "iptables-restore", "-w", wait, "--noflush")
+	return err
+}
+
+// Save returns iptables-save of table inside the network namespace at path.
+func Save(ctx context.Context, path, table string) (string, error) {
+	return run(ctx, path, "", "iptables-save", "-t", table)
+}
+
+// RuleAbsent reports whether err, from `iptables -C`, says the rule does
+// not exist (exit status 1) rather than that the check failed.
+func RuleAbsent(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == 1
+}
