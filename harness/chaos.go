@@ -3,10 +3,11 @@ package harness
 import (
 	"context"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/ports"
 	"slices"
 	"strconv"
 	"syscall"
+
+	"github.com/meshbench/meshbench/internal/ports"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/chaos"

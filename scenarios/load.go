@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"github.com/meshbench/meshbench/datapaths/catalog"
 	"bytes"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"gopkg.in/yaml.v3"
 )

@@ -1,8 +1,6 @@
 package scenarios
 
 import (
-	"github.com/meshbench/meshbench/internal/ports"
-	"github.com/meshbench/meshbench/datapaths/catalog"
 	"errors"
 	"fmt"
 	"regexp"
@@ -11,6 +9,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
+	"github.com/meshbench/meshbench/internal/ports"
 )
 
 // KnownDatapaths are the datapath names a scenario may list (the

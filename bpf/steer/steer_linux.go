@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/uids"
 	"net/netip"
+
+	"github.com/meshbench/meshbench/internal/uids"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"

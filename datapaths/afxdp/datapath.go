@@ -3,9 +3,10 @@ package afxdp
 import (
 	"context"
 	"fmt"
-	"github.com/meshbench/meshbench/datapaths/catalog"
 	"net/netip"
 	"sync"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/results"

@@ -3,10 +3,11 @@ package controlplane
 import (
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/internal/ports"
 	"net/netip"
 	"regexp"
 	"time"
+
+	"github.com/meshbench/meshbench/internal/ports"
 )
 
 // Protocol is how a service's port is proxied.

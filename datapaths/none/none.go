@@ -3,8 +3,9 @@ package none
 import (
 	"context"
 	"fmt"
-	"github.com/meshbench/meshbench/datapaths/catalog"
 	"net/netip"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/results"

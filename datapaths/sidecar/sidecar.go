@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/meshbench/meshbench/datapaths/catalog"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"

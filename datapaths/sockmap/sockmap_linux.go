@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+
 	"github.com/meshbench/meshbench/internal/ports"
 	"github.com/meshbench/meshbench/internal/uids"
-	"net/netip"
 
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"

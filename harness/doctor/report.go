@@ -3,14 +3,15 @@ package doctor
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/meshbench/meshbench/datapaths/catalog"
-	"github.com/meshbench/meshbench/harness/chaos/impl"
-	"github.com/meshbench/meshbench/scenarios"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
+	"github.com/meshbench/meshbench/harness/chaos/impl"
+	"github.com/meshbench/meshbench/scenarios"
 )
 
 // Feature names, as they appear in reports and in Requirement.Needs.
