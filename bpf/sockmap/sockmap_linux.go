@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/meshbench/meshbench/bpf/internal/percpu"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
@@ -138,19 +140,7 @@ func (o *Objects) AttachCgroup(cgroupPath string) (*Attachment, error) {
 // sockmap_inserted, sockmap_insert_errors, sockmap_redirects,
 // sockmap_redirect_misses and sockmap_bytes (bytes redirected).
 func (o *Objects) Counters() (map[string]uint64, error) {
-	out := make(map[string]uint64, len(counterNames))
-	for i, name := range counterNames {
-		var per []uint64
-		if err := o.objs.Counters.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		out[name] = sum
-	}
-	return out, nil
+	return percpu.Sum(o.objs.Counters, counterNames)
 }
 
 // LinkIDs returns the kernel id of the sk_msg program's link to the

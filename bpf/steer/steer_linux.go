@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/bpf/internal/percpu"
+
 	"github.com/meshbench/meshbench/internal/uids"
 
 	"github.com/cilium/ebpf"
@@ -227,7 +229,7 @@ func (o *Objects) OriginalDst(client, proxy netip.AddrPort) (dst netip.AddrPort,
 // steer_rewrites, steer_skipped_uid, steer_skipped_dst, steer_tuples,
 // steer_getsockopt_hits and steer_getsockopt_misses.
 func (o *Objects) Counters() (map[string]uint64, error) {
-	return readCounters(o.objs.Counters, counterNames)
+	return percpu.Sum(o.objs.Counters, counterNames)
 }
 
 // ProgramIDs returns the kernel ids of the loaded programs (for leak
@@ -255,20 +257,4 @@ func (o *Objects) Close() error {
 		return fmt.Errorf("close steer objects: %w", err)
 	}
 	return nil
-}
-
-func readCounters(m *ebpf.Map, names []string) (map[string]uint64, error) {
-	out := make(map[string]uint64, len(names))
-	for i, name := range names {
-		var per []uint64
-		if err := m.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		out[name] = sum
-	}
-	return out, nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/bpf/internal/percpu"
+
 	"github.com/cilium/ebpf/link"
 )
 
@@ -81,17 +83,13 @@ func (p *Program) SetSocket(slot uint32, fd int) error {
 
 // Counters returns the program's counters summed over CPUs.
 func (p *Program) Counters() (map[string]int64, error) {
-	out := make(map[string]int64, len(counterNames))
-	for i, name := range counterNames {
-		var per []uint64
-		if err := p.objs.Counters.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		var sum int64
-		for _, v := range per {
-			sum += int64(v)
-		}
-		out[name] = sum
+	c, err := percpu.Sum(p.objs.Counters, counterNames)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(c))
+	for k, v := range c {
+		out[k] = int64(v)
 	}
 	return out, nil
 }

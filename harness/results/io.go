@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+
+	"github.com/meshbench/meshbench/internal/atomicfile"
 )
 
 // ErrSchema is returned when a file's schema is not Schema.
@@ -35,34 +36,8 @@ func Decode(r io.Reader) (*Run, error) {
 
 // WriteFile writes run to path atomically: readers see the old file or the
 // new one, never a partial one.
-func WriteFile(path string, run *Run) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".results-*.json")
-	if err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := Encode(f, run); err != nil {
-		return fmt.Errorf("write results %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write results %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write results %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return fmt.Errorf("write results %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write results %s: %w", path, err)
-	}
-	return nil
+func WriteFile(path string, run *Run) error {
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return Encode(w, run) })
 }
 
 // ReadFile reads and checks a results file.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/meshbench/meshbench/internal/atomicfile"
 )
 
 // Root is where run directories live.
@@ -57,17 +59,10 @@ func CopyExecutable(runID, src, name string) (string, error) {
 		return "", fmt.Errorf("copy executable: %w", err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(dir, "."+name+"-*")
-	if err != nil {
-		return "", fmt.Errorf("copy executable: %w", err)
-	}
-	_, cerr := io.Copy(tmp, in)
-	if err := errors.Join(cerr, tmp.Chmod(0o755), tmp.Close()); err != nil {
-		os.Remove(tmp.Name())
-		return "", fmt.Errorf("copy executable: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(dst, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	}); err != nil {
 		return "", fmt.Errorf("copy executable: %w", err)
 	}
 	return dst, nil
