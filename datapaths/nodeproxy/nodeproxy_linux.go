@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"strconv"
+
+	"github.com/meshbench/meshbench/datapaths/fleet"
 
 	"github.com/meshbench/meshbench/internal/iptables"
 	"github.com/meshbench/meshbench/internal/ports"
@@ -16,10 +16,8 @@ import (
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"
 	"github.com/meshbench/meshbench/datapaths/proxy"
-	"github.com/meshbench/meshbench/datapaths/sidecar"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
-	"github.com/meshbench/meshbench/internal/rundir"
 )
 
 // Ports the node proxy listens on in its node's namespace.
@@ -33,21 +31,16 @@ type Datapath struct {
 	opts Options
 
 	env   *datapaths.Env
-	mesh  *controlplane.Mesh
+	fleet *fleet.Fleet
 	nodes []*nodeState
-	runID string
-	log   *slog.Logger
 }
 
 // nodeState is what the datapath set up on one node.
 type nodeState struct {
-	node  *testbed.Node
-	proc  *testbed.Process
-	spec  testbed.ProcessSpec
+	*fleet.Proxy
 	objs  *steer.Objects
 	atts  []*steer.Attachment
 	rules bool
-	tail  *datapaths.Tail
 }
 
 var _ datapaths.Datapath = (*Datapath)(nil)
@@ -73,73 +66,58 @@ func (d *Datapath) Name() string { return Name }
 // captures inbound traffic.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
-	d.log = env.Logger
-	if d.log == nil {
-		d.log = slog.New(slog.DiscardHandler)
-	}
-	d.runID = env.Cluster.RunID()
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
 		}
 	}()
-	dir, err := rundir.Ensure(d.runID)
-	if err != nil {
-		return err
-	}
-	sock := filepath.Join(dir, "xds.sock")
 	nodes := env.Cluster.Nodes()
 	ids := make([]string, len(nodes))
 	for i, n := range nodes {
 		ids[i] = controlplane.NodeProxyNodeID(n.Name)
 	}
-	if d.mesh, err = controlplane.StartMesh(ctx, sock, controlplane.MeshModel(env.Services, ids), d.log); err != nil {
+	if d.fleet, err = fleet.Start(ctx, env, "node proxy", ids); err != nil {
 		return err
 	}
-
 	for _, n := range nodes {
-		ns := &nodeState{node: n, tail: &datapaths.Tail{Max: 2048}}
-		d.nodes = append(d.nodes, ns)
 		args := append(append([]string{}, env.Exec...), "proxy",
-			"--xds", sock,
+			"--xds", d.fleet.Socket,
 			"--node-id", controlplane.NodeProxyNodeID(n.Name),
 			"--engine", "builtin",
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(OutboundPort),
 			"--inbound-port", strconv.Itoa(InboundPort),
 			"--inbound-original-ip")
-		ns.spec = testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: args, Stderr: ns.tail}
-		ns.proc, err = env.Cluster.StartOnNode(ctx, n, ns.spec)
-		if err != nil {
-			return fmt.Errorf("start proxy on node %s: %w", n.Name, err)
-		}
-	}
-	rctx, rcancel := context.WithTimeout(ctx, sidecar.ReadyTimeout)
-	defer rcancel()
-	if err := d.mesh.WaitAcked(rctx); err != nil {
-		return fmt.Errorf("wait for node proxies to accept configuration: %w%s", err, d.exited())
-	}
-	for _, ns := range d.nodes {
-		if err := d.waitReady(rctx, ns); err != nil {
+		ns := &nodeState{Proxy: &fleet.Proxy{
+			Node: n,
+			Spec: testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: args},
+			Ready: func(ctx context.Context) error {
+				_, err := proxy.ReadStats(ctx, n.NetnsPath, proxy.DefaultAdminAddr)
+				return err
+			},
+		}}
+		if err := d.fleet.Launch(ctx, ns.Proxy); err != nil {
 			return err
 		}
+		d.nodes = append(d.nodes, ns)
 	}
-	if err := d.mesh.MeasurePush(rctx); err != nil {
+	if err := d.fleet.WaitReady(ctx); err != nil {
 		return err
 	}
-
 	// Steering: the node proxies are up, so connects can be rewritten.
 	for _, ns := range d.nodes {
 		if err := d.steerNode(ctx, ns); err != nil {
 			return err
 		}
 	}
-	d.log.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.mesh.Push)
+	if env.Logger != nil {
+		env.Logger.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.fleet.Mesh.Push)
+	}
 	return nil
 }
 
 func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
-	n := ns.node
+	n := ns.Node
 	if n.CgroupPath == "" {
 		return fmt.Errorf("node %s has no cgroup v2 directory: %w", n.Name, datapaths.ErrNotSupported)
 	}
@@ -182,24 +160,6 @@ func inboundRule(op string, n *testbed.Node) []string {
 		"-d", n.PodCIDR.String(), "-j", "REDIRECT", "--to-ports", strconv.Itoa(InboundPort)}
 }
 
-// waitReady waits until the node's proxy serves its counters.
-func (d *Datapath) waitReady(ctx context.Context, ns *nodeState) error {
-	return datapaths.WaitReady(ctx, "proxy on node "+ns.node.Name, ns.proc, ns.tail, func(ctx context.Context) error {
-		_, err := proxy.ReadStats(ctx, ns.node.NetnsPath, proxy.DefaultAdminAddr)
-		return err
-	})
-}
-
-func (d *Datapath) exited() string {
-	out := ""
-	for _, ns := range d.nodes {
-		if ns.proc != nil && ns.proc.Exited() {
-			out += fmt.Sprintf("; proxy on node %s exited (%v): %s", ns.node.Name, ns.proc.Err(), ns.tail.String())
-		}
-	}
-	return out
-}
-
 // Target implements datapaths.Datapath: the service's virtual address.
 func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
 	return []netip.AddrPort{netip.AddrPortFrom(svc.VIP, uint16(svc.Port))}
@@ -228,17 +188,17 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	views := make([]proxy.View, len(d.nodes))
 	var client *nodeState
 	for i, ns := range d.nodes {
-		st, err := proxy.ReadStats(ctx, ns.node.NetnsPath, proxy.DefaultAdminAddr)
+		st, err := proxy.ReadStats(ctx, ns.Node.NetnsPath, proxy.DefaultAdminAddr)
 		if err != nil {
-			return nil, fmt.Errorf("proxy on node %s: %w", ns.node.Name, err)
+			return nil, fmt.Errorf("proxy on node %s: %w", ns.Node.Name, err)
 		}
 		for k, v := range st.Flatten() {
-			out[ns.node.Name+"/"+k] = v
+			out[ns.Node.Name+"/"+k] = v
 		}
 		views[i] = st.View(controlplane.OutboundListener, controlplane.InboundListener)
 		out["outbound_rq"] += views[i].Outbound.Rq
 		out["inbound_rq"] += views[i].Inbound.Rq
-		if c := d.env.Client; c != nil && c.NodeIndex == ns.node.Index {
+		if c := d.env.Client; c != nil && c.NodeIndex == ns.Node.Index {
 			client = ns
 		}
 		if ns.objs != nil {
@@ -247,7 +207,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 				return nil, err
 			}
 			for k, v := range c {
-				out[ns.node.Name+"/"+k] = int64(v)
+				out[ns.Node.Name+"/"+k] = int64(v)
 				out[k] += int64(v)
 			}
 			if client == ns {
@@ -274,12 +234,12 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		if ns == client {
 			continue
 		}
-		n := ns.node.Name
+		n := ns.Node.Name
 		out[datapaths.HopReceived2xx+n] = views[i].Inbound.Rq2xx
 		out[datapaths.HopReceivedBytes+n] = views[i].Inbound.BytesIn
 		var sent proxy.Outcomes
 		for ip, o := range cv.Sent {
-			if ns.node.PodCIDR.Contains(ip) {
+			if ns.Node.PodCIDR.Contains(ip) {
 				sent.Rq2xx += o.Rq2xx
 				sent.RqError += o.RqError
 				sent.BytesOut += o.BytesOut
@@ -324,35 +284,25 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 
 // DatapathMetrics implements datapaths.MetricsReporter.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	return d.mesh.Metrics()
+	return d.fleet.Metrics()
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.
 func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
-	if d.mesh == nil {
-		return fmt.Errorf("datapath %s: %w", Name, controlplane.ErrNotRunning)
+	if err := d.fleet.SetPodHealth(ctx, pod, healthy); err != nil {
+		return fmt.Errorf("datapath %s: %w", Name, err)
 	}
-	return d.mesh.SetPodHealth(ctx, pod, healthy)
+	return nil
 }
 
 // RestartProcess implements datapaths.ProcessRestarter: it starts the
 // killed node proxy again and waits until it is configured.
 func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
-	for _, ns := range d.nodes {
-		if ns.proc != killed {
-			continue
-		}
-		proc, err := d.env.Cluster.StartOnNode(ctx, ns.node, ns.spec)
-		if err != nil {
-			return fmt.Errorf("restart proxy on node %s: %w", ns.node.Name, err)
-		}
-		ns.proc = proc
-		return d.waitReady(ctx, ns)
-	}
-	return fmt.Errorf("process %s (pid %d) is not one of this datapath's node proxies", killed.Name, killed.PID)
+	return d.fleet.Restart(ctx, killed)
 }
 
-// Uninstall implements datapaths.Datapath.
+// Uninstall implements datapaths.Datapath: it detaches the steering,
+// removes the inbound rules, and stops the proxies and the control plane.
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	var errs []error
 	for _, ns := range d.nodes {
@@ -365,23 +315,13 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 			ns.objs = nil
 		}
 		if ns.rules {
-			if err := iptables.Run(ctx, ns.node.NetnsPath, inboundRule("-D", ns.node)...); err != nil {
+			if err := iptables.Run(ctx, ns.Node.NetnsPath, inboundRule("-D", ns.Node)...); err != nil {
 				errs = append(errs, err)
 			}
 			ns.rules = false
 		}
-		if ns.proc != nil {
-			if err := ns.proc.Stop(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
 	}
 	d.nodes = nil
-	d.mesh.Stop()
-	if d.runID != "" {
-		if _, err := rundir.Remove(d.runID); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, d.fleet.Stop(ctx))
 	return errors.Join(errs...)
 }

@@ -5,11 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"strconv"
-	"time"
+
+	"github.com/meshbench/meshbench/datapaths/fleet"
 
 	"github.com/meshbench/meshbench/datapaths/catalog"
 
@@ -23,9 +22,6 @@ import (
 
 // Name is the datapath's name in scenarios and results.
 const Name = catalog.Sidecar
-
-// ReadyTimeout bounds the wait for every proxy to be configured.
-const ReadyTimeout = 30 * time.Second
 
 // Options configure the datapath. Engines and mesh settings come from the
 // scenario's services (datapaths.Service.Mesh).
@@ -62,29 +58,18 @@ type Datapath struct {
 	opts Options
 
 	env     *datapaths.Env
-	mesh    *controlplane.Mesh
+	fleet   *fleet.Fleet
 	proxies map[string]*sidecarProc // by pod name
 	rules   []*testbed.Pod          // pods whose rules are installed
-	runID   string
-	engines map[string]int // proxies per engine
+	engines map[string]int          // proxies per engine
 	// steering is set once Steering.Install has been called.
 	steering bool
-	log      *slog.Logger
-	model    controlplane.Model
-	ids      []string
-	// StartupLatency is the time from the first push until every proxy,
-	// started after it, ACKed it; PushLatency the time from a push of a
-	// new version until every running proxy ACKed it, at install; and
-	// EndpointPush the slowest push of an endpoint change (chaos pod-kill).
-	StartupLatency, PushLatency, EndpointPush time.Duration
 }
 
+// sidecarProc is one pod's sidecar.
 type sidecarProc struct {
-	pod    *testbed.Pod
-	proc   *testbed.Process
-	spec   testbed.ProcessSpec
+	*fleet.Proxy
 	engine string
-	stderr *datapaths.Tail
 }
 
 var _ datapaths.Datapath = (*Datapath)(nil)
@@ -112,11 +97,6 @@ func (d *Datapath) Name() string { return d.opts.Name }
 // configuration.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
-	d.log = env.Logger
-	if d.log == nil {
-		d.log = slog.New(slog.DiscardHandler)
-	}
-	d.runID = env.Cluster.RunID()
 	d.proxies = map[string]*sidecarProc{}
 	d.engines = map[string]int{}
 	defer func() {
@@ -124,27 +104,20 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
 		}
 	}()
-
-	dir, err := rundir.Ensure(d.runID)
-	if err != nil {
-		return err
-	}
-	// The proxies run as uid 1337, which may not be able to reach the
-	// harness's own binary: they run a copy in the run directory.
-	bin, err := rundir.CopyExecutable(d.runID, env.Exec[0], "meshbench")
-	if err != nil {
-		return err
-	}
-	sock := filepath.Join(dir, "xds.sock")
 	pods := env.Cluster.Pods()
 	ids := make([]string, len(pods))
 	for i, p := range pods {
 		ids[i] = controlplane.SidecarNodeID(p.Name)
 	}
-	if d.mesh, err = controlplane.StartMesh(ctx, sock, controlplane.MeshModel(env.Services, ids), d.log); err != nil {
+	if d.fleet, err = fleet.Start(ctx, env, "sidecar", ids); err != nil {
 		return err
 	}
-
+	// The proxies run as uid 1337, which may not be able to reach the
+	// harness's own binary: they run a copy in the run directory.
+	bin, err := rundir.CopyExecutable(env.Cluster.RunID(), env.Exec[0], "meshbench")
+	if err != nil {
+		return err
+	}
 	for _, p := range pods {
 		if err := applyRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
@@ -155,39 +128,30 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
 		}
 		d.engines[engine]++
-		sp := &sidecarProc{pod: p, engine: engine, stderr: &datapaths.Tail{Max: 2048}}
 		args := append([]string{bin}, env.Exec[1:]...)
 		args = append(args, "proxy",
-			"--xds", sock,
+			"--xds", d.fleet.Socket,
 			"--node-id", controlplane.SidecarNodeID(p.Name),
 			"--engine", engine,
-			"--config-dir", dir,
+			"--config-dir", d.fleet.Dir,
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
-		sp.spec = testbed.ProcessSpec{
-			Name: "sidecar", Role: results.RoleDatapath, Args: args,
-			UID: ProxyUID, GID: ProxyGID, Stderr: sp.stderr,
+		sp := &sidecarProc{engine: engine}
+		sp.Proxy = &fleet.Proxy{
+			Pod:  p,
+			Spec: testbed.ProcessSpec{Name: "sidecar", Role: results.RoleDatapath, Args: args, UID: ProxyUID, GID: ProxyGID},
+			Ready: func(ctx context.Context) error {
+				_, _, err := readCounters(ctx, sp)
+				return err
+			},
 		}
-		sp.proc, err = env.Cluster.Start(ctx, p, sp.spec)
-		if err != nil {
-			return fmt.Errorf("start sidecar in pod %s: %w", p.Name, err)
+		if err := d.fleet.Launch(ctx, sp.Proxy); err != nil {
+			return err
 		}
 		d.proxies[p.Name] = sp
 	}
-
-	rctx, rcancel := context.WithTimeout(ctx, ReadyTimeout)
-	defer rcancel()
-	if err := d.mesh.WaitAcked(rctx); err != nil {
-		return fmt.Errorf("wait for sidecars to accept configuration: %w%s", err, d.exitedProxies())
-	}
-	for _, sp := range d.proxies {
-		if err := waitReady(rctx, sp); err != nil {
-			return err
-		}
-	}
-	// The push latency proper: a new version to proxies that are running.
-	if err := d.mesh.MeasurePush(rctx); err != nil {
+	if err := d.fleet.WaitReady(ctx); err != nil {
 		return err
 	}
 	if st := d.opts.Steering; st != nil {
@@ -196,7 +160,9 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("install %s: %w", st.Source(), err)
 		}
 	}
-	d.log.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.mesh.Push)
+	if env.Logger != nil {
+		env.Logger.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.fleet.Mesh.Push)
+	}
 	return nil
 }
 
@@ -219,7 +185,7 @@ func (d *Datapath) engineFor(pod *testbed.Pod) string {
 // DatapathMetrics implements datapaths.MetricsReporter: the control
 // plane's push-to-ACK latency at install and the proxies per engine.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	m := d.mesh.Metrics()
+	m := d.fleet.Metrics()
 	for e, n := range d.engines {
 		m["proxies_"+e] = float64(n)
 	}
@@ -228,45 +194,16 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 
 // SetPodHealth implements datapaths.EndpointUpdater.
 func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
-	if d.mesh == nil {
-		return fmt.Errorf("datapath %s: %w", d.opts.Name, controlplane.ErrNotRunning)
+	if err := d.fleet.SetPodHealth(ctx, pod, healthy); err != nil {
+		return fmt.Errorf("datapath %s: %w", d.opts.Name, err)
 	}
-	return d.mesh.SetPodHealth(ctx, pod, healthy)
+	return nil
 }
 
 // RestartProcess implements datapaths.ProcessRestarter: it starts the
 // sidecar of the killed one's pod again and waits until it is configured.
 func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
-	for _, sp := range d.proxies {
-		if sp.proc != killed {
-			continue
-		}
-		proc, err := d.env.Cluster.Start(ctx, sp.pod, sp.spec)
-		if err != nil {
-			return fmt.Errorf("restart sidecar of pod %s: %w", sp.pod.Name, err)
-		}
-		sp.proc = proc
-		return waitReady(ctx, sp)
-	}
-	return fmt.Errorf("process %s (pid %d) is not one of this datapath's sidecars", killed.Name, killed.PID)
-}
-
-// waitReady waits until the sidecar's admin endpoint serves its counters.
-func waitReady(ctx context.Context, sp *sidecarProc) error {
-	return datapaths.WaitReady(ctx, "sidecar in pod "+sp.pod.Name, sp.proc, sp.stderr, func(ctx context.Context) error {
-		_, _, err := readCounters(ctx, sp)
-		return err
-	})
-}
-
-func (d *Datapath) exitedProxies() string {
-	var b bytes.Buffer
-	for name, sp := range d.proxies {
-		if sp.proc.Exited() {
-			fmt.Fprintf(&b, "; sidecar in pod %s exited (%v): %s", name, sp.proc.Err(), sp.stderr.String())
-		}
-	}
-	return b.String()
+	return d.fleet.Restart(ctx, killed)
 }
 
 // Target implements datapaths.Datapath: the service's virtual address, which
@@ -326,7 +263,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 			out[datapaths.HopReceived2xx+name] = v.Inbound.Rq2xx
 			out[datapaths.HopReceivedBytes+name] = v.Inbound.BytesIn
 			if cv.Sent != nil {
-				sent := cv.Sent[d.proxies[name].pod.IP]
+				sent := cv.Sent[d.proxies[name].Pod.IP]
 				out[datapaths.HopSent2xx+name] = sent.Rq2xx
 				out[datapaths.HopSentErr+name] = sent.RqError
 				out[datapaths.HopSentBytes+name] = sent.BytesOut
@@ -349,7 +286,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 // them, from the builtin engine's JSON /stats or Envoy's text /stats.
 func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
 	if sp.engine == "envoy" {
-		body, err := datapaths.Get(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
+		body, err := datapaths.Get(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
 		if err != nil {
 			return nil, proxy.View{}, err
 		}
@@ -359,7 +296,7 @@ func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy
 		}
 		return st, proxy.EnvoyView(st), nil
 	}
-	st, err := proxy.ReadStats(ctx, sp.pod.NetnsPath, proxy.DefaultAdminAddr)
+	st, err := proxy.ReadStats(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
 	if err != nil {
 		return nil, proxy.View{}, err
 	}
@@ -386,31 +323,21 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	return checks
 }
 
-// Uninstall implements datapaths.Datapath: it stops the proxies, removes
-// the rules, stops the control plane and removes the run directory.
+// Uninstall implements datapaths.Datapath: it detaches the steering,
+// removes the rules, and stops the proxies and the control plane.
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	var errs []error
 	if d.steering {
 		errs = append(errs, d.opts.Steering.Uninstall(ctx))
 		d.steering = false
 	}
-	for name, sp := range d.proxies {
-		if err := sp.proc.Stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop sidecar of pod %s: %w", name, err))
-		}
-	}
-	d.proxies = nil
 	for _, p := range d.rules {
 		if err := deleteRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
 			errs = append(errs, fmt.Errorf("remove rules in pod %s: %w", p.Name, err))
 		}
 	}
 	d.rules = nil
-	d.mesh.Stop()
-	if d.runID != "" {
-		if _, err := rundir.Remove(d.runID); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, d.fleet.Stop(ctx))
+	d.proxies = nil
 	return errors.Join(errs...)
 }

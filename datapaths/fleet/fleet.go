@@ -1,0 +1,204 @@
+// Package fleet runs a proxy datapath's proxies and the control plane that
+// configures them: started, made ready, restarted after a crash, told of
+// endpoint changes and stopped, the same way for sidecars and node proxies.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/internal/rundir"
+)
+
+// ReadyTimeout bounds the wait for every proxy to be configured and serve.
+const ReadyTimeout = 30 * time.Second
+
+// Proxy is one proxy of a fleet: a process in a pod (a sidecar) or on a
+// node (a node proxy).
+type Proxy struct {
+	// Pod or Node is where it runs; exactly one is set.
+	Pod  *testbed.Pod
+	Node *testbed.Node
+	// Spec starts it, at install and again after a crash.
+	Spec testbed.ProcessSpec
+	// Ready returns nil once the proxy serves (its admin endpoint
+	// answers, say).
+	Ready func(ctx context.Context) error
+	// Stderr keeps the end of its standard error, for error messages; the
+	// fleet sets Spec.Stderr to it.
+	Stderr *datapaths.Tail
+	// Proc is the running process.
+	Proc *testbed.Process
+}
+
+// Where names the proxy in errors ("pod n1-p0", "node n0").
+func (p *Proxy) Where() string {
+	if p.Node != nil {
+		return "node " + p.Node.Name
+	}
+	return "pod " + p.Pod.Name
+}
+
+// Fleet is a datapath's control plane and its proxies.
+type Fleet struct {
+	// Mesh is the control plane; Dir the run directory and Socket the
+	// xDS socket in it, which every proxy is started with.
+	Mesh   *controlplane.Mesh
+	Dir    string
+	Socket string
+	// Kind names the proxies in errors and logs ("sidecar", "node proxy").
+	Kind string
+
+	cluster testbed.Cluster
+	runID   string
+	proxies []*Proxy
+	log     *slog.Logger
+}
+
+// Start starts the control plane for env's services, with ids the xDS node
+// ids of the proxies to come. On error nothing is left running.
+func Start(ctx context.Context, env *datapaths.Env, kind string, ids []string) (*Fleet, error) {
+	f := &Fleet{Kind: kind, cluster: env.Cluster, runID: env.Cluster.RunID(), log: env.Logger}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := rundir.Ensure(f.runID)
+	if err != nil {
+		return nil, err
+	}
+	f.Dir, f.Socket = dir, filepath.Join(dir, "xds.sock")
+	if f.Mesh, err = controlplane.StartMesh(ctx, f.Socket, controlplane.MeshModel(env.Services, ids), f.log); err != nil {
+		return nil, errors.Join(err, f.Stop(context.WithoutCancel(ctx)))
+	}
+	return f, nil
+}
+
+// Launch starts p and adds it to the fleet.
+func (f *Fleet) Launch(ctx context.Context, p *Proxy) error {
+	if p.Stderr == nil {
+		p.Stderr = &datapaths.Tail{Max: 2048}
+	}
+	p.Spec.Stderr = p.Stderr
+	if err := f.start(ctx, p); err != nil {
+		return err
+	}
+	f.proxies = append(f.proxies, p)
+	return nil
+}
+
+func (f *Fleet) start(ctx context.Context, p *Proxy) error {
+	var err error
+	if p.Node != nil {
+		p.Proc, err = f.cluster.StartOnNode(ctx, p.Node, p.Spec)
+	} else {
+		p.Proc, err = f.cluster.Start(ctx, p.Pod, p.Spec)
+	}
+	if err != nil {
+		return fmt.Errorf("start %s on %s: %w", f.Kind, p.Where(), err)
+	}
+	return nil
+}
+
+// WaitReady waits, for at most ReadyTimeout, until every proxy ACKed its
+// configuration and serves; then it measures the push latency to running
+// proxies.
+func (f *Fleet) WaitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
+	defer cancel()
+	if err := f.Mesh.WaitAcked(ctx); err != nil {
+		return fmt.Errorf("wait for %ss to accept configuration: %w%s", f.Kind, err, f.exited())
+	}
+	for _, p := range f.proxies {
+		if err := f.waitReady(ctx, p); err != nil {
+			return err
+		}
+	}
+	// The push latency proper: a new version to proxies that are running.
+	return f.Mesh.MeasurePush(ctx)
+}
+
+func (f *Fleet) waitReady(ctx context.Context, p *Proxy) error {
+	return datapaths.WaitReady(ctx, f.Kind+" on "+p.Where(), p.Proc, p.Stderr, p.Ready)
+}
+
+// exited describes the proxies that exited, with the end of their stderr.
+func (f *Fleet) exited() string {
+	var b strings.Builder
+	for _, p := range f.proxies {
+		if p.Proc != nil && p.Proc.Exited() {
+			fmt.Fprintf(&b, "; %s on %s exited (%v): %s", f.Kind, p.Where(), p.Proc.Err(), p.Stderr.String())
+		}
+	}
+	return b.String()
+}
+
+// Proxies returns the fleet's proxies, in launch order.
+func (f *Fleet) Proxies() []*Proxy { return f.proxies }
+
+// SetPodHealth marks pod's endpoints healthy or not and pushes the change
+// to every proxy (datapaths.EndpointUpdater).
+func (f *Fleet) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
+	if f == nil || f.Mesh == nil {
+		return controlplane.ErrNotRunning
+	}
+	return f.Mesh.SetPodHealth(ctx, pod, healthy)
+}
+
+// Restart starts the proxy whose process was killed again and waits until
+// it serves (datapaths.ProcessRestarter).
+func (f *Fleet) Restart(ctx context.Context, killed *testbed.Process) error {
+	for _, p := range f.proxies {
+		if p.Proc != killed {
+			continue
+		}
+		if err := f.start(ctx, p); err != nil {
+			return err
+		}
+		return f.waitReady(ctx, p)
+	}
+	return fmt.Errorf("process %s (pid %d) is not one of this datapath's %ss", killed.Name, killed.PID, f.Kind)
+}
+
+// Metrics returns the control plane's push latencies.
+func (f *Fleet) Metrics() map[string]float64 {
+	if f == nil || f.Mesh == nil {
+		return map[string]float64{}
+	}
+	return f.Mesh.Metrics()
+}
+
+// Stop stops every proxy and the control plane and removes the run
+// directory. It is safe on a nil or partly started fleet and more than once.
+func (f *Fleet) Stop(ctx context.Context) error {
+	if f == nil {
+		return nil
+	}
+	var errs []error
+	for _, p := range f.proxies {
+		if p.Proc != nil {
+			if err := p.Proc.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s on %s: %w", f.Kind, p.Where(), err))
+			}
+		}
+	}
+	f.proxies = nil
+	if f.Mesh != nil {
+		f.Mesh.Stop()
+		f.Mesh = nil
+	}
+	if f.runID != "" {
+		if _, err := rundir.Remove(f.runID); err != nil {
+			errs = append(errs, err)
+		}
+		f.runID = ""
+	}
+	return errors.Join(errs...)
+}
