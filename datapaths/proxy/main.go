@@ -42,28 +42,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var e Engine
 	switch *engine {
 	case "builtin":
-		return Run(ctx, Options{
+		e = NewBuiltin(Options{
 			XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
 			OutboundPort: *outPort, InboundPort: *inPort, ConnectTimeout: *timeout, Logger: log,
 			InboundOriginalIP: *origIP,
 		})
 	case "envoy":
-		e := NewEnvoy(EnvoyOptions{
+		e = NewEnvoy(EnvoyOptions{
 			Binary: *envoyBin, XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
 			ConfigDir: *confDir, ConnectTimeout: *timeout, Stdout: stdout, Stderr: stderr, Logger: log,
 		})
-		if err := e.Start(ctx); err != nil {
-			return err
-		}
-		defer e.Stop(context.Background())
-		if err := e.Ready(ctx); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		return nil
 	default:
 		return fmt.Errorf("proxy: unknown engine %q (builtin, envoy)", *engine)
 	}
+	return RunEngine(ctx, e)
 }

@@ -295,23 +295,24 @@ func (p *Builtin) Wait() error {
 	return p.err
 }
 
-// Run starts a builtin proxy and serves until ctx ends. It returns an error
-// wrapping ErrControlPlaneUnreachable when the control plane sent no
-// configuration within Options.ConnectTimeout.
-func Run(ctx context.Context, opts Options) error {
-	p := NewBuiltin(opts)
-	if err := p.Start(ctx); err != nil {
+// Run runs the builtin engine until ctx ends (see RunEngine).
+func Run(ctx context.Context, opts Options) error { return RunEngine(ctx, NewBuiltin(opts)) }
+
+// RunEngine starts e, waits until it has its first configuration and runs
+// it until ctx ends, then stops it. It returns nil when ctx ended, and the
+// engine's error when it could not start or get its configuration.
+func RunEngine(ctx context.Context, e Engine) error {
+	if err := e.Start(ctx); err != nil {
 		return err
 	}
-	if err := p.Ready(ctx); err != nil {
-		_ = p.Stop(context.Background())
+	defer e.Stop(context.Background())
+	if err := e.Ready(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
 	<-ctx.Done()
-	_ = p.Stop(context.Background())
 	return nil
 }
 
