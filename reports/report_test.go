@@ -20,50 +20,10 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/internal/golden"
 )
 
-var (
-	update    = flag.Bool("update", false, "rewrite golden files in testdata")
-	keepOut   = flag.String("out", "", "write the reports into DIR/<case> instead of a temporary directory, to look at them")
-	goldenDir = "testdata"
-)
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join(goldenDir, name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (run with -update if the change is intended):\n%s", name, firstDiff(string(want), string(got)))
-	}
-}
-
-// firstDiff shows the first differing line of two texts.
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := range max(len(wl), len(gl)) {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\nwant: %s\ngot:  %s", i+1, w, g)
-		}
-	}
-	return "(no line differs)"
-}
+var keepOut = flag.String("out", "", "write the reports into DIR/<case> instead of a temporary directory, to look at them")
 
 // Edge-case runs, built from the fixture.
 
@@ -202,7 +162,7 @@ func TestPlotData(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "plotdata-"+tc.name+".golden.json", append(b, '\n'))
+			golden.Check(t, filepath.Join("testdata", "plotdata-"+tc.name+".golden.json"), append(b, '\n'))
 		})
 	}
 }
@@ -300,7 +260,7 @@ func TestHTMLStructure(t *testing.T) {
 			if err := WriteHTML(&buf, tc.run(t), Options{}); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "html-"+tc.name+".golden.txt", []byte(htmlStructure(t, buf.Bytes())))
+			golden.Check(t, filepath.Join("testdata", "html-"+tc.name+".golden.txt"), []byte(htmlStructure(t, buf.Bytes())))
 			if strings.Contains(buf.String(), "<script>") {
 				t.Error("user text reached the page unescaped (<script>)")
 			}
