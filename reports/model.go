@@ -11,9 +11,6 @@ import (
 	"github.com/meshbench/meshbench/harness/results"
 )
 
-// baselineDatapath is the datapath every other one is measured against.
-const baselineDatapath = "none"
-
 // groupKey identifies one datapath × offered rate.
 type groupKey struct {
 	Datapath string

@@ -52,23 +52,6 @@ type memoryRow struct {
 	RoleRSS map[string]float64 `json:"role_rss_bytes"`
 }
 
-// Proxy placement models for memory extrapolation.
-const (
-	modelNone    = "none"     // no proxy: pays nothing
-	modelPerPod  = "per pod"  // one proxy per application pod
-	modelPerNode = "per node" // one proxy per node
-)
-
-// knownModels places the project's datapaths; others are inferred from
-// where their datapath processes run.
-var knownModels = map[string]string{
-	"none":      modelNone,
-	"sidecar":   modelPerPod,
-	"sockmap":   modelPerPod,
-	"nodeproxy": modelPerNode,
-	"afxdp":     modelPerNode,
-}
-
 // scaleCost is one datapath's proxy memory at one cluster size.
 type scaleCost struct {
 	Nodes       int     `json:"nodes"`
@@ -371,35 +354,6 @@ func memoryData(m *model) []memoryRow {
 		out = append(out, row)
 	}
 	return out
-}
-
-// proxyModel says how datapath dp places its proxies: known datapaths by
-// name, others by where their datapath processes ran.
-func proxyModel(dp string, steps []results.Step) string {
-	if mdl, ok := knownModels[dp]; ok {
-		return mdl
-	}
-	var inPod, outPod int
-	for _, s := range steps {
-		for _, p := range s.Processes {
-			if p.Role != results.RoleDatapath {
-				continue
-			}
-			if p.Pod != "" {
-				inPod++
-			} else {
-				outPod++
-			}
-		}
-	}
-	switch {
-	case inPod == 0 && outPod == 0:
-		return modelNone
-	case outPod == 0:
-		return modelPerPod
-	default:
-		return modelPerNode
-	}
 }
 
 // Notes shown instead of an extrapolation.

@@ -45,23 +45,8 @@ func safeName(s string) string {
 	return string(out)
 }
 
-// Colors: one per known datapath, so a datapath looks the same in every
-// figure; unknown datapaths take the extra colors in order.
+// Colors of the process roles and of fault bands.
 var (
-	datapathColors = map[string]color.RGBA{
-		"none":      {R: 0x44, G: 0x44, B: 0x44, A: 0xff},
-		"sidecar":   {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-		"sockmap":   {R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-		"nodeproxy": {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-		"afxdp":     {R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	}
-	extraColors = []color.RGBA{
-		{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-		{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-		{R: 0xe3, G: 0x77, B: 0xc2, A: 0xff},
-		{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff},
-		{R: 0xbc, G: 0xbd, B: 0x22, A: 0xff},
-	}
 	roleColors = map[string]color.RGBA{
 		"client":   {R: 0x99, G: 0x99, B: 0x99, A: 0xff},
 		"server":   {R: 0x6b, G: 0xae, B: 0xd6, A: 0xff},
@@ -70,30 +55,6 @@ var (
 	}
 	faultColor = color.RGBA{R: 0xff, G: 0xcc, B: 0xcc, A: 0xff}
 )
-
-// palette maps datapaths to colors.
-type palette map[string]color.Color
-
-func newPalette(datapaths []string) palette {
-	p := palette{}
-	extra := 0
-	for _, dp := range datapaths {
-		if c, ok := datapathColors[dp]; ok {
-			p[dp] = c
-			continue
-		}
-		p[dp] = extraColors[extra%len(extraColors)]
-		extra++
-	}
-	return p
-}
-
-func (p palette) of(dp string) color.Color {
-	if c, ok := p[dp]; ok {
-		return c
-	}
-	return color.Black
-}
 
 // lighter mixes c with white.
 func lighter(c color.Color) color.Color {

@@ -107,12 +107,6 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 	return headline, lines
 }
 
-// datapathNotes say what a datapath does not do, so its numbers are read
-// against what it offers.
-var datapathNotes = map[string]string{
-	"afxdp": "It is L4 only: no retries, no timeouts, no circuit breaking and no L7 routing, so its numbers buy less than a proxy's.",
-}
-
 // warnings returns sentences flagging a summary's failures, or "".
 func warnings(s results.Summary) string {
 	var w []string
