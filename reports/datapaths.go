@@ -19,6 +19,8 @@ import (
 //     inferred from their processes' pod fields (proxyModel).
 //   - datapathNotes: what a datapath does not do (afxdp is L4 only); others
 //     get no note.
+//   - noStampReasons: why a datapath has no kernel-side latency by design
+//     (sockmap); others without one read "no kernel timestamps".
 
 // baselineDatapath is the datapath every other one is measured against.
 const baselineDatapath = "none"
@@ -116,4 +118,10 @@ func proxyModel(dp string, steps []results.Step) string {
 // against what it offers.
 var datapathNotes = map[string]string{
 	"afxdp": "It is L4 only: no retries, no timeouts, no circuit breaking and no L7 routing, so its numbers buy less than a proxy's.",
+}
+
+// noStampReasons say why a datapath's requests carry no kernel timestamps
+// when that is how the datapath works rather than a fault.
+var noStampReasons = map[string]string{
+	"sockmap": "n/a: sk_msg moves the app↔sidecar bytes socket to socket, with no packet for the kernel to stamp",
 }
