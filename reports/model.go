@@ -123,7 +123,7 @@ func (m *model) rateFor(dp string, rate float64) (float64, bool) {
 	return rs[len(rs)-1], true
 }
 
-// hasBaseline reports whether the run measured the "none" datapath.
+// hasBaseline reports whether the run measured the baseline datapath.
 func (m *model) hasBaseline() bool {
 	return slices.Contains(m.datapaths, baselineDatapath)
 }

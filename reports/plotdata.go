@@ -358,7 +358,7 @@ func memoryData(m *model) []memoryRow {
 
 // Notes shown instead of an extrapolation.
 const (
-	noteOnlyNone = "Nothing to extrapolate: this run measured only the “none” datapath, which runs no proxy."
+	noteOnlyNone = "Nothing to extrapolate: this run measured only the “" + baselineDatapath + "” datapath, which runs no proxy."
 	noteNoMemory = "Nothing to extrapolate: no proxy memory was measured (the steps recorded no processes)."
 )
 

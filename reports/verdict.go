@@ -57,11 +57,11 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 			r50 := s.P50US.Median / base.P50US.Median
 			r99 := s.P99US.Median / base.P99US.Median
 			if r50 >= 1 && r99 >= 1 {
-				fmt.Fprintf(&b, "%s adds %s p50 and %s p99 over none at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
+				fmt.Fprintf(&b, "%s adds %s p50 and %s p99 over %s at %s req/s",
+					dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(r))
 			} else {
-				fmt.Fprintf(&b, "%s runs at %s the p50 and %s the p99 of none at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
+				fmt.Fprintf(&b, "%s runs at %s the p50 and %s the p99 of %s at %s req/s",
+					dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(r))
 			}
 			fmt.Fprintf(&b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
 				fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
@@ -86,7 +86,7 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
 			}
 			if dp != baselineDatapath {
-				b.WriteString(" (no “none” measurement to compare with)")
+				b.WriteString(" (no “" + baselineDatapath + "” measurement to compare with)")
 			}
 		}
 		if er, ok := exBy[dp]; ok && er.Model != modelNone && er.Measured {
@@ -153,7 +153,7 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	}
 	if len(meshes) == 0 {
 		if m.hasBaseline() {
-			return []string{"Only the “none” datapath was measured: this run is a floor measurement with no mesh datapath to compare."}
+			return []string{"Only the “" + baselineDatapath + "” datapath was measured: this run is a floor measurement with no mesh datapath to compare."}
 		}
 		return nil
 	}
@@ -179,14 +179,14 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	if dp, v := best(func(s results.Summary) float64 { return s.P99US.Median }); dp != "" {
 		line := fmt.Sprintf("Lowest tail latency of the meshes at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
 		if hasBase && base.P99US.Median > 0 {
-			line += ", " + fmtRatio(v/base.P99US.Median) + " none"
+			line += ", " + fmtRatio(v/base.P99US.Median) + " " + baselineDatapath
 		}
 		out = append(out, line+").")
 	}
 	if dp, v := best(func(s results.Summary) float64 { return s.CPUMicrosPerReq.Median }); dp != "" {
 		line := fmt.Sprintf("Lowest CPU per request of the meshes: %s (%s µs", dp, fmtNum(v))
 		if hasBase && base.CPUMicrosPerReq.Median > 0 {
-			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " none"
+			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " " + baselineDatapath
 		}
 		out = append(out, line+").")
 	}
