@@ -16,7 +16,8 @@ import (
 //     without it compares nothing.
 //   - datapathColors: fixed colors; others take extraColors (newPalette).
 //   - knownModels: proxy placement for the memory extrapolation; others are
-//     inferred from their processes' pod fields (proxyModel).
+//     inferred from where their datapath-role processes ran, in a pod or
+//     not (proxyModel), and are "unknown" when no step recorded processes.
 //   - datapathNotes: what a datapath does not do (afxdp is L4 only); others
 //     get no note.
 //   - noStampReasons: why a datapath has no kernel-side latency by design
@@ -73,6 +74,7 @@ const (
 	modelNone    = "none"     // no proxy: pays nothing
 	modelPerPod  = "per pod"  // one proxy per application pod
 	modelPerNode = "per node" // one proxy per node
+	modelUnknown = "unknown"  // not named in knownModels and no processes recorded to infer from
 )
 
 // knownModels places the project's datapaths; others are inferred from
@@ -86,13 +88,16 @@ var knownModels = map[string]string{
 }
 
 // proxyModel says how datapath dp places its proxies: known datapaths by
-// name, others by where their datapath processes ran.
+// name, others by where their datapath-role processes ran: none at all is
+// no proxy, all in pods is per pod, any outside a pod is per node, and a
+// datapath whose steps recorded no processes is unknown.
 func proxyModel(dp string, steps []results.Step) string {
 	if mdl, ok := knownModels[dp]; ok {
 		return mdl
 	}
-	var inPod, outPod int
+	var procs, inPod, outPod int
 	for _, s := range steps {
+		procs += len(s.Processes)
 		for _, p := range s.Processes {
 			if p.Role != results.RoleDatapath {
 				continue
@@ -105,6 +110,8 @@ func proxyModel(dp string, steps []results.Step) string {
 		}
 	}
 	switch {
+	case procs == 0:
+		return modelUnknown
 	case inPod == 0 && outPod == 0:
 		return modelNone
 	case outPod == 0:

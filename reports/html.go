@@ -370,6 +370,8 @@ func buildPage(m *model, r rendered) page {
 		}
 		for _, sc := range er.Scales {
 			switch {
+			case er.Model == modelUnknown:
+				row.Cells = append(row.Cells, "?")
 			case !er.Measured:
 				row.Cells = append(row.Cells, fmt.Sprintf("%d proxies × ?", sc.Proxies))
 			case er.Model == modelNone:

@@ -150,6 +150,7 @@ var cases = []struct {
 	{"none-only", noneOnlyRun},
 	{"bare", bareRun},
 	{"five", fiveRun},
+	{"unknown", unknownRun},
 }
 
 // TestPlotData checks the numbers every figure draws against golden JSON.
@@ -310,6 +311,7 @@ func TestGenerate(t *testing.T) {
 				"none-only":    {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory.png", "throughput.png", "timeline-none.png"},
 				"bare":         {"latency-vs-load.png", "throughput.png"},
 				"five":         {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar.png"},
+				"unknown":      {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-ebpf-l7.png", "timeline-mystery.png", "timeline-none.png", "timeline-sidecar.png"},
 			}[tc.name]
 			if strings.Join(names, ",") != strings.Join(want, ",") {
 				t.Errorf("figures = %v, want %v", names, want)
