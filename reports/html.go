@@ -202,55 +202,103 @@ func spread(s results.Spread, f func(float64) string) string {
 	return fmt.Sprintf("%s [%s–%s]", f(s.Median), f(s.Min), f(s.Max))
 }
 
+// buildPage assembles the page from one builder per section, in the order
+// the template shows them.
 func buildPage(m *model, r rendered) page {
 	run := m.run
 	data := r.data
-	p := page{Status: run.Status}
-	name := scenarioName(run)
-	p.Title = "meshbench report"
-	if name != "" {
-		p.Title += ": " + name
+	p := page{
+		Status: run.Status,
+		Title:  pageTitle(run),
+		Banner: statusBanner(run),
+		Meta:   runMeta(run),
 	}
+	p.Headline, p.Verdicts = verdictLines(m, data.Memory, data.Extrapolation)
+	p.ProofWarning = proofWarning(run.Steps)
+	p.Summary = summaryRows(m, data)
+	p.Overhead = overheadRows(m)
+	p.Figures = evidenceFigures(r)
+	p.Memory = memoryRows(m, data.Memory)
+	p.ExHeaders, p.Extrapolate = extrapolationTable(data.Extrapolation)
+	p.Timelines = timelineFigures(r)
+	p.Spread = spreadRows(m)
+	p.Proof = proofRows(run.Steps)
+	p.Errors = errorRows(run.Steps)
+	p.Faults = faultRows(run.Steps)
+	p.Calibration = calibrationTable(run.Calibration)
+	p.Environment = environmentTable(run.Environment)
+	p.ScenarioPath, p.Scenario, p.Resolved = scenarioText(run)
+	return p
+}
+
+// pageTitle names the report after the run's scenario.
+func pageTitle(run *results.Run) string {
+	title := "meshbench report"
+	if name := scenarioName(run); name != "" {
+		title += ": " + name
+	}
+	return title
+}
+
+// statusBanner says, for a run that did not finish ok, how it ended and
+// that the report covers only what was measured; "" for an ok run.
+func statusBanner(run *results.Run) string {
+	var banner string
 	switch run.Status {
 	case results.StatusOK:
 	case results.StatusFailed:
-		p.Banner = "This run FAILED"
+		banner = "This run FAILED"
 	case results.StatusInterrupted:
-		p.Banner = "This run was INTERRUPTED"
+		banner = "This run was INTERRUPTED"
 	case results.StatusRunning:
-		p.Banner = "This run was still RUNNING when this report was made"
+		banner = "This run was still RUNNING when this report was made"
 	default:
-		p.Banner = fmt.Sprintf("This run has status %q", run.Status)
+		banner = fmt.Sprintf("This run has status %q", run.Status)
 	}
-	if p.Banner != "" {
+	if banner != "" {
 		if run.Error != "" {
-			p.Banner += ": " + run.Error
+			banner += ": " + run.Error
 		}
-		p.Banner += ". The report covers only the steps that were measured."
+		banner += ". The report covers only the steps that were measured."
 	}
-	p.Meta = []kv{{"Run", run.ID}, {"Status", run.Status}}
+	return banner
+}
+
+// runMeta is the header's key facts: run id, status, start, duration,
+// step count and meshbench version.
+func runMeta(run *results.Run) []kv {
+	meta := []kv{{"Run", run.ID}, {"Status", run.Status}}
 	if !run.Started.IsZero() {
-		p.Meta = append(p.Meta, kv{"Started", run.Started.UTC().Format(time.RFC3339)})
+		meta = append(meta, kv{"Started", run.Started.UTC().Format(time.RFC3339)})
 	}
 	if !run.Finished.IsZero() && !run.Started.IsZero() {
-		p.Meta = append(p.Meta, kv{"Took", run.Finished.Sub(run.Started).Round(time.Second).String()})
+		meta = append(meta, kv{"Took", run.Finished.Sub(run.Started).Round(time.Second).String()})
 	}
-	p.Meta = append(p.Meta, kv{"Steps", fmt.Sprint(len(run.Steps))})
+	meta = append(meta, kv{"Steps", fmt.Sprint(len(run.Steps))})
 	if run.Environment.Commit != "" {
-		p.Meta = append(p.Meta, kv{"meshbench", strings.TrimSpace(run.Environment.Version + " " + run.Environment.Commit)})
+		meta = append(meta, kv{"meshbench", strings.TrimSpace(run.Environment.Version + " " + run.Environment.Commit)})
 	}
+	return meta
+}
 
-	p.Headline, p.Verdicts = verdictLines(m, data.Memory, data.Extrapolation)
+// proofWarning counts the steps whose proof of path failed, under the
+// verdict; "" when every step's proof was verified.
+func proofWarning(steps []results.Step) string {
 	unverified := 0
-	for _, s := range run.Steps {
+	for _, s := range steps {
 		if !s.Proof.Verified {
 			unverified++
 		}
 	}
-	if unverified > 0 {
-		p.ProofWarning = fmt.Sprintf("The proof of path failed for %d of %d steps: the datapath's own counters did not account for the traffic (see Proof of path).", unverified, len(run.Steps))
+	if unverified == 0 {
+		return ""
 	}
+	return fmt.Sprintf("The proof of path failed for %d of %d steps: the datapath's own counters did not account for the traffic (see Proof of path).", unverified, len(steps))
+}
 
+// summaryRows is the summary table: one row per datapath × rate with its
+// medians, its ratios to the baseline at that rate and its proxy memory.
+func summaryRows(m *model, data plotData) []summaryRow {
 	exBy := map[string]extrapolationRow{}
 	for _, er := range data.Extrapolation.Rows {
 		exBy[er.Datapath] = er
@@ -259,6 +307,7 @@ func buildPage(m *model, r rendered) page {
 	for _, mr := range data.Memory {
 		memBy[mr.Datapath] = mr
 	}
+	var rows []summaryRow
 	for _, dp := range m.datapaths {
 		for _, rate := range m.ratesOf(dp) {
 			s, ok := m.summary(dp, rate)
@@ -302,18 +351,22 @@ func buildPage(m *model, r rendered) page {
 			} else if dp == baselineDatapath {
 				row.Memory = "no proxy"
 			}
-			p.Summary = append(p.Summary, row)
+			rows = append(rows, row)
 		}
 	}
+	return rows
+}
 
-	p.Overhead = overheadRows(m)
-
+// evidenceFigures are the Evidence section's figures, each with its
+// caption or the reason it is missing.
+func evidenceFigures(r rendered) []figure {
+	data := r.data
 	costCaption := "CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed"
 	if data.CostRateRPS > 0 {
 		costCaption += ", at " + fmtRate(data.CostRateRPS) + " req/s (median of repetitions)"
 	}
 	costCaption += ". Extra segments and switches are where a proxy's latency comes from."
-	p.Figures = []figure{
+	return []figure{
 		r.figure("fig-latency-spectrum", fileSpectrum, "Latency percentile spectrum",
 			"Latency at each percentile, all repetitions merged, one panel per offered rate. The percentile axis is log-scaled in 1/(1−q), so the tail gets as much room as the median.",
 			"No latency histograms in this run."),
@@ -333,7 +386,13 @@ func buildPage(m *model, r rendered) page {
 			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy. A per-node proxy was measured serving this testbed's pods; one serving more pods and connections may need more.",
 			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
 	}
-	for _, mr := range data.Memory {
+}
+
+// memoryRows is the memory table under the memory figure: one row per
+// datapath with process data.
+func memoryRows(m *model, mem []memoryRow) []memoryTableRow {
+	var rows []memoryTableRow
+	for _, mr := range mem {
 		mdl := proxyModel(mr.Datapath, m.byDP[mr.Datapath])
 		if mdl == modelNone {
 			mdl = "no proxy"
@@ -353,12 +412,18 @@ func buildPage(m *model, r rendered) page {
 		if mr.Proxies > 0 {
 			row.ProxyRSS, row.ProxyPSS = fmtBytes(mr.ProxyRSS), fmtBytes(mr.ProxyPSS)
 		}
-		p.Memory = append(p.Memory, row)
+		rows = append(rows, row)
 	}
-	for _, sc := range data.Extrapolation.Scales {
-		p.ExHeaders = append(p.ExHeaders, fmt.Sprintf("%d nodes × %d pods", sc.Nodes, sc.PodsPerNode))
+	return rows
+}
+
+// extrapolationTable is the table under the extrapolation figure: a header
+// per cluster size and a row per datapath.
+func extrapolationTable(ex extrapolation) (headers []string, rows []extrapolationTableRow) {
+	for _, sc := range ex.Scales {
+		headers = append(headers, fmt.Sprintf("%d nodes × %d pods", sc.Nodes, sc.PodsPerNode))
 	}
-	for _, er := range data.Extrapolation.Rows {
+	for _, er := range ex.Rows {
 		row := extrapolationTableRow{Datapath: er.Datapath, Model: er.Model}
 		switch {
 		case er.Model == modelNone:
@@ -380,22 +445,35 @@ func buildPage(m *model, r rendered) page {
 				row.Cells = append(row.Cells, fmt.Sprintf("%s (%d proxies)", fmtBytes(sc.Bytes), sc.Proxies))
 			}
 		}
-		p.Extrapolate = append(p.Extrapolate, row)
+		rows = append(rows, row)
 	}
-	for _, tl := range data.Timelines {
-		p.Timelines = append(p.Timelines, r.figure("fig-timeline-"+safeName(tl.Datapath), timelineFile(tl.Datapath),
+	return headers, rows
+}
+
+// timelineFigures are the Timelines section: one figure per datapath with
+// windows.
+func timelineFigures(r rendered) []figure {
+	var figs []figure
+	for _, tl := range r.data.Timelines {
+		figs = append(figs, r.figure("fig-timeline-"+safeName(tl.Datapath), timelineFile(tl.Datapath),
 			"Timeline: "+tl.Datapath,
 			"Success ratio and p99 per time window, median over repetitions, one line per offered rate. Fault windows will be shaded once the results record them.",
 			"No windows."))
 	}
+	return figs
+}
 
+// spreadRows is the spread table: each datapath × rate's median with its
+// fastest and slowest repetition.
+func spreadRows(m *model) []spreadRow {
+	var rows []spreadRow
 	for _, dp := range m.datapaths {
 		for _, rate := range m.ratesOf(dp) {
 			s, ok := m.summary(dp, rate)
 			if !ok {
 				continue
 			}
-			p.Spread = append(p.Spread, spreadRow{
+			rows = append(rows, spreadRow{
 				Datapath:    dp,
 				Rate:        fmtRate(rate),
 				Reps:        fmt.Sprint(s.Repetitions),
@@ -412,8 +490,14 @@ func buildPage(m *model, r rendered) page {
 			})
 		}
 	}
+	return rows
+}
 
-	for _, s := range run.Steps {
+// proofRows is the proof-of-path table: one row per step, in run order,
+// with its counters, rules, warm-up verdict and datapath metrics.
+func proofRows(steps []results.Step) []proofRow {
+	var rows []proofRow
+	for _, s := range steps {
 		var counters []string
 		for _, k := range sortedKeys(s.Proof.Counters) {
 			counters = append(counters, fmt.Sprintf("%s=%d", k, s.Proof.Counters[k]))
@@ -441,7 +525,16 @@ func buildPage(m *model, r rendered) page {
 				pr.Warmup = "✓"
 			}
 		}
-		p.Proof = append(p.Proof, pr)
+		rows = append(rows, pr)
+	}
+	return rows
+}
+
+// errorRows is the errors table: one row per step that had request errors,
+// a step error or an interruption.
+func errorRows(steps []results.Step) []errorRow {
+	var rows []errorRow
+	for _, s := range steps {
 		var errs []string
 		for _, k := range sortedKeys(s.Errors) {
 			errs = append(errs, fmt.Sprintf("%s: %d", k, s.Errors[k]))
@@ -455,53 +548,74 @@ func buildPage(m *model, r rendered) page {
 		if s.Interrupted {
 			errs = append(errs, "interrupted")
 		}
+		if len(errs) > 0 {
+			rows = append(rows, errorRow{
+				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
+				Errors: strings.Join(errs, "; "),
+			})
+		}
+	}
+	return rows
+}
+
+// faultRows is the faults table: one row per fault injected in a step.
+func faultRows(steps []results.Step) []faultRow {
+	secs := func(v float64) string {
+		if v < 0 {
+			return "never"
+		}
+		return fmt.Sprintf("%.2f s", v)
+	}
+	var rows []faultRow
+	for _, s := range steps {
 		for _, f := range s.Faults {
-			secs := func(v float64) string {
-				if v < 0 {
-					return "never"
-				}
-				return fmt.Sprintf("%.2f s", v)
-			}
-			p.Faults = append(p.Faults, faultRow{
+			rows = append(rows, faultRow{
 				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
 				Name: f.Name, Fault: f.Fault + " " + f.Selector, Impl: f.Implementation,
 				Window: fmt.Sprintf("%.1f–%.1f s", f.StartS, f.EndS), Errors: fmt.Sprint(f.Errors),
 				Detect: secs(f.DetectS), Recover: secs(f.RecoverS), Error: f.Error,
 			})
 		}
-		if len(errs) > 0 {
-			p.Errors = append(p.Errors, errorRow{
-				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
-				Errors: strings.Join(errs, "; "),
-			})
-		}
 	}
+	return rows
+}
 
-	if c := run.Calibration; c != nil {
-		p.Calibration = []kv{
-			{"Offered", fmtRate(c.OfferedRPS) + " req/s"},
-			{"Achieved", fmtNum(c.AchievedRPS) + " req/s"},
-			{"Success", fmtPercent(c.SuccessRatio)},
-			{"p50", fmtNum(c.LatencyUS.P50) + " µs"},
-			{"p90", fmtNum(c.LatencyUS.P90) + " µs"},
-			{"p99", fmtNum(c.LatencyUS.P99) + " µs"},
-			{"p99.9", fmtNum(c.LatencyUS.P999) + " µs"},
-			{"max", fmtNum(c.LatencyUS.Max) + " µs"},
-		}
+// calibrationTable is the calibration step's figures, the load client's
+// floor; nil when the run has no calibration.
+func calibrationTable(c *results.Step) []kv {
+	if c == nil {
+		return nil
 	}
-	e := run.Environment
-	p.Environment = []kv{
+	return []kv{
+		{"Offered", fmtRate(c.OfferedRPS) + " req/s"},
+		{"Achieved", fmtNum(c.AchievedRPS) + " req/s"},
+		{"Success", fmtPercent(c.SuccessRatio)},
+		{"p50", fmtNum(c.LatencyUS.P50) + " µs"},
+		{"p90", fmtNum(c.LatencyUS.P90) + " µs"},
+		{"p99", fmtNum(c.LatencyUS.P99) + " µs"},
+		{"p99.9", fmtNum(c.LatencyUS.P999) + " µs"},
+		{"max", fmtNum(c.LatencyUS.Max) + " µs"},
+	}
+}
+
+// environmentTable is the machine and build the run measured on.
+func environmentTable(e results.Environment) []kv {
+	return []kv{
 		{"Hostname", e.Hostname}, {"Kernel", e.Kernel}, {"OS", e.OS}, {"Arch", e.Arch},
 		{"CPU", e.CPUModel}, {"Cores", fmt.Sprint(e.Cores)}, {"Memory", fmt.Sprintf("%d MiB", e.MemoryMiB)},
 		{"Go", e.GoVersion}, {"meshbench commit", e.Commit}, {"meshbench version", e.Version},
 		{"Provider", e.Provider},
 	}
-	p.ScenarioPath = run.Scenario.Path
-	p.Scenario = run.Scenario.Source
+}
+
+// scenarioText is the Scenario section: the scenario file's path and
+// source as the run copied them, and the resolved scenario ("" when the
+// run has none).
+func scenarioText(run *results.Run) (path, source, resolved string) {
 	if len(run.Scenario.Resolved) > 0 {
-		p.Resolved = string(run.Scenario.Resolved)
+		resolved = string(run.Scenario.Resolved)
 	}
-	return p
+	return run.Scenario.Path, run.Scenario.Source, resolved
 }
 
 // scenarioName returns the resolved scenario's name, if it has one.
