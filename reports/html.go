@@ -189,7 +189,7 @@ func buildPage(m *model, r rendered) page {
 		Banner: statusBanner(run),
 		Meta:   runMeta(run),
 	}
-	p.Headline, p.Verdicts = verdictLines(m, data.Memory, data.Extrapolation)
+	p.Headline, p.Verdicts = verdictLines(m, data.Extrapolation)
 	p.ProofWarning = proofWarning(run.Steps)
 	p.Summary = summaryRows(m, data)
 	p.Overhead = overheadRows(m)

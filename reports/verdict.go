@@ -16,12 +16,8 @@ const (
 // verdictLines returns the headline (which datapath wins where, when there
 // is a choice) and one sentence per datapath at the reference rate, all
 // generated from the numbers.
-func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines []string) {
+func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 	ref := m.refRate()
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
-	}
 	exBy := map[string]extrapolationRow{}
 	for _, r := range ex.Rows {
 		exBy[r.Datapath] = r
