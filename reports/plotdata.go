@@ -364,10 +364,7 @@ const (
 
 func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation {
 	ex := extrapolation{Scales: scales}
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
-	}
+	memBy := memoryByDatapath(mem)
 	measured := 0
 	proxied := 0
 	for _, dp := range m.datapaths {
@@ -412,6 +409,24 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 		ex.Rows = nil
 	}
 	return ex
+}
+
+// memoryByDatapath indexes memory rows by their datapath.
+func memoryByDatapath(rows []memoryRow) map[string]memoryRow {
+	by := make(map[string]memoryRow, len(rows))
+	for _, r := range rows {
+		by[r.Datapath] = r
+	}
+	return by
+}
+
+// byDatapath indexes the extrapolation's rows by their datapath.
+func (ex extrapolation) byDatapath() map[string]extrapolationRow {
+	by := make(map[string]extrapolationRow, len(ex.Rows))
+	for _, r := range ex.Rows {
+		by[r.Datapath] = r
+	}
+	return by
 }
 
 func costData(m *model, ref float64) []costRow {

@@ -87,14 +87,8 @@ func proofWarning(steps []results.Step) string {
 // summaryRows is the summary table: one row per datapath × rate with its
 // medians, its ratios to the baseline at that rate and its proxy memory.
 func summaryRows(m *model, data plotData) []summaryRow {
-	exBy := map[string]extrapolationRow{}
-	for _, er := range data.Extrapolation.Rows {
-		exBy[er.Datapath] = er
-	}
-	memBy := map[string]memoryRow{}
-	for _, mr := range data.Memory {
-		memBy[mr.Datapath] = mr
-	}
+	exBy := data.Extrapolation.byDatapath()
+	memBy := memoryByDatapath(data.Memory)
 	var rows []summaryRow
 	for _, dp := range m.datapaths {
 		for _, rate := range m.ratesOf(dp) {

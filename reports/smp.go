@@ -170,11 +170,7 @@ func WriteSMP(w io.Writer, run *results.Run) error {
 	if len(run.Steps) > 0 {
 		doc.PerformanceTestConfig.Duration = time.Duration(run.Steps[0].Duration).String()
 	}
-	mem := memoryData(m)
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
-	}
+	memBy := memoryByDatapath(memoryData(m))
 	ref := m.refRate()
 	for _, dp := range m.datapaths {
 		mdl := proxyModel(dp, m.byDP[dp])

@@ -18,10 +18,7 @@ const (
 // generated from the numbers.
 func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 	ref := m.refRate()
-	exBy := map[string]extrapolationRow{}
-	for _, r := range ex.Rows {
-		exBy[r.Datapath] = r
-	}
+	exBy := ex.byDatapath()
 	base, hasBase := m.summary(baselineDatapath, ref)
 	for _, dp := range m.datapaths {
 		r, ok := m.rateFor(dp, ref)
