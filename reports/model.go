@@ -89,6 +89,21 @@ func (m *model) summary(dp string, rate float64) (results.Summary, bool) {
 	return s, ok
 }
 
+// tableSummaries returns the summary of every datapath × rate, datapaths
+// in run order and each one's rates ascending: the rows of the report's
+// per-rate tables.
+func (m *model) tableSummaries() []results.Summary {
+	var out []results.Summary
+	for _, dp := range m.datapaths {
+		for _, r := range m.ratesOf(dp) {
+			if s, ok := m.summary(dp, r); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // refRate is the rate the one-rate views (cost, verdict) use: the highest
 // rate every datapath was measured at, or else the highest rate of all.
 func (m *model) refRate() float64 {

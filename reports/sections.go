@@ -90,51 +90,46 @@ func summaryRows(m *model, data plotData) []summaryRow {
 	exBy := data.Extrapolation.byDatapath()
 	memBy := memoryByDatapath(data.Memory)
 	var rows []summaryRow
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			if !ok {
-				continue
-			}
-			row := summaryRow{
-				Datapath:     dp,
-				Rate:         fmtRate(rate),
-				Achieved:     fmtNum(s.AchievedRPS.Median),
-				Success:      fmtPercent(s.SuccessRatio.Median),
-				P50:          fmtNum(s.P50US.Median),
-				P99:          fmtNum(s.P99US.Median),
-				P50Ratio:     "—",
-				P99Ratio:     "—",
-				CPU:          fmtNum(s.CPUMicrosPerReq.Median),
-				Segments:     fmtNum(s.SegmentsPerReq.Median),
-				CtxSwitches:  fmtNum(s.CtxSwitchesPerReq.Median),
-				Memory:       "—",
-				Proof:        s.ProofVerified,
-				ProofFigures: m.proofFigures(dp, rate),
-			}
-			row.Warn = warnings(s) != ""
-			if b, ok := m.summary(baselineDatapath, rate); ok {
-				if b.P50US.Median > 0 {
-					row.P50Ratio = fmtRatio(s.P50US.Median / b.P50US.Median)
-				}
-				if b.P99US.Median > 0 {
-					row.P99Ratio = fmtRatio(s.P99US.Median / b.P99US.Median)
-				}
-			}
-			if er, ok := exBy[dp]; ok {
-				switch {
-				case er.Model == modelNone:
-					row.Memory = "no proxy"
-				case er.Measured:
-					row.Memory = fmtBytes(er.PerProxyBytes)
-				}
-			} else if mr, ok := memBy[dp]; ok && mr.Proxies > 0 {
-				row.Memory = fmtBytes(mr.ProxyPSS)
-			} else if dp == baselineDatapath {
-				row.Memory = "no proxy"
-			}
-			rows = append(rows, row)
+	for _, s := range m.tableSummaries() {
+		dp, rate := s.Datapath, s.OfferedRPS
+		row := summaryRow{
+			Datapath:     dp,
+			Rate:         fmtRate(rate),
+			Achieved:     fmtNum(s.AchievedRPS.Median),
+			Success:      fmtPercent(s.SuccessRatio.Median),
+			P50:          fmtNum(s.P50US.Median),
+			P99:          fmtNum(s.P99US.Median),
+			P50Ratio:     "—",
+			P99Ratio:     "—",
+			CPU:          fmtNum(s.CPUMicrosPerReq.Median),
+			Segments:     fmtNum(s.SegmentsPerReq.Median),
+			CtxSwitches:  fmtNum(s.CtxSwitchesPerReq.Median),
+			Memory:       "—",
+			Proof:        s.ProofVerified,
+			ProofFigures: m.proofFigures(dp, rate),
 		}
+		row.Warn = warnings(s) != ""
+		if b, ok := m.summary(baselineDatapath, rate); ok {
+			if b.P50US.Median > 0 {
+				row.P50Ratio = fmtRatio(s.P50US.Median / b.P50US.Median)
+			}
+			if b.P99US.Median > 0 {
+				row.P99Ratio = fmtRatio(s.P99US.Median / b.P99US.Median)
+			}
+		}
+		if er, ok := exBy[dp]; ok {
+			switch {
+			case er.Model == modelNone:
+				row.Memory = "no proxy"
+			case er.Measured:
+				row.Memory = fmtBytes(er.PerProxyBytes)
+			}
+		} else if mr, ok := memBy[dp]; ok && mr.Proxies > 0 {
+			row.Memory = fmtBytes(mr.ProxyPSS)
+		} else if dp == baselineDatapath {
+			row.Memory = "no proxy"
+		}
+		rows = append(rows, row)
 	}
 	return rows
 }
@@ -143,46 +138,44 @@ func summaryRows(m *model, data plotData) []summaryRow {
 // steps of each datapath × rate.
 func overheadRows(m *model) []overheadRow {
 	var rows []overheadRow
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			steps := m.steps[groupKey{dp, rate}]
-			if !ok || len(steps) == 0 {
-				continue
-			}
-			row := overheadRow{
-				Datapath: dp, Rate: fmtRate(rate),
-				AppP50: fmtNum(s.P50US.Median), AppP99: fmtNum(s.P99US.Median),
-				KernelP50: "—", KernelP99: "—", OverP50: "—", OverP99: "—",
-			}
-			var stamped, successes, conns, opened int64
-			var sent, lag50, lag99 []float64
-			for _, st := range steps {
-				stamped += st.KernelStamped
-				successes += st.Successes
-				conns = max(conns, int64(st.Client.Connections))
-				opened = max(opened, st.Client.ConnectionsOpened)
-				sent = append(sent, st.SentRPS)
-				lag50 = append(lag50, st.Client.SendLagUS.P50)
-				lag99 = append(lag99, st.Client.SendLagUS.P99)
-			}
-			if len(s.KernelP50US.Values) > 0 {
-				row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
-				row.OverP50, row.OverP99 = fmtNum(s.OverheadP50US.Median), fmtNum(s.OverheadP99US.Median)
-			} else {
-				row.NoStamps = orDefault(noStampReasons[dp], "no kernel timestamps")
-			}
-			if successes > 0 {
-				row.Stamped = fmtPercent(float64(stamped) / float64(successes))
-			}
-			row.SentRPS = fmtNum(results.NewSpread(sent).Median)
-			row.SendLag = fmtNum(results.NewSpread(lag50).Median) + " / " + fmtNum(results.NewSpread(lag99).Median)
-			if conns > 0 {
-				row.Connections = fmt.Sprintf("%d of %d", opened, conns)
-				row.ConnsWarn = opened > conns
-			}
-			rows = append(rows, row)
+	for _, s := range m.tableSummaries() {
+		dp, rate := s.Datapath, s.OfferedRPS
+		steps := m.steps[groupKey{dp, rate}]
+		if len(steps) == 0 {
+			continue
 		}
+		row := overheadRow{
+			Datapath: dp, Rate: fmtRate(rate),
+			AppP50: fmtNum(s.P50US.Median), AppP99: fmtNum(s.P99US.Median),
+			KernelP50: "—", KernelP99: "—", OverP50: "—", OverP99: "—",
+		}
+		var stamped, successes, conns, opened int64
+		var sent, lag50, lag99 []float64
+		for _, st := range steps {
+			stamped += st.KernelStamped
+			successes += st.Successes
+			conns = max(conns, int64(st.Client.Connections))
+			opened = max(opened, st.Client.ConnectionsOpened)
+			sent = append(sent, st.SentRPS)
+			lag50 = append(lag50, st.Client.SendLagUS.P50)
+			lag99 = append(lag99, st.Client.SendLagUS.P99)
+		}
+		if len(s.KernelP50US.Values) > 0 {
+			row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
+			row.OverP50, row.OverP99 = fmtNum(s.OverheadP50US.Median), fmtNum(s.OverheadP99US.Median)
+		} else {
+			row.NoStamps = orDefault(noStampReasons[dp], "no kernel timestamps")
+		}
+		if successes > 0 {
+			row.Stamped = fmtPercent(float64(stamped) / float64(successes))
+		}
+		row.SentRPS = fmtNum(results.NewSpread(sent).Median)
+		row.SendLag = fmtNum(results.NewSpread(lag50).Median) + " / " + fmtNum(results.NewSpread(lag99).Median)
+		if conns > 0 {
+			row.Connections = fmt.Sprintf("%d of %d", opened, conns)
+			row.ConnsWarn = opened > conns
+		}
+		rows = append(rows, row)
 	}
 	return rows
 }
@@ -297,28 +290,23 @@ func timelineFigures(r rendered) []figure {
 // fastest and slowest repetition.
 func spreadRows(m *model) []spreadRow {
 	var rows []spreadRow
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			if !ok {
-				continue
-			}
-			rows = append(rows, spreadRow{
-				Datapath:    dp,
-				Rate:        fmtRate(rate),
-				Reps:        fmt.Sprint(s.Repetitions),
-				Achieved:    spread(s.AchievedRPS, fmtNum),
-				Success:     spread(s.SuccessRatio, fmtPercent),
-				P50:         spread(s.P50US, fmtNum),
-				P90:         spread(s.P90US, fmtNum),
-				P99:         spread(s.P99US, fmtNum),
-				P999:        spread(s.P999US, fmtNum),
-				Max:         spread(s.MaxUS, fmtNum),
-				CPU:         spread(s.CPUMicrosPerReq, fmtNum),
-				Segments:    spread(s.SegmentsPerReq, fmtNum),
-				CtxSwitches: spread(s.CtxSwitchesPerReq, fmtNum),
-			})
-		}
+	for _, s := range m.tableSummaries() {
+		dp, rate := s.Datapath, s.OfferedRPS
+		rows = append(rows, spreadRow{
+			Datapath:    dp,
+			Rate:        fmtRate(rate),
+			Reps:        fmt.Sprint(s.Repetitions),
+			Achieved:    spread(s.AchievedRPS, fmtNum),
+			Success:     spread(s.SuccessRatio, fmtPercent),
+			P50:         spread(s.P50US, fmtNum),
+			P90:         spread(s.P90US, fmtNum),
+			P99:         spread(s.P99US, fmtNum),
+			P999:        spread(s.P999US, fmtNum),
+			Max:         spread(s.MaxUS, fmtNum),
+			CPU:         spread(s.CPUMicrosPerReq, fmtNum),
+			Segments:    spread(s.SegmentsPerReq, fmtNum),
+			CtxSwitches: spread(s.CtxSwitchesPerReq, fmtNum),
+		})
 	}
 	return rows
 }
