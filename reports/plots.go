@@ -45,6 +45,9 @@ func safeName(s string) string {
 	return string(out)
 }
 
+// roleOrder stacks the process roles, bottom to top.
+var roleOrder = []string{"client", "server", "datapath", "other"}
+
 // Colors of the process roles and of fault bands.
 var (
 	roleColors = map[string]color.RGBA{
@@ -397,6 +400,38 @@ func barsAt(i int, v float64, c color.Color, w vg.Length, offset vg.Length) (*pl
 	return b, nil
 }
 
+// stackRoles adds to p one bar series of n bars per process role, in
+// roleOrder, each stacked on the one below and colored by role; value
+// gives bar i's share of role, and a role with no positive share is left
+// out.
+func stackRoles(p *plot.Plot, n int, w vg.Length, value func(role string, i int) float64) error {
+	var below *plotter.BarChart
+	for _, role := range roleOrder {
+		vals := make(plotter.Values, n)
+		anyRole := false
+		for i := range n {
+			vals[i] = value(role, i)
+			anyRole = anyRole || vals[i] > 0
+		}
+		if !anyRole {
+			continue
+		}
+		b, err := plotter.NewBarChart(vals, w)
+		if err != nil {
+			return err
+		}
+		b.Color = roleColors[role]
+		b.LineStyle.Width = 0
+		if below != nil {
+			b.StackOn(below)
+		}
+		below = b
+		p.Add(b)
+		p.Legend.Add(role, b)
+	}
+	return nil
+}
+
 func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 	if len(rows) == 0 {
 		return nil, nil
@@ -451,29 +486,8 @@ func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 	headroom(pod, 1.15)
 	// Testbed total by role, stacked.
 	total := newPlot("Testbed total by role (PSS)", "", "MiB")
-	var below *plotter.BarChart
-	for _, role := range []string{"client", "server", "datapath", "other"} {
-		vals := make(plotter.Values, len(rows))
-		anyRole := false
-		for i, r := range rows {
-			vals[i] = r.RolePSS[role] / mib
-			anyRole = anyRole || vals[i] > 0
-		}
-		if !anyRole {
-			continue
-		}
-		b, err := plotter.NewBarChart(vals, w*1.5)
-		if err != nil {
-			return nil, err
-		}
-		b.Color = roleColors[role]
-		b.LineStyle.Width = 0
-		if below != nil {
-			b.StackOn(below)
-		}
-		below = b
-		total.Add(b)
-		total.Legend.Add(role, b)
+	if err := stackRoles(total, len(rows), w*1.5, func(role string, i int) float64 { return rows[i].RolePSS[role] / mib }); err != nil {
+		return nil, err
 	}
 	total.NominalX(names...)
 	headroom(total, 1.4)
@@ -557,38 +571,14 @@ func drawCost(rows []costRow, pal palette) ([]byte, error) {
 	}
 	w := vg.Points(22)
 	cpu := newPlot("CPU per request", "", "µs")
-	var below *plotter.BarChart
-	parts := []struct {
-		role string
-		get  func(costRow) float64
-	}{
-		{"client", func(r costRow) float64 { return r.ClientCPU }},
-		{"server", func(r costRow) float64 { return r.ServerCPU }},
-		{"datapath", func(r costRow) float64 { return r.DatapathCPU }},
-		{"other", func(r costRow) float64 { return r.OtherCPU }},
+	cpuOf := map[string]func(costRow) float64{
+		"client":   func(r costRow) float64 { return r.ClientCPU },
+		"server":   func(r costRow) float64 { return r.ServerCPU },
+		"datapath": func(r costRow) float64 { return r.DatapathCPU },
+		"other":    func(r costRow) float64 { return r.OtherCPU },
 	}
-	for _, part := range parts {
-		vals := make(plotter.Values, len(rows))
-		anyPart := false
-		for i, r := range rows {
-			vals[i] = part.get(r)
-			anyPart = anyPart || vals[i] > 0
-		}
-		if !anyPart {
-			continue
-		}
-		b, err := plotter.NewBarChart(vals, w)
-		if err != nil {
-			return nil, err
-		}
-		b.Color = roleColors[part.role]
-		b.LineStyle.Width = 0
-		if below != nil {
-			b.StackOn(below)
-		}
-		below = b
-		cpu.Add(b)
-		cpu.Legend.Add(part.role, b)
+	if err := stackRoles(cpu, len(rows), w, func(role string, i int) float64 { return cpuOf[role](rows[i]) }); err != nil {
+		return nil, err
 	}
 	cpu.NominalX(names...)
 	headroom(cpu, 1.45)
