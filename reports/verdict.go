@@ -40,12 +40,7 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 		}
 		switch {
 		case dp == baselineDatapath:
-			fmt.Fprintf(&b, "%s (the floor) serves p50 %s µs and p99 %s µs at %s req/s",
-				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
-			if c := s.CPUMicrosPerReq.Median; c > 0 {
-				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
-					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
-			}
+			writeServes(&b, dp+" (the floor)", s, r)
 		case cmpBase:
 			r50 := s.P50US.Median / base.P50US.Median
 			r99 := s.P99US.Median / base.P99US.Median
@@ -72,15 +67,8 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 				b.WriteString(", and uses " + joinAnd(costs))
 			}
 		default:
-			fmt.Fprintf(&b, "%s serves p50 %s µs and p99 %s µs at %s req/s",
-				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
-			if c := s.CPUMicrosPerReq.Median; c > 0 {
-				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
-					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
-			}
-			if dp != baselineDatapath {
-				b.WriteString(" (no “" + baselineDatapath + "” measurement to compare with)")
-			}
+			writeServes(&b, dp, s, r)
+			b.WriteString(" (no “" + baselineDatapath + "” measurement to compare with)")
 		}
 		if er, ok := exBy[dp]; ok && er.Model != modelNone && er.Measured {
 			fmt.Fprintf(&b, "; %s per proxy (%s)", fmtBytes(er.PerProxyBytes), er.Basis)
@@ -98,6 +86,18 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 	}
 	headline = headlineLines(m, ref, ex)
 	return headline, lines
+}
+
+// writeServes writes the sentence for a datapath measured on its own:
+// "NAME serves p50 … and p99 … at RATE req/s", with its CPU and TCP
+// segments per request when the run counted them.
+func writeServes(b *strings.Builder, name string, s results.Summary, rate float64) {
+	fmt.Fprintf(b, "%s serves p50 %s µs and p99 %s µs at %s req/s",
+		name, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(rate))
+	if c := s.CPUMicrosPerReq.Median; c > 0 {
+		fmt.Fprintf(b, ", spending %s µs CPU and %s TCP segments per request",
+			fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
+	}
 }
 
 // warnings returns sentences flagging a summary's failures, or "".
