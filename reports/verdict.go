@@ -42,30 +42,7 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 		case dp == baselineDatapath:
 			writeServes(&b, dp+" (the floor)", s, r)
 		case cmpBase:
-			r50 := s.P50US.Median / base.P50US.Median
-			r99 := s.P99US.Median / base.P99US.Median
-			if r50 >= 1 && r99 >= 1 {
-				fmt.Fprintf(&b, "%s adds %s p50 and %s p99 over %s at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(r))
-			} else {
-				fmt.Fprintf(&b, "%s runs at %s the p50 and %s the p99 of %s at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(r))
-			}
-			fmt.Fprintf(&b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
-				fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
-			var costs []string
-			if c, bc := s.CPUMicrosPerReq.Median, base.CPUMicrosPerReq.Median; c > 0 && bc > 0 {
-				costs = append(costs, fmt.Sprintf("%s the CPU per request (%s vs %s µs)", fmtRatio(c/bc), fmtNum(c), fmtNum(bc)))
-			}
-			if sg, bs := s.SegmentsPerReq.Median, base.SegmentsPerReq.Median; sg > 0 && bs > 0 {
-				costs = append(costs, fmt.Sprintf("%s the TCP segments (%s vs %s)", fmtRatio(sg/bs), fmtNum(sg), fmtNum(bs)))
-			}
-			if cs, bc := s.CtxSwitchesPerReq.Median, base.CtxSwitchesPerReq.Median; cs > 0 && bc > 0 {
-				costs = append(costs, fmt.Sprintf("%s the context switches (%s vs %s)", fmtRatio(cs/bc), fmtNum(cs), fmtNum(bc)))
-			}
-			if len(costs) > 0 {
-				b.WriteString(", and uses " + joinAnd(costs))
-			}
+			writeAgainstBase(&b, dp, s, base, r)
 		default:
 			writeServes(&b, dp, s, r)
 			b.WriteString(" (no “" + baselineDatapath + "” measurement to compare with)")
@@ -86,6 +63,37 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 	}
 	headline = headlineLines(m, ref, ex)
 	return headline, lines
+}
+
+// writeAgainstBase writes the sentence for datapath dp measured against
+// the baseline at the same rate: its latency ratios with both latencies,
+// then its CPU, TCP segments and context switches per request as ratios
+// where both runs counted them.
+func writeAgainstBase(b *strings.Builder, dp string, s, base results.Summary, rate float64) {
+	r50 := s.P50US.Median / base.P50US.Median
+	r99 := s.P99US.Median / base.P99US.Median
+	if r50 >= 1 && r99 >= 1 {
+		fmt.Fprintf(b, "%s adds %s p50 and %s p99 over %s at %s req/s",
+			dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(rate))
+	} else {
+		fmt.Fprintf(b, "%s runs at %s the p50 and %s the p99 of %s at %s req/s",
+			dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(rate))
+	}
+	fmt.Fprintf(b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
+		fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
+	var costs []string
+	if c, bc := s.CPUMicrosPerReq.Median, base.CPUMicrosPerReq.Median; c > 0 && bc > 0 {
+		costs = append(costs, fmt.Sprintf("%s the CPU per request (%s vs %s µs)", fmtRatio(c/bc), fmtNum(c), fmtNum(bc)))
+	}
+	if sg, bs := s.SegmentsPerReq.Median, base.SegmentsPerReq.Median; sg > 0 && bs > 0 {
+		costs = append(costs, fmt.Sprintf("%s the TCP segments (%s vs %s)", fmtRatio(sg/bs), fmtNum(sg), fmtNum(bs)))
+	}
+	if cs, bc := s.CtxSwitchesPerReq.Median, base.CtxSwitchesPerReq.Median; cs > 0 && bc > 0 {
+		costs = append(costs, fmt.Sprintf("%s the context switches (%s vs %s)", fmtRatio(cs/bc), fmtNum(cs), fmtNum(bc)))
+	}
+	if len(costs) > 0 {
+		b.WriteString(", and uses " + joinAnd(costs))
+	}
 }
 
 // writeServes writes the sentence for a datapath measured on its own:
