@@ -26,12 +26,7 @@ func unknownRun(t *testing.T) *results.Run {
 			s.Datapath = "ebpf-l7"
 			s.LatencyUS.P50 *= 0.8
 			s.LatencyUS.P99 *= 0.8
-			var procs []results.Process
-			for _, p := range s.Processes {
-				if p.Role != results.RoleDatapath {
-					procs = append(procs, p)
-				}
-			}
+			procs := withoutProxies(s.Processes)
 			for _, node := range []string{"node-0", "node-1"} {
 				procs = append(procs, results.Process{Node: node, Name: "ebpf-l7-agent", Role: results.RoleDatapath,
 					PID: 9000 + len(procs), RSSBytes: 60 << 20, PSSBytes: 50 << 20})

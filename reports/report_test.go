@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,17 +28,30 @@ var keepOut = flag.String("out", "", "write the reports into DIR/<case> instead 
 
 // Edge-case runs, built from the fixture.
 
-func singleRun(t *testing.T) *results.Run {
-	run := loadFixture(t)
-	var steps []results.Step
-	for _, s := range run.Steps {
-		if s.Datapath == "sidecar" && s.OfferedRPS == 500 && s.Repetition == 1 {
-			steps = append(steps, s)
+// keepSteps keeps the steps of run for which keep is true, and their
+// summaries.
+func keepSteps(run *results.Run, keep func(results.Step) bool) *results.Run {
+	run.Steps = slices.DeleteFunc(run.Steps, func(s results.Step) bool { return !keep(s) })
+	run.Summaries = results.Summarize(run.Steps)
+	return run
+}
+
+// withoutProxies returns a copy of procs without the datapath-role
+// processes.
+func withoutProxies(procs []results.Process) []results.Process {
+	var out []results.Process
+	for _, p := range procs {
+		if p.Role != results.RoleDatapath {
+			out = append(out, p)
 		}
 	}
-	run.Steps = steps
-	run.Summaries = results.Summarize(steps)
-	return run
+	return out
+}
+
+func singleRun(t *testing.T) *results.Run {
+	return keepSteps(loadFixture(t), func(s results.Step) bool {
+		return s.Datapath == "sidecar" && s.OfferedRPS == 500 && s.Repetition == 1
+	})
 }
 
 func failedEarlyRun(t *testing.T) *results.Run {
@@ -49,16 +63,7 @@ func failedEarlyRun(t *testing.T) *results.Run {
 }
 
 func noneOnlyRun(t *testing.T) *results.Run {
-	run := loadFixture(t)
-	var steps []results.Step
-	for _, s := range run.Steps {
-		if s.Datapath == "none" {
-			steps = append(steps, s)
-		}
-	}
-	run.Steps = steps
-	run.Summaries = results.Summarize(steps)
-	return run
+	return keepSteps(loadFixture(t), func(s results.Step) bool { return s.Datapath == "none" })
 }
 
 func bareRun(t *testing.T) *results.Run {
@@ -111,12 +116,7 @@ func fiveRun(t *testing.T) *results.Run {
 				// No packet carries the app↔sidecar bytes: nothing to stamp.
 				s.KernelStamped, s.KernelLatencyUS, s.KernelHistogram, s.ClientOverheadUS = 0, nil, nil, nil
 			}
-			var procs []results.Process
-			for _, p := range s.Processes {
-				if p.Role != results.RoleDatapath {
-					procs = append(procs, p)
-				}
-			}
+			procs := withoutProxies(s.Processes)
 			if dp.perNode {
 				for n := range 2 {
 					procs = append(procs, results.Process{Node: fmt.Sprintf("node-%d", n), Name: dp.name + "-forwarder",
