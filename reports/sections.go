@@ -280,7 +280,7 @@ func timelineFigures(r rendered) []figure {
 	for _, tl := range r.data.Timelines {
 		figs = append(figs, r.figure("fig-timeline-"+safeName(tl.Datapath), timelineFile(tl.Datapath),
 			"Timeline: "+tl.Datapath,
-			"Success ratio and p99 per time window, median over repetitions, one line per offered rate. Fault windows will be shaded once the results record them.",
+			"Success ratio and p99 per time window, median over repetitions, one line per offered rate. Shaded bands are the time a fault was active.",
 			"No windows."))
 	}
 	return figs
