@@ -27,7 +27,9 @@ import (
 const baselineDatapath = "none"
 
 // Colors: one per known datapath, so a datapath looks the same in every
-// figure; unknown datapaths take the extra colors in order.
+// figure and every report; a datapath not named here takes the next of
+// extraColors in the order the run first measured it, so that up to five
+// unknown datapaths in one report never share a color.
 var (
 	datapathColors = map[string]color.RGBA{
 		"none":      {R: 0x44, G: 0x44, B: 0x44, A: 0xff},
@@ -48,6 +50,8 @@ var (
 // palette maps datapaths to colors.
 type palette map[string]color.Color
 
+// newPalette colors datapaths, given in run order: known ones by
+// datapathColors, the others from extraColors in turn.
 func newPalette(datapaths []string) palette {
 	p := palette{}
 	extra := 0
@@ -62,6 +66,7 @@ func newPalette(datapaths []string) palette {
 	return p
 }
 
+// of returns dp's color, black for a datapath the palette was not made for.
 func (p palette) of(dp string) color.Color {
 	if c, ok := p[dp]; ok {
 		return c
@@ -77,8 +82,9 @@ const (
 	modelUnknown = "unknown"  // not named in knownModels and no processes recorded to infer from
 )
 
-// knownModels places the project's datapaths; others are inferred from
-// where their datapath processes run.
+// knownModels places the project's datapaths by their architecture, so
+// that it holds even for a run that recorded no processes; others are
+// inferred by proxyModel.
 var knownModels = map[string]string{
 	"none":      modelNone,
 	"sidecar":   modelPerPod,
