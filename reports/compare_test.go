@@ -2,10 +2,12 @@ package reports
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/internal/golden"
 )
 
 // synthRun makes a run of datapaths × one rate whose repetitions have the
@@ -229,8 +231,8 @@ func TestCompareOutput(t *testing.T) {
 	if err := c.WriteMarkdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "compare.golden.txt", text.Bytes())
-	golden(t, "compare.golden.md", md.Bytes())
+	golden.Check(t, filepath.Join("testdata", "compare.golden.txt"), text.Bytes())
+	golden.Check(t, filepath.Join("testdata", "compare.golden.md"), md.Bytes())
 }
 
 func TestCompareNil(t *testing.T) {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"golang.org/x/perf/benchfmt"
 
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/internal/golden"
 )
 
 func TestWriteCSV(t *testing.T) {
@@ -56,7 +58,7 @@ func TestWriteBenchfmt(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.name == "fixture" {
-				golden(t, "fixture.benchfmt.golden.txt", buf.Bytes())
+				golden.Check(t, filepath.Join("testdata", "fixture.benchfmt.golden.txt"), buf.Bytes())
 			}
 			r := benchfmt.NewReader(bytes.NewReader(buf.Bytes()), "results.benchfmt.txt")
 			var got []*benchfmt.Result

@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"strings"
-	"time"
-
-	"github.com/meshbench/meshbench/harness/results"
 )
 
 //go:embed report.html.tmpl
@@ -83,15 +79,6 @@ type proofRow struct {
 type checkRow struct {
 	OK                              bool
 	Name, Figure, Want, Why, Detail string
-}
-
-// metricsText renders datapath metrics as "name=value" pairs.
-func metricsText(m map[string]float64) string {
-	var out []string
-	for _, k := range sortedKeys(m) {
-		out = append(out, fmt.Sprintf("%s=%s", k, fmtNum(m[k])))
-	}
-	return strings.Join(out, " ")
 }
 
 // faultRow is one fault of one step.
@@ -191,323 +178,33 @@ func (r rendered) figure(id, file, title, caption, noData string) figure {
 	return f
 }
 
-// spread formats a Spread as "median [min–max]".
-func spread(s results.Spread, f func(float64) string) string {
-	if len(s.Values) == 0 && s.Median == 0 && s.Min == 0 && s.Max == 0 {
-		return "—"
-	}
-	if s.Min == s.Max || len(s.Values) == 1 {
-		return f(s.Median)
-	}
-	return fmt.Sprintf("%s [%s–%s]", f(s.Median), f(s.Min), f(s.Max))
-}
-
+// buildPage assembles the page from one builder per section, in the order
+// the template shows them.
 func buildPage(m *model, r rendered) page {
 	run := m.run
 	data := r.data
-	p := page{Status: run.Status}
-	name := scenarioName(run)
-	p.Title = "meshbench report"
-	if name != "" {
-		p.Title += ": " + name
+	p := page{
+		Status: run.Status,
+		Title:  pageTitle(run),
+		Banner: statusBanner(run),
+		Meta:   runMeta(run),
 	}
-	switch run.Status {
-	case results.StatusOK:
-	case results.StatusFailed:
-		p.Banner = "This run FAILED"
-	case results.StatusInterrupted:
-		p.Banner = "This run was INTERRUPTED"
-	case results.StatusRunning:
-		p.Banner = "This run was still RUNNING when this report was made"
-	default:
-		p.Banner = fmt.Sprintf("This run has status %q", run.Status)
-	}
-	if p.Banner != "" {
-		if run.Error != "" {
-			p.Banner += ": " + run.Error
-		}
-		p.Banner += ". The report covers only the steps that were measured."
-	}
-	p.Meta = []kv{{"Run", run.ID}, {"Status", run.Status}}
-	if !run.Started.IsZero() {
-		p.Meta = append(p.Meta, kv{"Started", run.Started.UTC().Format(time.RFC3339)})
-	}
-	if !run.Finished.IsZero() && !run.Started.IsZero() {
-		p.Meta = append(p.Meta, kv{"Took", run.Finished.Sub(run.Started).Round(time.Second).String()})
-	}
-	p.Meta = append(p.Meta, kv{"Steps", fmt.Sprint(len(run.Steps))})
-	if run.Environment.Commit != "" {
-		p.Meta = append(p.Meta, kv{"meshbench", strings.TrimSpace(run.Environment.Version + " " + run.Environment.Commit)})
-	}
-
-	p.Headline, p.Verdicts = verdictLines(m, data.Memory, data.Extrapolation)
-	unverified := 0
-	for _, s := range run.Steps {
-		if !s.Proof.Verified {
-			unverified++
-		}
-	}
-	if unverified > 0 {
-		p.ProofWarning = fmt.Sprintf("The proof of path failed for %d of %d steps: the datapath's own counters did not account for the traffic (see Proof of path).", unverified, len(run.Steps))
-	}
-
-	exBy := map[string]extrapolationRow{}
-	for _, er := range data.Extrapolation.Rows {
-		exBy[er.Datapath] = er
-	}
-	memBy := map[string]memoryRow{}
-	for _, mr := range data.Memory {
-		memBy[mr.Datapath] = mr
-	}
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			if !ok {
-				continue
-			}
-			row := summaryRow{
-				Datapath:     dp,
-				Rate:         fmtRate(rate),
-				Achieved:     fmtNum(s.AchievedRPS.Median),
-				Success:      fmtPercent(s.SuccessRatio.Median),
-				P50:          fmtNum(s.P50US.Median),
-				P99:          fmtNum(s.P99US.Median),
-				P50Ratio:     "—",
-				P99Ratio:     "—",
-				CPU:          fmtNum(s.CPUMicrosPerReq.Median),
-				Segments:     fmtNum(s.SegmentsPerReq.Median),
-				CtxSwitches:  fmtNum(s.CtxSwitchesPerReq.Median),
-				Memory:       "—",
-				Proof:        s.ProofVerified,
-				ProofFigures: m.proofFigures(dp, rate),
-			}
-			row.Warn = warnings(s) != ""
-			if b, ok := m.summary(baselineDatapath, rate); ok {
-				if b.P50US.Median > 0 {
-					row.P50Ratio = fmtRatio(s.P50US.Median / b.P50US.Median)
-				}
-				if b.P99US.Median > 0 {
-					row.P99Ratio = fmtRatio(s.P99US.Median / b.P99US.Median)
-				}
-			}
-			if er, ok := exBy[dp]; ok {
-				switch {
-				case er.Model == modelNone:
-					row.Memory = "no proxy"
-				case er.Measured:
-					row.Memory = fmtBytes(er.PerProxyBytes)
-				}
-			} else if mr, ok := memBy[dp]; ok && mr.Proxies > 0 {
-				row.Memory = fmtBytes(mr.ProxyPSS)
-			} else if dp == baselineDatapath {
-				row.Memory = "no proxy"
-			}
-			p.Summary = append(p.Summary, row)
-		}
-	}
-
+	p.Headline, p.Verdicts = verdictLines(m, data.Extrapolation)
+	p.ProofWarning = proofWarning(run.Steps)
+	p.Summary = summaryRows(m, data)
 	p.Overhead = overheadRows(m)
-
-	costCaption := "CPU time (stacked by process role), TCP segments and context switches per request, summed over the testbed"
-	if data.CostRateRPS > 0 {
-		costCaption += ", at " + fmtRate(data.CostRateRPS) + " req/s (median of repetitions)"
-	}
-	costCaption += ". Extra segments and switches are where a proxy's latency comes from."
-	p.Figures = []figure{
-		r.figure("fig-latency-spectrum", fileSpectrum, "Latency percentile spectrum",
-			"Latency at each percentile, all repetitions merged, one panel per offered rate. The percentile axis is log-scaled in 1/(1−q), so the tail gets as much room as the median.",
-			"No latency histograms in this run."),
-		r.figure("fig-latency-vs-load", fileLatencyVsLoad, "Latency against offered load",
-			"p50 (solid) and p99 (dashed) per datapath; bars span the fastest and slowest repetition.",
-			"No latency summaries in this run."),
-		r.figure("fig-throughput", fileThroughput, "Throughput",
-			"Successful responses per second against the rate offered; points under the dashed line mean the datapath could not keep up or failed requests.",
-			"No throughput data in this run."),
-		r.figure("fig-cost", fileCost, "Per-request cost",
-			costCaption,
-			"No cost counters in this run."),
-		r.figure("fig-memory", fileMemory, "Memory",
-			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
-			"No process memory was recorded in this run."),
-		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
-			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy. A per-node proxy was measured serving this testbed's pods; one serving more pods and connections may need more.",
-			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
-	}
-	for _, mr := range data.Memory {
-		mdl := proxyModel(mr.Datapath, m.byDP[mr.Datapath])
-		if mdl == modelNone {
-			mdl = "no proxy"
-		}
-		row := memoryTableRow{
-			Datapath:    mr.Datapath,
-			Model:       mdl,
-			Proxies:     fmtNum(mr.Proxies),
-			ProxyRSS:    "—",
-			ProxyPSS:    "—",
-			Pods:        fmtNum(mr.Pods),
-			PodPSS:      fmtBytes(mr.PodPSS),
-			DatapathPSS: fmtBytes(mr.RolePSS[results.RoleDatapath]),
-			ServerPSS:   fmtBytes(mr.RolePSS[results.RoleServer]),
-			ClientPSS:   fmtBytes(mr.RolePSS[results.RoleClient]),
-		}
-		if mr.Proxies > 0 {
-			row.ProxyRSS, row.ProxyPSS = fmtBytes(mr.ProxyRSS), fmtBytes(mr.ProxyPSS)
-		}
-		p.Memory = append(p.Memory, row)
-	}
-	for _, sc := range data.Extrapolation.Scales {
-		p.ExHeaders = append(p.ExHeaders, fmt.Sprintf("%d nodes × %d pods", sc.Nodes, sc.PodsPerNode))
-	}
-	for _, er := range data.Extrapolation.Rows {
-		row := extrapolationTableRow{Datapath: er.Datapath, Model: er.Model}
-		switch {
-		case er.Model == modelNone:
-			row.Model, row.PerProxy = "no proxy", "—"
-		case er.Measured:
-			row.PerProxy = fmtBytes(er.PerProxyBytes) + " " + er.Basis
-		default:
-			row.PerProxy = "not measured"
-		}
-		for _, sc := range er.Scales {
-			switch {
-			case !er.Measured:
-				row.Cells = append(row.Cells, fmt.Sprintf("%d proxies × ?", sc.Proxies))
-			case er.Model == modelNone:
-				row.Cells = append(row.Cells, "0")
-			default:
-				row.Cells = append(row.Cells, fmt.Sprintf("%s (%d proxies)", fmtBytes(sc.Bytes), sc.Proxies))
-			}
-		}
-		p.Extrapolate = append(p.Extrapolate, row)
-	}
-	for _, tl := range data.Timelines {
-		p.Timelines = append(p.Timelines, r.figure("fig-timeline-"+safeName(tl.Datapath), timelineFile(tl.Datapath),
-			"Timeline: "+tl.Datapath,
-			"Success ratio and p99 per time window, median over repetitions, one line per offered rate. Fault windows will be shaded once the results record them.",
-			"No windows."))
-	}
-
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			if !ok {
-				continue
-			}
-			p.Spread = append(p.Spread, spreadRow{
-				Datapath:    dp,
-				Rate:        fmtRate(rate),
-				Reps:        fmt.Sprint(s.Repetitions),
-				Achieved:    spread(s.AchievedRPS, fmtNum),
-				Success:     spread(s.SuccessRatio, fmtPercent),
-				P50:         spread(s.P50US, fmtNum),
-				P90:         spread(s.P90US, fmtNum),
-				P99:         spread(s.P99US, fmtNum),
-				P999:        spread(s.P999US, fmtNum),
-				Max:         spread(s.MaxUS, fmtNum),
-				CPU:         spread(s.CPUMicrosPerReq, fmtNum),
-				Segments:    spread(s.SegmentsPerReq, fmtNum),
-				CtxSwitches: spread(s.CtxSwitchesPerReq, fmtNum),
-			})
-		}
-	}
-
-	for _, s := range run.Steps {
-		var counters []string
-		for _, k := range sortedKeys(s.Proof.Counters) {
-			counters = append(counters, fmt.Sprintf("%s=%d", k, s.Proof.Counters[k]))
-		}
-		pr := proofRow{
-			Datapath:     s.Datapath,
-			Rate:         fmtRate(s.OfferedRPS),
-			Rep:          fmt.Sprint(s.Repetition),
-			Source:       s.Proof.Source,
-			Counters:     strings.Join(counters, " "),
-			Verified:     s.Proof.Verified,
-			Inconclusive: s.Proof.Inconclusive,
-			Metrics:      metricsText(s.DatapathMetrics),
-			Warmup:       "—",
-		}
-		if len(s.Proof.Checks) == 0 {
-			pr.Detail = s.Proof.Detail
-		}
-		for _, c := range s.Proof.Checks {
-			pr.Checks = append(pr.Checks, checkRow{OK: c.OK, Name: c.Name, Figure: c.Figure, Want: c.Want, Why: c.Why, Detail: c.Detail})
-		}
-		if w := s.Proof.Warmup; w != nil {
-			pr.Warmup = "✗"
-			if w.Verified {
-				pr.Warmup = "✓"
-			}
-		}
-		p.Proof = append(p.Proof, pr)
-		var errs []string
-		for _, k := range sortedKeys(s.Errors) {
-			errs = append(errs, fmt.Sprintf("%s: %d", k, s.Errors[k]))
-		}
-		if f := s.FailureLatencyUS; f != nil && len(s.Errors) > 0 {
-			errs = append(errs, fmt.Sprintf("failed requests took p50 %s µs, p99 %s µs", fmtNum(f.P50), fmtNum(f.P99)))
-		}
-		if s.Error != "" {
-			errs = append(errs, "step error: "+s.Error)
-		}
-		if s.Interrupted {
-			errs = append(errs, "interrupted")
-		}
-		for _, f := range s.Faults {
-			secs := func(v float64) string {
-				if v < 0 {
-					return "never"
-				}
-				return fmt.Sprintf("%.2f s", v)
-			}
-			p.Faults = append(p.Faults, faultRow{
-				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
-				Name: f.Name, Fault: f.Fault + " " + f.Selector, Impl: f.Implementation,
-				Window: fmt.Sprintf("%.1f–%.1f s", f.StartS, f.EndS), Errors: fmt.Sprint(f.Errors),
-				Detect: secs(f.DetectS), Recover: secs(f.RecoverS), Error: f.Error,
-			})
-		}
-		if len(errs) > 0 {
-			p.Errors = append(p.Errors, errorRow{
-				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
-				Errors: strings.Join(errs, "; "),
-			})
-		}
-	}
-
-	if c := run.Calibration; c != nil {
-		p.Calibration = []kv{
-			{"Offered", fmtRate(c.OfferedRPS) + " req/s"},
-			{"Achieved", fmtNum(c.AchievedRPS) + " req/s"},
-			{"Success", fmtPercent(c.SuccessRatio)},
-			{"p50", fmtNum(c.LatencyUS.P50) + " µs"},
-			{"p90", fmtNum(c.LatencyUS.P90) + " µs"},
-			{"p99", fmtNum(c.LatencyUS.P99) + " µs"},
-			{"p99.9", fmtNum(c.LatencyUS.P999) + " µs"},
-			{"max", fmtNum(c.LatencyUS.Max) + " µs"},
-		}
-	}
-	e := run.Environment
-	p.Environment = []kv{
-		{"Hostname", e.Hostname}, {"Kernel", e.Kernel}, {"OS", e.OS}, {"Arch", e.Arch},
-		{"CPU", e.CPUModel}, {"Cores", fmt.Sprint(e.Cores)}, {"Memory", fmt.Sprintf("%d MiB", e.MemoryMiB)},
-		{"Go", e.GoVersion}, {"meshbench commit", e.Commit}, {"meshbench version", e.Version},
-		{"Provider", e.Provider},
-	}
-	p.ScenarioPath = run.Scenario.Path
-	p.Scenario = run.Scenario.Source
-	if len(run.Scenario.Resolved) > 0 {
-		p.Resolved = string(run.Scenario.Resolved)
-	}
+	p.Figures = evidenceFigures(r)
+	p.Memory = memoryRows(m, data.Memory)
+	p.ExHeaders, p.Extrapolate = extrapolationTable(data.Extrapolation)
+	p.Timelines = timelineFigures(r)
+	p.Spread = spreadRows(m)
+	p.Proof = proofRows(run.Steps)
+	p.Errors = errorRows(run.Steps)
+	p.Faults = faultRows(run.Steps)
+	p.Calibration = calibrationTable(run.Calibration)
+	p.Environment = environmentTable(run.Environment)
+	p.ScenarioPath, p.Scenario, p.Resolved = scenarioText(run)
 	return p
-}
-
-// scenarioName returns the resolved scenario's name, if it has one.
-func scenarioName(run *results.Run) string {
-	if sc, ok := resolvedScenario(run); ok && sc.Name != "" {
-		return sc.Name
-	}
-	return ""
 }
 
 func writeHTML(w io.Writer, p page) error {
@@ -523,55 +220,4 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// overheadRows builds the client-overhead table from the summaries and the
-// steps of each datapath × rate.
-func overheadRows(m *model) []overheadRow {
-	var rows []overheadRow
-	for _, dp := range m.datapaths {
-		for _, rate := range m.ratesOf(dp) {
-			s, ok := m.summary(dp, rate)
-			steps := m.steps[groupKey{dp, rate}]
-			if !ok || len(steps) == 0 {
-				continue
-			}
-			row := overheadRow{
-				Datapath: dp, Rate: fmtRate(rate),
-				AppP50: fmtNum(s.P50US.Median), AppP99: fmtNum(s.P99US.Median),
-				KernelP50: "—", KernelP99: "—", OverP50: "—", OverP99: "—",
-			}
-			var stamped, successes, conns, opened int64
-			var sent, lag50, lag99 []float64
-			for _, st := range steps {
-				stamped += st.KernelStamped
-				successes += st.Successes
-				conns = max(conns, int64(st.Client.Connections))
-				opened = max(opened, st.Client.ConnectionsOpened)
-				sent = append(sent, st.SentRPS)
-				lag50 = append(lag50, st.Client.SendLagUS.P50)
-				lag99 = append(lag99, st.Client.SendLagUS.P99)
-			}
-			if len(s.KernelP50US.Values) > 0 {
-				row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
-				row.OverP50, row.OverP99 = fmtNum(s.OverheadP50US.Median), fmtNum(s.OverheadP99US.Median)
-			} else {
-				row.NoStamps = "no kernel timestamps"
-				if dp == "sockmap" {
-					row.NoStamps = "n/a: sk_msg moves the app↔sidecar bytes socket to socket, with no packet for the kernel to stamp"
-				}
-			}
-			if successes > 0 {
-				row.Stamped = fmtPercent(float64(stamped) / float64(successes))
-			}
-			row.SentRPS = fmtNum(results.NewSpread(sent).Median)
-			row.SendLag = fmtNum(results.NewSpread(lag50).Median) + " / " + fmtNum(results.NewSpread(lag99).Median)
-			if conns > 0 {
-				row.Connections = fmt.Sprintf("%d of %d", opened, conns)
-				row.ConnsWarn = opened > conns
-			}
-			rows = append(rows, row)
-		}
-	}
-	return rows
 }

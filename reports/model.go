@@ -11,9 +11,6 @@ import (
 	"github.com/meshbench/meshbench/harness/results"
 )
 
-// baselineDatapath is the datapath every other one is measured against.
-const baselineDatapath = "none"
-
 // groupKey identifies one datapath × offered rate.
 type groupKey struct {
 	Datapath string
@@ -92,6 +89,21 @@ func (m *model) summary(dp string, rate float64) (results.Summary, bool) {
 	return s, ok
 }
 
+// tableSummaries returns the summary of every datapath × rate, datapaths
+// in run order and each one's rates ascending: the rows of the report's
+// per-rate tables.
+func (m *model) tableSummaries() []results.Summary {
+	var out []results.Summary
+	for _, dp := range m.datapaths {
+		for _, r := range m.ratesOf(dp) {
+			if s, ok := m.summary(dp, r); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // refRate is the rate the one-rate views (cost, verdict) use: the highest
 // rate every datapath was measured at, or else the highest rate of all.
 func (m *model) refRate() float64 {
@@ -126,7 +138,7 @@ func (m *model) rateFor(dp string, rate float64) (float64, bool) {
 	return rs[len(rs)-1], true
 }
 
-// hasBaseline reports whether the run measured the "none" datapath.
+// hasBaseline reports whether the run measured the baseline datapath.
 func (m *model) hasBaseline() bool {
 	return slices.Contains(m.datapaths, baselineDatapath)
 }
@@ -165,8 +177,6 @@ func fmtNum(v float64) string {
 	a := math.Abs(v)
 	switch {
 	case v == math.Trunc(v) && a < 1e15:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 1000:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)

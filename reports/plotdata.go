@@ -52,23 +52,6 @@ type memoryRow struct {
 	RoleRSS map[string]float64 `json:"role_rss_bytes"`
 }
 
-// Proxy placement models for memory extrapolation.
-const (
-	modelNone    = "none"     // no proxy: pays nothing
-	modelPerPod  = "per pod"  // one proxy per application pod
-	modelPerNode = "per node" // one proxy per node
-)
-
-// knownModels places the project's datapaths; others are inferred from
-// where their datapath processes run.
-var knownModels = map[string]string{
-	"none":      modelNone,
-	"sidecar":   modelPerPod,
-	"sockmap":   modelPerPod,
-	"nodeproxy": modelPerNode,
-	"afxdp":     modelPerNode,
-}
-
 // scaleCost is one datapath's proxy memory at one cluster size.
 type scaleCost struct {
 	Nodes       int     `json:"nodes"`
@@ -373,47 +356,15 @@ func memoryData(m *model) []memoryRow {
 	return out
 }
 
-// proxyModel says how datapath dp places its proxies: known datapaths by
-// name, others by where their datapath processes ran.
-func proxyModel(dp string, steps []results.Step) string {
-	if mdl, ok := knownModels[dp]; ok {
-		return mdl
-	}
-	var inPod, outPod int
-	for _, s := range steps {
-		for _, p := range s.Processes {
-			if p.Role != results.RoleDatapath {
-				continue
-			}
-			if p.Pod != "" {
-				inPod++
-			} else {
-				outPod++
-			}
-		}
-	}
-	switch {
-	case inPod == 0 && outPod == 0:
-		return modelNone
-	case outPod == 0:
-		return modelPerPod
-	default:
-		return modelPerNode
-	}
-}
-
 // Notes shown instead of an extrapolation.
 const (
-	noteOnlyNone = "Nothing to extrapolate: this run measured only the “none” datapath, which runs no proxy."
+	noteOnlyNone = "Nothing to extrapolate: this run measured only the “" + baselineDatapath + "” datapath, which runs no proxy."
 	noteNoMemory = "Nothing to extrapolate: no proxy memory was measured (the steps recorded no processes)."
 )
 
 func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation {
 	ex := extrapolation{Scales: scales}
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
-	}
+	memBy := memoryByDatapath(mem)
 	measured := 0
 	proxied := 0
 	for _, dp := range m.datapaths {
@@ -458,6 +409,24 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 		ex.Rows = nil
 	}
 	return ex
+}
+
+// memoryByDatapath indexes memory rows by their datapath.
+func memoryByDatapath(rows []memoryRow) map[string]memoryRow {
+	by := make(map[string]memoryRow, len(rows))
+	for _, r := range rows {
+		by[r.Datapath] = r
+	}
+	return by
+}
+
+// byDatapath indexes the extrapolation's rows by their datapath.
+func (ex extrapolation) byDatapath() map[string]extrapolationRow {
+	by := make(map[string]extrapolationRow, len(ex.Rows))
+	for _, r := range ex.Rows {
+		by[r.Datapath] = r
+	}
+	return by
 }
 
 func costData(m *model, ref float64) []costRow {

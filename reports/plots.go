@@ -45,23 +45,11 @@ func safeName(s string) string {
 	return string(out)
 }
 
-// Colors: one per known datapath, so a datapath looks the same in every
-// figure; unknown datapaths take the extra colors in order.
+// roleOrder stacks the process roles, bottom to top.
+var roleOrder = []string{"client", "server", "datapath", "other"}
+
+// Colors of the process roles and of fault bands.
 var (
-	datapathColors = map[string]color.RGBA{
-		"none":      {R: 0x44, G: 0x44, B: 0x44, A: 0xff},
-		"sidecar":   {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-		"sockmap":   {R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-		"nodeproxy": {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-		"afxdp":     {R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	}
-	extraColors = []color.RGBA{
-		{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-		{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-		{R: 0xe3, G: 0x77, B: 0xc2, A: 0xff},
-		{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff},
-		{R: 0xbc, G: 0xbd, B: 0x22, A: 0xff},
-	}
 	roleColors = map[string]color.RGBA{
 		"client":   {R: 0x99, G: 0x99, B: 0x99, A: 0xff},
 		"server":   {R: 0x6b, G: 0xae, B: 0xd6, A: 0xff},
@@ -70,30 +58,6 @@ var (
 	}
 	faultColor = color.RGBA{R: 0xff, G: 0xcc, B: 0xcc, A: 0xff}
 )
-
-// palette maps datapaths to colors.
-type palette map[string]color.Color
-
-func newPalette(datapaths []string) palette {
-	p := palette{}
-	extra := 0
-	for _, dp := range datapaths {
-		if c, ok := datapathColors[dp]; ok {
-			p[dp] = c
-			continue
-		}
-		p[dp] = extraColors[extra%len(extraColors)]
-		extra++
-	}
-	return p
-}
-
-func (p palette) of(dp string) color.Color {
-	if c, ok := p[dp]; ok {
-		return c
-	}
-	return color.Black
-}
 
 // lighter mixes c with white.
 func lighter(c color.Color) color.Color {
@@ -436,6 +400,38 @@ func barsAt(i int, v float64, c color.Color, w vg.Length, offset vg.Length) (*pl
 	return b, nil
 }
 
+// stackRoles adds to p one bar series of n bars per process role, in
+// roleOrder, each stacked on the one below and colored by role; value
+// gives bar i's share of role, and a role with no positive share is left
+// out.
+func stackRoles(p *plot.Plot, n int, w vg.Length, value func(role string, i int) float64) error {
+	var below *plotter.BarChart
+	for _, role := range roleOrder {
+		vals := make(plotter.Values, n)
+		anyRole := false
+		for i := range n {
+			vals[i] = value(role, i)
+			anyRole = anyRole || vals[i] > 0
+		}
+		if !anyRole {
+			continue
+		}
+		b, err := plotter.NewBarChart(vals, w)
+		if err != nil {
+			return err
+		}
+		b.Color = roleColors[role]
+		b.LineStyle.Width = 0
+		if below != nil {
+			b.StackOn(below)
+		}
+		below = b
+		p.Add(b)
+		p.Legend.Add(role, b)
+	}
+	return nil
+}
+
 func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 	if len(rows) == 0 {
 		return nil, nil
@@ -490,29 +486,8 @@ func drawMemory(rows []memoryRow, pal palette) ([]byte, error) {
 	headroom(pod, 1.15)
 	// Testbed total by role, stacked.
 	total := newPlot("Testbed total by role (PSS)", "", "MiB")
-	var below *plotter.BarChart
-	for _, role := range []string{"client", "server", "datapath", "other"} {
-		vals := make(plotter.Values, len(rows))
-		anyRole := false
-		for i, r := range rows {
-			vals[i] = r.RolePSS[role] / mib
-			anyRole = anyRole || vals[i] > 0
-		}
-		if !anyRole {
-			continue
-		}
-		b, err := plotter.NewBarChart(vals, w*1.5)
-		if err != nil {
-			return nil, err
-		}
-		b.Color = roleColors[role]
-		b.LineStyle.Width = 0
-		if below != nil {
-			b.StackOn(below)
-		}
-		below = b
-		total.Add(b)
-		total.Legend.Add(role, b)
+	if err := stackRoles(total, len(rows), w*1.5, func(role string, i int) float64 { return rows[i].RolePSS[role] / mib }); err != nil {
+		return nil, err
 	}
 	total.NominalX(names...)
 	headroom(total, 1.4)
@@ -596,38 +571,14 @@ func drawCost(rows []costRow, pal palette) ([]byte, error) {
 	}
 	w := vg.Points(22)
 	cpu := newPlot("CPU per request", "", "µs")
-	var below *plotter.BarChart
-	parts := []struct {
-		role string
-		get  func(costRow) float64
-	}{
-		{"client", func(r costRow) float64 { return r.ClientCPU }},
-		{"server", func(r costRow) float64 { return r.ServerCPU }},
-		{"datapath", func(r costRow) float64 { return r.DatapathCPU }},
-		{"other", func(r costRow) float64 { return r.OtherCPU }},
+	cpuOf := map[string]func(costRow) float64{
+		"client":   func(r costRow) float64 { return r.ClientCPU },
+		"server":   func(r costRow) float64 { return r.ServerCPU },
+		"datapath": func(r costRow) float64 { return r.DatapathCPU },
+		"other":    func(r costRow) float64 { return r.OtherCPU },
 	}
-	for _, part := range parts {
-		vals := make(plotter.Values, len(rows))
-		anyPart := false
-		for i, r := range rows {
-			vals[i] = part.get(r)
-			anyPart = anyPart || vals[i] > 0
-		}
-		if !anyPart {
-			continue
-		}
-		b, err := plotter.NewBarChart(vals, w)
-		if err != nil {
-			return nil, err
-		}
-		b.Color = roleColors[part.role]
-		b.LineStyle.Width = 0
-		if below != nil {
-			b.StackOn(below)
-		}
-		below = b
-		cpu.Add(b)
-		cpu.Legend.Add(part.role, b)
+	if err := stackRoles(cpu, len(rows), w, func(role string, i int) float64 { return cpuOf[role](rows[i]) }); err != nil {
+		return nil, err
 	}
 	cpu.NominalX(names...)
 	headroom(cpu, 1.45)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,64 +21,37 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/internal/golden"
 )
 
-var (
-	update    = flag.Bool("update", false, "rewrite golden files in testdata")
-	keepOut   = flag.String("out", "", "write the reports into DIR/<case> instead of a temporary directory, to look at them")
-	goldenDir = "testdata"
-)
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join(goldenDir, name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (run with -update if the change is intended):\n%s", name, firstDiff(string(want), string(got)))
-	}
-}
-
-// firstDiff shows the first differing line of two texts.
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := range max(len(wl), len(gl)) {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\nwant: %s\ngot:  %s", i+1, w, g)
-		}
-	}
-	return "(no line differs)"
-}
+var keepOut = flag.String("out", "", "write the reports into DIR/<case> instead of a temporary directory, to look at them")
 
 // Edge-case runs, built from the fixture.
 
-func singleRun(t *testing.T) *results.Run {
-	run := loadFixture(t)
-	var steps []results.Step
-	for _, s := range run.Steps {
-		if s.Datapath == "sidecar" && s.OfferedRPS == 500 && s.Repetition == 1 {
-			steps = append(steps, s)
+// keepSteps keeps the steps of run for which keep is true, and their
+// summaries.
+func keepSteps(run *results.Run, keep func(results.Step) bool) *results.Run {
+	run.Steps = slices.DeleteFunc(run.Steps, func(s results.Step) bool { return !keep(s) })
+	run.Summaries = results.Summarize(run.Steps)
+	return run
+}
+
+// withoutProxies returns a copy of procs without the datapath-role
+// processes.
+func withoutProxies(procs []results.Process) []results.Process {
+	var out []results.Process
+	for _, p := range procs {
+		if p.Role != results.RoleDatapath {
+			out = append(out, p)
 		}
 	}
-	run.Steps = steps
-	run.Summaries = results.Summarize(steps)
-	return run
+	return out
+}
+
+func singleRun(t *testing.T) *results.Run {
+	return keepSteps(loadFixture(t), func(s results.Step) bool {
+		return s.Datapath == "sidecar" && s.OfferedRPS == 500 && s.Repetition == 1
+	})
 }
 
 func failedEarlyRun(t *testing.T) *results.Run {
@@ -89,16 +63,7 @@ func failedEarlyRun(t *testing.T) *results.Run {
 }
 
 func noneOnlyRun(t *testing.T) *results.Run {
-	run := loadFixture(t)
-	var steps []results.Step
-	for _, s := range run.Steps {
-		if s.Datapath == "none" {
-			steps = append(steps, s)
-		}
-	}
-	run.Steps = steps
-	run.Summaries = results.Summarize(steps)
-	return run
+	return keepSteps(loadFixture(t), func(s results.Step) bool { return s.Datapath == "none" })
 }
 
 func bareRun(t *testing.T) *results.Run {
@@ -151,12 +116,7 @@ func fiveRun(t *testing.T) *results.Run {
 				// No packet carries the app↔sidecar bytes: nothing to stamp.
 				s.KernelStamped, s.KernelLatencyUS, s.KernelHistogram, s.ClientOverheadUS = 0, nil, nil, nil
 			}
-			var procs []results.Process
-			for _, p := range s.Processes {
-				if p.Role != results.RoleDatapath {
-					procs = append(procs, p)
-				}
-			}
+			procs := withoutProxies(s.Processes)
 			if dp.perNode {
 				for n := range 2 {
 					procs = append(procs, results.Process{Node: fmt.Sprintf("node-%d", n), Name: dp.name + "-forwarder",
@@ -190,6 +150,7 @@ var cases = []struct {
 	{"none-only", noneOnlyRun},
 	{"bare", bareRun},
 	{"five", fiveRun},
+	{"unknown", unknownRun},
 }
 
 // TestPlotData checks the numbers every figure draws against golden JSON.
@@ -202,7 +163,7 @@ func TestPlotData(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "plotdata-"+tc.name+".golden.json", append(b, '\n'))
+			golden.Check(t, filepath.Join("testdata", "plotdata-"+tc.name+".golden.json"), append(b, '\n'))
 		})
 	}
 }
@@ -300,7 +261,7 @@ func TestHTMLStructure(t *testing.T) {
 			if err := WriteHTML(&buf, tc.run(t), Options{}); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "html-"+tc.name+".golden.txt", []byte(htmlStructure(t, buf.Bytes())))
+			golden.Check(t, filepath.Join("testdata", "html-"+tc.name+".golden.txt"), []byte(htmlStructure(t, buf.Bytes())))
 			if strings.Contains(buf.String(), "<script>") {
 				t.Error("user text reached the page unescaped (<script>)")
 			}
@@ -350,6 +311,7 @@ func TestGenerate(t *testing.T) {
 				"none-only":    {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory.png", "throughput.png", "timeline-none.png"},
 				"bare":         {"latency-vs-load.png", "throughput.png"},
 				"five":         {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar.png"},
+				"unknown":      {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-ebpf-l7.png", "timeline-mystery.png", "timeline-none.png", "timeline-sidecar.png"},
 			}[tc.name]
 			if strings.Join(names, ",") != strings.Join(want, ",") {
 				t.Errorf("figures = %v, want %v", names, want)

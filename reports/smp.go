@@ -126,40 +126,36 @@ func label(v float64) string { return strconv.FormatFloat(finite(v), 'g', -1, 64
 // policy, control plane and individual workloads.
 func WriteSMP(w io.Writer, run *results.Run) error {
 	m := newModel(run)
-	sc, _ := resolvedScenario(run)
-	e := run.Environment
-	envID := e.Hostname
-	if envID == "" {
-		envID = run.ID + "/environment"
-	}
+	env := smpEnvironmentOf(run)
 	doc := smpDocument{
-		PerformanceTestConfig: smpTestConfig{
-			ID:   run.ID,
-			Name: sc.Name,
-			Labels: map[string]string{
-				"meshbench.scenario_path": run.Scenario.Path,
-				"meshbench.repetitions":   strconv.Itoa(sc.Repetitions),
-				"meshbench.status":        run.Status,
-			},
+		PerformanceTestConfig:  smpTestConfigOf(run, m),
+		EnvironmentConfig:      env,
+		ServiceMeshConfigs:     smpMeshConfigs(m),
+		PerformanceTestResults: smpTestResults(run, env.ID),
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		return fmt.Errorf("write smp: %w", err)
+	}
+	return nil
+}
+
+// smpTestConfigOf is the run's PerformanceTestConfig: its id and scenario,
+// one client per offered rate and the first step's duration.
+func smpTestConfigOf(run *results.Run, m *model) smpTestConfig {
+	sc, _ := resolvedScenario(run)
+	tc := smpTestConfig{
+		ID:   run.ID,
+		Name: sc.Name,
+		Labels: map[string]string{
+			"meshbench.scenario_path": run.Scenario.Path,
+			"meshbench.repetitions":   strconv.Itoa(sc.Repetitions),
+			"meshbench.status":        run.Status,
 		},
-		EnvironmentConfig: smpEnvironment{
-			ID: envID,
-			Labels: map[string]string{
-				"meshbench.kernel":   e.Kernel,
-				"meshbench.os":       e.OS,
-				"meshbench.arch":     e.Arch,
-				"meshbench.provider": e.Provider,
-				"meshbench.go":       e.GoVersion,
-				"meshbench.commit":   e.Commit,
-				"meshbench.version":  e.Version,
-			},
-			Node: []smpNode{{Type: e.CPUModel, Cores: int32(e.Cores), MemMB: strconv.FormatInt(e.MemoryMiB*(1<<20)/1e6, 10)}},
-		},
-		ServiceMeshConfigs:     []smpMeshConfig{},
-		PerformanceTestResults: []smpTestResult{},
 	}
 	for _, r := range m.rates {
-		doc.PerformanceTestConfig.Clients = append(doc.PerformanceTestConfig.Clients, smpClient{
+		tc.Clients = append(tc.Clients, smpClient{
 			Internal:      true,
 			LoadGenerator: "meshbench",
 			Protocol:      "http",
@@ -168,13 +164,40 @@ func WriteSMP(w io.Writer, run *results.Run) error {
 		})
 	}
 	if len(run.Steps) > 0 {
-		doc.PerformanceTestConfig.Duration = time.Duration(run.Steps[0].Duration).String()
+		tc.Duration = time.Duration(run.Steps[0].Duration).String()
 	}
-	mem := memoryData(m)
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
+	return tc
+}
+
+// smpEnvironmentOf is the run's EnvironmentConfig: the host, named by its
+// hostname (or the run id when it has none), as one node.
+func smpEnvironmentOf(run *results.Run) smpEnvironment {
+	e := run.Environment
+	envID := e.Hostname
+	if envID == "" {
+		envID = run.ID + "/environment"
 	}
+	return smpEnvironment{
+		ID: envID,
+		Labels: map[string]string{
+			"meshbench.kernel":   e.Kernel,
+			"meshbench.os":       e.OS,
+			"meshbench.arch":     e.Arch,
+			"meshbench.provider": e.Provider,
+			"meshbench.go":       e.GoVersion,
+			"meshbench.commit":   e.Commit,
+			"meshbench.version":  e.Version,
+		},
+		Node: []smpNode{{Type: e.CPUModel, Cores: int32(e.Cores), MemMB: strconv.FormatInt(e.MemoryMiB*(1<<20)/1e6, 10)}},
+	}
+}
+
+// smpMeshConfigs is one ServiceMeshConfig per datapath: its proxy model and
+// memory in labels, and for per-pod datapaths the sidecar's count, CPU at
+// the reference rate and memory.
+func smpMeshConfigs(m *model) []smpMeshConfig {
+	configs := []smpMeshConfig{}
+	memBy := memoryByDatapath(memoryData(m))
 	ref := m.refRate()
 	for _, dp := range m.datapaths {
 		mdl := proxyModel(dp, m.byDP[dp])
@@ -201,8 +224,14 @@ func WriteSMP(w io.Writer, run *results.Run) error {
 				mc.Sidecar = sc
 			}
 		}
-		doc.ServiceMeshConfigs = append(doc.ServiceMeshConfigs, mc)
+		configs = append(configs, mc)
 	}
+	return configs
+}
+
+// smpTestResults is one PerformanceTestResult per step, in run order.
+func smpTestResults(run *results.Run, envID string) []smpTestResult {
+	out := []smpTestResult{}
 	var start, end string
 	if !run.Started.IsZero() {
 		start = run.Started.UTC().Format(time.RFC3339Nano)
@@ -240,7 +269,7 @@ func WriteSMP(w io.Writer, run *results.Run) error {
 		if s.Error != "" {
 			labels["meshbench.error"] = s.Error
 		}
-		doc.PerformanceTestResults = append(doc.PerformanceTestResults, smpTestResult{
+		out = append(out, smpTestResult{
 			ID:        fmt.Sprintf("%s/%s/%s/%d", run.ID, s.Datapath, fmtRate(s.OfferedRPS), s.Repetition),
 			Labels:    labels,
 			StartTime: start,
@@ -259,10 +288,5 @@ func WriteSMP(w io.Writer, run *results.Run) error {
 			EnvID:        envID,
 		})
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(doc); err != nil {
-		return fmt.Errorf("write smp: %w", err)
-	}
-	return nil
+	return out
 }

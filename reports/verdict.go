@@ -16,16 +16,9 @@ const (
 // verdictLines returns the headline (which datapath wins where, when there
 // is a choice) and one sentence per datapath at the reference rate, all
 // generated from the numbers.
-func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines []string) {
+func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 	ref := m.refRate()
-	memBy := map[string]memoryRow{}
-	for _, r := range mem {
-		memBy[r.Datapath] = r
-	}
-	exBy := map[string]extrapolationRow{}
-	for _, r := range ex.Rows {
-		exBy[r.Datapath] = r
-	}
+	exBy := ex.byDatapath()
 	base, hasBase := m.summary(baselineDatapath, ref)
 	for _, dp := range m.datapaths {
 		r, ok := m.rateFor(dp, ref)
@@ -47,47 +40,12 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 		}
 		switch {
 		case dp == baselineDatapath:
-			fmt.Fprintf(&b, "%s (the floor) serves p50 %s µs and p99 %s µs at %s req/s",
-				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
-			if c := s.CPUMicrosPerReq.Median; c > 0 {
-				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
-					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
-			}
+			writeServes(&b, dp+" (the floor)", s, r)
 		case cmpBase:
-			r50 := s.P50US.Median / base.P50US.Median
-			r99 := s.P99US.Median / base.P99US.Median
-			if r50 >= 1 && r99 >= 1 {
-				fmt.Fprintf(&b, "%s adds %s p50 and %s p99 over none at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
-			} else {
-				fmt.Fprintf(&b, "%s runs at %s the p50 and %s the p99 of none at %s req/s",
-					dp, fmtRatio(r50), fmtRatio(r99), fmtRate(r))
-			}
-			fmt.Fprintf(&b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
-				fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
-			var costs []string
-			if c, bc := s.CPUMicrosPerReq.Median, base.CPUMicrosPerReq.Median; c > 0 && bc > 0 {
-				costs = append(costs, fmt.Sprintf("%s the CPU per request (%s vs %s µs)", fmtRatio(c/bc), fmtNum(c), fmtNum(bc)))
-			}
-			if sg, bs := s.SegmentsPerReq.Median, base.SegmentsPerReq.Median; sg > 0 && bs > 0 {
-				costs = append(costs, fmt.Sprintf("%s the TCP segments (%s vs %s)", fmtRatio(sg/bs), fmtNum(sg), fmtNum(bs)))
-			}
-			if cs, bc := s.CtxSwitchesPerReq.Median, base.CtxSwitchesPerReq.Median; cs > 0 && bc > 0 {
-				costs = append(costs, fmt.Sprintf("%s the context switches (%s vs %s)", fmtRatio(cs/bc), fmtNum(cs), fmtNum(bc)))
-			}
-			if len(costs) > 0 {
-				b.WriteString(", and uses " + joinAnd(costs))
-			}
+			writeAgainstBase(&b, dp, s, base, r)
 		default:
-			fmt.Fprintf(&b, "%s serves p50 %s µs and p99 %s µs at %s req/s",
-				dp, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(r))
-			if c := s.CPUMicrosPerReq.Median; c > 0 {
-				fmt.Fprintf(&b, ", spending %s µs CPU and %s TCP segments per request",
-					fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
-			}
-			if dp != baselineDatapath {
-				b.WriteString(" (no “none” measurement to compare with)")
-			}
+			writeServes(&b, dp, s, r)
+			b.WriteString(" (no “" + baselineDatapath + "” measurement to compare with)")
 		}
 		if er, ok := exBy[dp]; ok && er.Model != modelNone && er.Measured {
 			fmt.Fprintf(&b, "; %s per proxy (%s)", fmtBytes(er.PerProxyBytes), er.Basis)
@@ -107,10 +65,47 @@ func verdictLines(m *model, mem []memoryRow, ex extrapolation) (headline, lines 
 	return headline, lines
 }
 
-// datapathNotes say what a datapath does not do, so its numbers are read
-// against what it offers.
-var datapathNotes = map[string]string{
-	"afxdp": "It is L4 only: no retries, no timeouts, no circuit breaking and no L7 routing, so its numbers buy less than a proxy's.",
+// writeAgainstBase writes the sentence for datapath dp measured against
+// the baseline at the same rate: its latency ratios with both latencies,
+// then its CPU, TCP segments and context switches per request as ratios
+// where both runs counted them.
+func writeAgainstBase(b *strings.Builder, dp string, s, base results.Summary, rate float64) {
+	r50 := s.P50US.Median / base.P50US.Median
+	r99 := s.P99US.Median / base.P99US.Median
+	if r50 >= 1 && r99 >= 1 {
+		fmt.Fprintf(b, "%s adds %s p50 and %s p99 over %s at %s req/s",
+			dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(rate))
+	} else {
+		fmt.Fprintf(b, "%s runs at %s the p50 and %s the p99 of %s at %s req/s",
+			dp, fmtRatio(r50), fmtRatio(r99), baselineDatapath, fmtRate(rate))
+	}
+	fmt.Fprintf(b, " (p50 %s vs %s µs, p99 %s vs %s µs)",
+		fmtNum(s.P50US.Median), fmtNum(base.P50US.Median), fmtNum(s.P99US.Median), fmtNum(base.P99US.Median))
+	var costs []string
+	if c, bc := s.CPUMicrosPerReq.Median, base.CPUMicrosPerReq.Median; c > 0 && bc > 0 {
+		costs = append(costs, fmt.Sprintf("%s the CPU per request (%s vs %s µs)", fmtRatio(c/bc), fmtNum(c), fmtNum(bc)))
+	}
+	if sg, bs := s.SegmentsPerReq.Median, base.SegmentsPerReq.Median; sg > 0 && bs > 0 {
+		costs = append(costs, fmt.Sprintf("%s the TCP segments (%s vs %s)", fmtRatio(sg/bs), fmtNum(sg), fmtNum(bs)))
+	}
+	if cs, bc := s.CtxSwitchesPerReq.Median, base.CtxSwitchesPerReq.Median; cs > 0 && bc > 0 {
+		costs = append(costs, fmt.Sprintf("%s the context switches (%s vs %s)", fmtRatio(cs/bc), fmtNum(cs), fmtNum(bc)))
+	}
+	if len(costs) > 0 {
+		b.WriteString(", and uses " + joinAnd(costs))
+	}
+}
+
+// writeServes writes the sentence for a datapath measured on its own:
+// "NAME serves p50 … and p99 … at RATE req/s", with its CPU and TCP
+// segments per request when the run counted them.
+func writeServes(b *strings.Builder, name string, s results.Summary, rate float64) {
+	fmt.Fprintf(b, "%s serves p50 %s µs and p99 %s µs at %s req/s",
+		name, fmtNum(s.P50US.Median), fmtNum(s.P99US.Median), fmtRate(rate))
+	if c := s.CPUMicrosPerReq.Median; c > 0 {
+		fmt.Fprintf(b, ", spending %s µs CPU and %s TCP segments per request",
+			fmtNum(c), fmtNum(s.SegmentsPerReq.Median))
+	}
 }
 
 // warnings returns sentences flagging a summary's failures, or "".
@@ -159,7 +154,7 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	}
 	if len(meshes) == 0 {
 		if m.hasBaseline() {
-			return []string{"Only the “none” datapath was measured: this run is a floor measurement with no mesh datapath to compare."}
+			return []string{"Only the “" + baselineDatapath + "” datapath was measured: this run is a floor measurement with no mesh datapath to compare."}
 		}
 		return nil
 	}
@@ -185,14 +180,14 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	if dp, v := best(func(s results.Summary) float64 { return s.P99US.Median }); dp != "" {
 		line := fmt.Sprintf("Lowest tail latency of the meshes at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
 		if hasBase && base.P99US.Median > 0 {
-			line += ", " + fmtRatio(v/base.P99US.Median) + " none"
+			line += ", " + fmtRatio(v/base.P99US.Median) + " " + baselineDatapath
 		}
 		out = append(out, line+").")
 	}
 	if dp, v := best(func(s results.Summary) float64 { return s.CPUMicrosPerReq.Median }); dp != "" {
 		line := fmt.Sprintf("Lowest CPU per request of the meshes: %s (%s µs", dp, fmtNum(v))
 		if hasBase && base.CPUMicrosPerReq.Median > 0 {
-			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " none"
+			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " " + baselineDatapath
 		}
 		out = append(out, line+").")
 	}

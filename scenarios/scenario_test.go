@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,9 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+	"github.com/meshbench/meshbench/internal/golden"
+)
 
 // TestBadFiles checks that every problem is reported with its file, line
 // and field, exactly.
@@ -344,24 +343,8 @@ func TestResolvedRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			pretty.WriteByte('\n')
-			golden(t, filepath.Join("testdata", strings.TrimSuffix(file, ".yaml")+".resolved.json"), pretty.Bytes())
+			golden.Check(t, filepath.Join("testdata", strings.TrimSuffix(file, ".yaml")+".resolved.json"), pretty.Bytes())
 		})
-	}
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run go test -update if intended):\ngot:\n%s\nwant:\n%s", path, got, want)
 	}
 }
 

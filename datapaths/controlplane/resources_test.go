@@ -2,9 +2,7 @@ package controlplane
 
 import (
 	"encoding/json"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,9 +11,9 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/meshbench/meshbench/internal/golden"
+)
 
 func sampleModel() Model {
 	ip := netip.MustParseAddr
@@ -82,23 +80,8 @@ func render(t *testing.T, m Model, node string) []byte {
 func TestSnapshotGolden(t *testing.T) {
 	for _, node := range []string{"sidecar~pod-a", "nodeproxy~node-1"} {
 		t.Run(node, func(t *testing.T) {
-			got := render(t, sampleModel(), node)
 			path := filepath.Join("testdata", strings.ReplaceAll(node, "~", "_")+".golden.json")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if string(got) != string(want) {
-				t.Errorf("snapshot of %s differs from %s (run with -update after checking)", node, path)
-			}
+			golden.Check(t, path, render(t, sampleModel(), node))
 		})
 	}
 }

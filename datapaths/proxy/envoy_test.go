@@ -3,37 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update)", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs from the golden file (run with -update after checking):\n%s", path, got)
-	}
-}
 
 func TestEnvoyBootstrap(t *testing.T) {
 	b, err := EnvoyBootstrap("sidecar~pod-a", "meshbench", "/run/meshbench/xds.sock", "127.0.0.1:15000")
@@ -47,12 +24,12 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "bootstrap.golden.json", j)
+	golden.Check(t, filepath.Join("testdata", "bootstrap.golden.json"), j)
 	y, err := BootstrapYAML(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "bootstrap.golden.yaml", y)
+	golden.Check(t, filepath.Join("testdata", "bootstrap.golden.yaml"), y)
 	if !strings.Contains(string(y), "path: /run/meshbench/xds.sock") {
 		t.Errorf("bootstrap does not reach the control plane over its unix socket:\n%s", y)
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
+	"github.com/meshbench/meshbench/internal/golden"
 )
 
 func TestMain(m *testing.M) {
@@ -41,7 +43,7 @@ func TestRulesInstalledAndRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "iptables-save.golden", installed)
+	golden.Check(t, filepath.Join("testdata", "iptables-save.golden"), []byte(installed))
 	if err := deleteRules(ctx, ns, DefaultRuleOptions()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,40 +1,20 @@
 package sidecar
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/internal/golden"
 	"github.com/meshbench/meshbench/scenarios"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs (run go test -update if intended):\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
-}
 
 // The rule set is the one istio-iptables installs; the golden file is what
 // reviewers compare with Istio's.
 func TestRulesGolden(t *testing.T) {
-	golden(t, "rules.golden", Rules(DefaultRuleOptions()))
+	golden.Check(t, filepath.Join("testdata", "rules.golden"), []byte(Rules(DefaultRuleOptions())))
 }
 
 func TestRemoveRulesUndoesEveryChain(t *testing.T) {

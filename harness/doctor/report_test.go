@@ -3,15 +3,13 @@ package doctor
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/meshbench/meshbench/internal/golden"
+)
 
 // fixedFeatures resembles the development host: netem, envoy and the kind
 // toolchain absent, everything else present.
@@ -53,19 +51,7 @@ func TestWriteTextGolden(t *testing.T) {
 	if err := r.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "report.golden")
-	if *update {
-		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(buf.Bytes(), want) {
-		t.Errorf("WriteText differs from %s (run with -update if intended):\n%s", golden, buf.String())
-	}
+	golden.Check(t, filepath.Join("testdata", "report.golden"), buf.Bytes())
 }
 
 func TestWriteJSONRoundTrip(t *testing.T) {

@@ -1,0 +1,2 @@
+// Package golden compares test output with golden files and rewrites them when tests run with -update.
+package golden
