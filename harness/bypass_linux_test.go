@@ -147,7 +147,7 @@ func TestBypassFailsProof(t *testing.T) {
 			links := bpfLinks(t)
 			defer checkNoNewLinks(t, links)
 			opts := options(t, bypassScenario+"datapaths: ["+tt.datapath+"]\n")
-			newDP := all.For(opts.Scenario)
+			newDP := all.For(opts.Scenario, all.Options{})
 			opts.NewDatapath = func(name string) (datapaths.Datapath, error) {
 				dp, err := newDP(name)
 				if err != nil {

@@ -78,7 +78,7 @@ func options(t testing.TB, src string) harness.Options {
 		ScenarioSource: []byte(src),
 		OutDir:         t.TempDir(),
 		Provider:       netns.New(netns.Options{}),
-		NewDatapath:    all.For(sc),
+		NewDatapath:    all.For(sc, all.Options{}),
 		Exec:           []string{exe},
 		RunID:          testutil.NewRunID(t),
 	}

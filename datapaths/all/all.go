@@ -12,15 +12,24 @@ import (
 	"github.com/meshbench/meshbench/scenarios"
 )
 
-// New returns a fresh datapath by name, configured from sc (nil: defaults).
-func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
+// Options are the settings of the datapaths that do not come from the
+// scenario.
+type Options struct {
+	// EnvoyBinary is the Envoy binary of the envoy engine ("": envoy on
+	// PATH).
+	EnvoyBinary string
+}
+
+// New returns a fresh datapath by name, configured from sc (nil: defaults)
+// and opts.
+func New(name string, sc *scenarios.Scenario, opts Options) (datapaths.Datapath, error) {
 	switch name {
 	case none.Name:
 		return none.New(), nil
 	case sidecar.Name:
-		return sidecar.New(sidecar.Options{}), nil
+		return sidecar.New(sidecar.Options{EnvoyBinary: opts.EnvoyBinary}), nil
 	case sockmap.Name:
-		return sockmap.New(), nil
+		return sockmap.New(sockmap.Options{EnvoyBinary: opts.EnvoyBinary}), nil
 	case nodeproxy.Name:
 		var opts nodeproxy.Options
 		if sc != nil {
@@ -35,6 +44,6 @@ func New(name string, sc *scenarios.Scenario) (datapaths.Datapath, error) {
 }
 
 // For returns a constructor of sc's datapaths, as harness.Options wants.
-func For(sc *scenarios.Scenario) func(name string) (datapaths.Datapath, error) {
-	return func(name string) (datapaths.Datapath, error) { return New(name, sc) }
+func For(sc *scenarios.Scenario, opts Options) func(name string) (datapaths.Datapath, error) {
+	return func(name string) (datapaths.Datapath, error) { return New(name, sc, opts) }
 }

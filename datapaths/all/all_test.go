@@ -10,7 +10,7 @@ import (
 // name.
 func TestRegistryMatchesCatalog(t *testing.T) {
 	for _, name := range catalog.Names() {
-		dp, err := New(name, nil)
+		dp, err := New(name, nil, Options{})
 		if err != nil {
 			t.Errorf("New(%q): %v", name, err)
 			continue
@@ -19,7 +19,7 @@ func TestRegistryMatchesCatalog(t *testing.T) {
 			t.Errorf("New(%q) built datapath %q", name, dp.Name())
 		}
 	}
-	if _, err := New("bogus", nil); err == nil {
+	if _, err := New("bogus", nil, Options{}); err == nil {
 		t.Error("New(bogus) built a datapath")
 	}
 }

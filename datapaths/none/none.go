@@ -29,7 +29,8 @@ func New() *Datapath { return &Datapath{} }
 func (d *Datapath) Name() string { return Name }
 
 // Install implements datapaths.Datapath. There is nothing to set up: it only
-// checks that every backend's echo server answers.
+// checks that every service has backends (the runner has already waited
+// for every echo server to answer).
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) error {
 	d.env = env
 	for _, svc := range env.Services {

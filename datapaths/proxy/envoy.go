@@ -198,14 +198,25 @@ func NewEnvoy(opts EnvoyOptions) *Envoy {
 // Name is "envoy".
 func (e *Envoy) Name() string { return "envoy" }
 
-// EnvoyAvailable returns the path of the envoy binary on PATH, or an error
-// wrapping ErrEnvoyNotFound.
-func EnvoyAvailable() (string, error) {
-	p, err := exec.LookPath("envoy")
-	if err != nil {
-		return "", fmt.Errorf("%w (no registry ships one for this machine): %v", ErrEnvoyNotFound, err)
+// EnvoyAvailable returns the path of the envoy binary: binary when it is
+// given (it must be an executable file), else "envoy" looked up on PATH; or
+// an error wrapping ErrEnvoyNotFound.
+func EnvoyAvailable(binary string) (string, error) {
+	if binary == "" {
+		p, err := exec.LookPath("envoy")
+		if err != nil {
+			return "", fmt.Errorf("%w (no registry ships one for this machine): %v", ErrEnvoyNotFound, err)
+		}
+		return p, nil
 	}
-	return p, nil
+	st, err := os.Stat(binary)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrEnvoyNotFound, err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%w: %s is not an executable file", ErrEnvoyNotFound, binary)
+	}
+	return binary, nil
 }
 
 // EnvoyArgs returns the command line that runs Envoy on a bootstrap file.
@@ -220,7 +231,7 @@ func (e *Envoy) Start(ctx context.Context) error {
 	bin := e.opts.Binary
 	if bin == "" {
 		var err error
-		if bin, err = EnvoyAvailable(); err != nil {
+		if bin, err = EnvoyAvailable(""); err != nil {
 			return fmt.Errorf("start envoy: %w", err)
 		}
 	}

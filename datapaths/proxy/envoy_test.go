@@ -59,7 +59,7 @@ func TestParseEnvoyStats(t *testing.T) {
 // TestEnvoyEngine runs Envoy against the control plane when one is on
 // PATH.
 func TestEnvoyEngine(t *testing.T) {
-	if _, err := EnvoyAvailable(); err != nil {
+	if _, err := EnvoyAvailable(""); err != nil {
 		t.Skip("no envoy binary on PATH (no registry ships one for this machine)")
 	}
 	env := newEnv(t)

@@ -8,18 +8,19 @@ import (
 )
 
 // ResolveEngine turns a scenario engine ("auto", "builtin", "envoy") into
-// the engine to run: auto picks Envoy when a binary is found.
-func ResolveEngine(engine string) (string, error) {
+// the engine to run: auto picks Envoy when a binary is found (envoyBinary,
+// or envoy on PATH when it is "").
+func ResolveEngine(engine, envoyBinary string) (string, error) {
 	switch engine {
 	case "", "auto":
-		if _, err := proxy.EnvoyAvailable(); err == nil {
+		if _, err := proxy.EnvoyAvailable(envoyBinary); err == nil {
 			return "envoy", nil
 		}
 		return "builtin", nil
 	case "builtin":
 		return "builtin", nil
 	case "envoy":
-		if _, err := proxy.EnvoyAvailable(); err != nil {
+		if _, err := proxy.EnvoyAvailable(envoyBinary); err != nil {
 			return "", fmt.Errorf("engine envoy: %w: %w", err, datapaths.ErrNotSupported)
 		}
 		return "envoy", nil

@@ -34,6 +34,10 @@ type Options struct {
 	// iptables OUTPUT rules (which are then left out): the sockmap
 	// datapath.
 	Steering Steering
+	// EnvoyBinary is the Envoy binary for the envoy engine; "": envoy on
+	// PATH. The proxies run a copy of it in the run directory, which uid
+	// 1337 can reach.
+	EnvoyBinary string
 }
 
 // Steering moves traffic between apps and their sidecars by other means than
@@ -118,12 +122,13 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err != nil {
 		return err
 	}
+	envoy := "" // the Envoy binary the proxies run, once copied
 	for _, p := range pods {
 		if err := applyRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
 		}
 		d.rules = append(d.rules, p)
-		engine, err := ResolveEngine(d.engineFor(p))
+		engine, err := ResolveEngine(d.engineFor(p), d.opts.EnvoyBinary)
 		if err != nil {
 			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
 		}
@@ -137,6 +142,14 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
+		if engine == "envoy" {
+			if envoy == "" {
+				if envoy, err = d.envoyCopy(env.Cluster.RunID()); err != nil {
+					return err
+				}
+			}
+			args = append(args, "--envoy-binary", envoy)
+		}
 		sp := &sidecarProc{engine: engine}
 		sp.Proxy = &fleet.Proxy{
 			Pod:  p,
@@ -164,6 +177,16 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		env.Logger.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.fleet.Mesh.Push)
 	}
 	return nil
+}
+
+// envoyCopy copies the Envoy binary (the given one, or envoy on PATH) into
+// the run directory, where uid 1337 can run it, and returns its path.
+func (d *Datapath) envoyCopy(runID string) (string, error) {
+	src, err := proxy.EnvoyAvailable(d.opts.EnvoyBinary)
+	if err != nil {
+		return "", err
+	}
+	return rundir.CopyExecutable(runID, src, "envoy")
 }
 
 // engineFor returns the scenario engine of the service pod backs, or of the

@@ -62,7 +62,7 @@ func TestResolveEngine(t *testing.T) {
 		{"nginx", "", true},
 	}
 	for _, tt := range tests {
-		got, err := ResolveEngine(tt.in)
+		got, err := ResolveEngine(tt.in, "")
 		if got != tt.want || (err != nil) != tt.err {
 			t.Errorf("ResolveEngine(%q) = %q, %v", tt.in, got, err)
 		}

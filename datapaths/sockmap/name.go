@@ -4,3 +4,10 @@ import "github.com/meshbench/meshbench/datapaths/catalog"
 
 // Name is the datapath's name in scenarios and results.
 const Name = catalog.Sockmap
+
+// Options configure the datapath.
+type Options struct {
+	// EnvoyBinary is the Envoy binary of the envoy engine ("": envoy on
+	// PATH).
+	EnvoyBinary string
+}

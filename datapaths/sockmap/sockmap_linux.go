@@ -18,8 +18,8 @@ import (
 )
 
 // New returns the sockmap datapath.
-func New() datapaths.Datapath {
-	return sidecar.New(sidecar.Options{Name: Name, Steering: &Steering{}})
+func New(opts Options) datapaths.Datapath {
+	return sidecar.New(sidecar.Options{Name: Name, Steering: &Steering{}, EnvoyBinary: opts.EnvoyBinary})
 }
 
 // Steering is the eBPF part of the datapath: it implements

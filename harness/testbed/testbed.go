@@ -11,8 +11,8 @@ import (
 // host, with the reason in the wrapping message.
 var ErrNotSupported = errors.New("not supported")
 
-// Provider creates clusters. Implementations: netns (embedded, default) and
-// kind.
+// Provider creates clusters. Implementation: netns (the embedded testbed,
+// the default).
 type Provider interface {
 	// Name is the provider's name as given on the command line.
 	Name() string

@@ -162,10 +162,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if f.envoyBin != "" {
-		// The proxies find Envoy on PATH; put the given binary's directory
-		// first, under the name envoy.
-		if err := useEnvoy(f.envoyBin); err != nil {
-			return fmt.Errorf("--envoy-bin: %w", err)
+		if _, err := proxy.EnvoyAvailable(f.envoyBin); err != nil {
+			return fmt.Errorf("%w: --envoy-bin: %w", ErrUsage, err)
 		}
 	}
 	if os.Geteuid() != 0 {
@@ -196,7 +194,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ScenarioSource: src,
 		OutDir:         f.out,
 		Provider:       netns.New(netns.Options{Logger: logger}),
-		NewDatapath:    all.For(sc),
+		NewDatapath:    all.For(sc, all.Options{EnvoyBinary: f.envoyBin}),
 		Retain:         f.retain,
 		RunID:          f.runID,
 		Logger:         logger,
@@ -303,22 +301,3 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return rep.WriteText(stdout)
 }
 
-// useEnvoy makes the Envoy binary at path the one proxies find as "envoy" on
-// PATH.
-func useEnvoy(path string) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return err
-	}
-	if st.IsDir() || st.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", abs)
-	}
-	if filepath.Base(abs) != "envoy" {
-		return fmt.Errorf("%s: the binary must be named envoy", abs)
-	}
-	return os.Setenv("PATH", filepath.Dir(abs)+string(os.PathListSeparator)+os.Getenv("PATH"))
-}
