@@ -300,4 +300,3 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	return rep.WriteText(stdout)
 }
-
