@@ -214,6 +214,7 @@ loop:
 			if ctx.Err() != nil {
 				break loop
 			}
+			done := r.steps // before this repetition's steps
 			if err := r.cycle(ctx, dp, rep); err != nil {
 				if ctx.Err() != nil {
 					r.log.Info("run interrupted", "datapath", dp, "err", err)
@@ -224,8 +225,10 @@ loop:
 				r.progress(Event{Phase: "failed", Datapath: dp, Repetition: rep, Err: err})
 				errs = append(errs, err)
 				// The next repetitions of a failing datapath would fail the
-				// same way: move on to the next datapath.
-				r.steps += (r.sc.Repetitions - rep + 1) * len(r.sc.Load.Rates)
+				// same way: move on to the next datapath, counting the
+				// steps of this repetition and the next ones as done
+				// (cycle counted those it began).
+				r.steps = done + (r.sc.Repetitions-rep+1)*len(r.sc.Load.Rates)
 				continue loop
 			}
 		}
