@@ -16,6 +16,8 @@ import (
 type calibration struct {
 	pod  *testbed.Pod
 	port int
+	// stats reads an echo server's counters (Options.ReadEchoStats).
+	stats func(context.Context, *testbed.Pod) (datapaths.EchoStats, error)
 }
 
 var _ datapaths.Datapath = (*calibration)(nil)
@@ -31,7 +33,7 @@ func (c *calibration) Target(*datapaths.Service) []netip.AddrPort {
 // Counters reads the client pod's echo server: "echo_requests", and
 // "echo_from_loopback", the requests it received from 127.0.0.1.
 func (c *calibration) Counters(ctx context.Context) (map[string]int64, error) {
-	st, err := datapaths.ReadEchoStats(ctx, c.pod)
+	st, err := c.stats(ctx, c.pod)
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}

@@ -51,7 +51,7 @@ func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapa
 			if err := r.startEcho(ctx, cluster, pod, r.echoPort(pod, env)); err != nil {
 				return err
 			}
-			if err := datapaths.WaitEcho(ctx, []*testbed.Pod{pod}); err != nil {
+			if err := r.opts.WaitEcho(ctx, []*testbed.Pod{pod}); err != nil {
 				return err
 			}
 			if eu != nil {

@@ -185,7 +185,7 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 	}
 	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := datapaths.WaitEcho(wctx, cluster.Pods()); err != nil {
+	if err := r.opts.WaitEcho(wctx, cluster.Pods()); err != nil {
 		return nil, err
 	}
 	env := &datapaths.Env{

@@ -135,7 +135,7 @@ func (r *runner) calibrate(ctx context.Context, cluster testbed.Cluster, env *da
 			port = s.Port
 		}
 	}
-	cal := &calibration{pod: env.Client, port: port}
+	cal := &calibration{pod: env.Client, port: port, stats: r.opts.ReadEchoStats}
 	svc := &datapaths.Service{Name: l.Service, Port: port, Mesh: env.Load.Mesh}
 	plan := stepPlan{
 		warm: min(time.Duration(l.Warmup), time.Second),
@@ -165,13 +165,13 @@ type reading struct {
 }
 
 // read reads dp's counters, then the client pod's TCP counters.
-func read(ctx context.Context, dp datapaths.Datapath, client *testbed.Pod) (reading, error) {
+func (r *runner) read(ctx context.Context, dp datapaths.Datapath, client *testbed.Pod) (reading, error) {
 	rd := reading{start: time.Now()}
 	var err error
 	if rd.counters, err = dp.Counters(ctx); err != nil {
 		return rd, fmt.Errorf("read %s counters: %w", dp.Name(), err)
 	}
-	snap, err := metrics.TakeSnapshot(ctx, nil, []string{client.NetnsPath})
+	snap, err := r.opts.Snapshot(ctx, nil, []string{client.NetnsPath})
 	if err != nil {
 		return rd, fmt.Errorf("read client pod TCP counters: %w", err)
 	}
@@ -183,7 +183,7 @@ func read(ctx context.Context, dp datapaths.Datapath, client *testbed.Pod) (read
 // measure runs one load step and builds its record. On cancellation it
 // returns the partial step with Interrupted set, and ctx's error.
 func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate, rep int, plan stepPlan) (*results.Step, error) {
-	r0, err := read(ctx, dp, env.Client)
+	r0, err := r.read(ctx, dp, env.Client)
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +226,9 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
-		r1, snapErr = read(ctx, dp, env.Client)
+		r1, snapErr = r.read(ctx, dp, env.Client)
 		if snapErr == nil {
-			before, snapErr = metrics.TakeSnapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
+			before, snapErr = r.opts.Snapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
 		}
 	}
 	sum, err := lr.wait(ctx, plan.dur)
@@ -259,11 +259,11 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	r2, err := read(mctx, dp, env.Client)
+	r2, err := r.read(mctx, dp, env.Client)
 	if err != nil {
 		return &step, err
 	}
-	after, err := metrics.TakeSnapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces())
+	after, err := r.opts.Snapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces())
 	if err != nil {
 		return &step, fmt.Errorf("snapshot after load: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/chaos"
 	"github.com/meshbench/meshbench/harness/doctor"
+	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
@@ -53,6 +54,21 @@ type Options struct {
 	// AfterStep, when set, is called after each measured step; a non-nil
 	// error fails the datapath (tests use it to inject failures).
 	AfterStep func(ctx context.Context, step *results.Step) error
+
+	// Test seams: the runner's reads of the testbed from outside, each
+	// defaulting to the real one. Tests replace them to run the runner on
+	// a fake provider, whose pods have no namespace to read.
+
+	// WaitEcho waits until the echo server of every pod answers (default
+	// datapaths.WaitEcho).
+	WaitEcho func(ctx context.Context, pods []*testbed.Pod) error
+	// ReadEchoStats reads the counters of a pod's echo server, the
+	// calibration step's proof (default datapaths.ReadEchoStats).
+	ReadEchoStats func(ctx context.Context, pod *testbed.Pod) (datapaths.EchoStats, error)
+	// Snapshot reads processes and network namespaces for the proof's
+	// client TCP counters and the step's cost (default
+	// metrics.TakeSnapshot).
+	Snapshot func(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
 }
 
 // Event reports progress.
@@ -126,6 +142,15 @@ func newRunner(opts Options) (*runner, error) {
 	if opts.RunID == "" {
 		opts.RunID = NewRunID()
 	}
+	if opts.WaitEcho == nil {
+		opts.WaitEcho = datapaths.WaitEcho
+	}
+	if opts.ReadEchoStats == nil {
+		opts.ReadEchoStats = datapaths.ReadEchoStats
+	}
+	if opts.Snapshot == nil {
+		opts.Snapshot = metrics.TakeSnapshot
+	}
 	// Check every datapath exists before creating anything.
 	for _, name := range opts.Scenario.Datapaths {
 		if _, err := opts.NewDatapath(name); err != nil {
@@ -189,6 +214,7 @@ loop:
 			if ctx.Err() != nil {
 				break loop
 			}
+			done := r.steps // before this repetition's steps
 			if err := r.cycle(ctx, dp, rep); err != nil {
 				if ctx.Err() != nil {
 					r.log.Info("run interrupted", "datapath", dp, "err", err)
@@ -199,8 +225,10 @@ loop:
 				r.progress(Event{Phase: "failed", Datapath: dp, Repetition: rep, Err: err})
 				errs = append(errs, err)
 				// The next repetitions of a failing datapath would fail the
-				// same way: move on to the next datapath.
-				r.steps += (r.sc.Repetitions - rep + 1) * len(r.sc.Load.Rates)
+				// same way: move on to the next datapath, counting the
+				// steps of this repetition and the next ones as done
+				// (cycle counted those it began).
+				r.steps = done + (r.sc.Repetitions-rep+1)*len(r.sc.Load.Rates)
 				continue loop
 			}
 		}

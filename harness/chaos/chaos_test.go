@@ -2,7 +2,7 @@ package chaos
 
 import (
 	"context"
-	"net/netip"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,44 +11,30 @@ import (
 	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/harness/testbed/fake"
 	"github.com/meshbench/meshbench/scenarios"
 )
 
 func sel(pods ...string) scenarios.ChaosSelector { return scenarios.ChaosSelector{Pods: pods} }
 
-// fakeCluster has nodes n0, n1 with pods n<i>-p<k>, k < 3.
-type fakeCluster struct {
-	testbed.Cluster
-	nodes []*testbed.Node
-	pods  []*testbed.Pod
-}
-
-func newFake() *fakeCluster {
-	c := &fakeCluster{}
+// newFake returns a cluster of nodes n0, n1 with pods n<i>-p<k>, k < 3.
+func newFake(t *testing.T) *fake.Cluster {
+	t.Helper()
+	spec := testbed.Spec{RunID: "c4a05", Nodes: 2}
 	for i := range 2 {
-		n := &testbed.Node{Name: "n" + string(rune('0'+i)), Index: i}
-		c.nodes = append(c.nodes, n)
 		for k := range 3 {
-			c.pods = append(c.pods, &testbed.Pod{Name: n.Name + "-p" + string(rune('0'+k)), Node: n.Name, NodeIndex: i,
-				IP: netip.AddrFrom4([4]byte{198, 18, byte(i), byte(10 + k)})})
+			spec.Pods = append(spec.Pods, testbed.PodSpec{Name: fmt.Sprintf("n%d-p%d", i, k), Node: i})
 		}
+	}
+	c, err := fake.NewCluster(spec)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return c
 }
 
-func (c *fakeCluster) Nodes() []*testbed.Node { return c.nodes }
-func (c *fakeCluster) Pods() []*testbed.Pod   { return c.pods }
-func (c *fakeCluster) Pod(name string) *testbed.Pod {
-	for _, p := range c.pods {
-		if p.Name == name {
-			return p
-		}
-	}
-	return nil
-}
-
 func TestResolve(t *testing.T) {
-	c := newFake()
+	c := newFake(t)
 	env := &Env{Cluster: c, Services: map[string][]*testbed.Pod{"echo": {c.Pod("n1-p0"), c.Pod("n0-p1"), c.Pod("n1-p1")}}}
 	tests := []struct {
 		name      string
@@ -89,7 +75,7 @@ func TestResolve(t *testing.T) {
 			if tt.direction != "" && got.Direction != tt.direction {
 				t.Errorf("direction %q, want %q", got.Direction, tt.direction)
 			}
-			if len(got.Pods)+len(got.Others) != len(c.pods) {
+			if len(got.Pods)+len(got.Others) != len(c.Pods()) {
 				t.Errorf("others %v do not complete the pods", podNames(got.Others))
 			}
 		})
@@ -137,7 +123,7 @@ func TestTimelineWithoutRun(t *testing.T) {
 	}
 	// Run after Stop does nothing.
 	select {
-	case <-tl.Run(context.Background(), Env{Cluster: newFake()}, time.Now()):
+	case <-tl.Run(context.Background(), Env{Cluster: newFake(t)}, time.Now()):
 	case <-time.After(time.Second):
 		t.Error("Run after Stop did not finish at once")
 	}
@@ -146,7 +132,7 @@ func TestTimelineWithoutRun(t *testing.T) {
 func TestTimelineRecordsFailures(t *testing.T) {
 	// pod-kill without StartWorkload fails before killing anything; a
 	// fault scheduled after Stop is recorded as not injected.
-	c := newFake()
+	c := newFake(t)
 	tl, err := NewTimeline([]scenarios.ChaosEntry{
 		{Name: "k", Fault: "pod-kill", Duration: scenarios.Duration(time.Second), Selector: sel("n1-p0")},
 		{Fault: "pod-kill", At: scenarios.Duration(time.Hour), Duration: scenarios.Duration(time.Second), Selector: sel("n1-p0")},

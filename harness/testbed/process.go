@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -22,9 +23,12 @@ type Process struct {
 	Node string
 	PID  int
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	cmd *exec.Cmd
+	// signal delivers signals to a process that cmd does not run (see
+	// NewProcess).
+	signal func(os.Signal) error
+	done   chan struct{}
+	err    error
 }
 
 // StartCmd starts cmd and returns its tracked Process. Providers call it once
@@ -39,6 +43,22 @@ func StartCmd(cmd *exec.Cmd, name, role, pod, node string) (*Process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// NewProcess returns a tracked Process that runs somewhere this package does
+// not start it: signal delivers the signals sent to it, and the caller calls
+// exited once the process has ended, with its exit error (nil for a zero
+// exit status); later calls do nothing. Fake providers use it. Rusage is nil
+// for such a process.
+func NewProcess(name, role, pod, node string, pid int, signal func(os.Signal) error) (p *Process, exited func(error)) {
+	p = &Process{Name: name, Role: role, Pod: pod, Node: node, PID: pid, signal: signal, done: make(chan struct{})}
+	var once sync.Once
+	return p, func(err error) {
+		once.Do(func() {
+			p.err = err
+			close(p.done)
+		})
+	}
 }
 
 // Done is closed when the process has exited and been reaped.
@@ -70,7 +90,13 @@ func (p *Process) Signal(sig os.Signal) error {
 	if p.Exited() {
 		return nil
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	var err error
+	if p.cmd != nil {
+		err = p.cmd.Process.Signal(sig)
+	} else {
+		err = p.signal(sig)
+	}
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal %s (pid %d): %w", p.Name, p.PID, err)
 	}
 	return nil
@@ -107,7 +133,7 @@ func (p *Process) Stop(ctx context.Context) error {
 // Rusage returns the exited process's resource usage (CPU time, context
 // switches, peak RSS), or nil while it runs.
 func (p *Process) Rusage() *syscall.Rusage {
-	if !p.Exited() || p.cmd.ProcessState == nil {
+	if !p.Exited() || p.cmd == nil || p.cmd.ProcessState == nil {
 		return nil
 	}
 	ru, _ := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
