@@ -158,7 +158,11 @@ func makeFixture() *results.Run {
 			kh, kl := histogramOf(lognormal(n, sh.p50*j-20, sh.p99*j*j-40))
 			ol := results.Latency{P50: 20, P90: 28, P99: 40, P999: 90, Max: 150, Mean: 22}
 			step.KernelStamped, step.KernelLatencyUS, step.KernelHistogram, step.ClientOverheadUS = succ, &kl, &kh, &ol
+			part := func(p50 float64) results.Latency { return results.Latency{P50: p50, P90: p50 * 1.5, P99: p50 * 3} }
 			step.Client = results.ClientRun{
+				OverheadPartsUS: map[string]results.Latency{
+					"send_lag": part(4), "to_socket": part(5), "to_wire": part(3), "from_wire": part(7), "after_read": part(1),
+				},
 				SendLagUS:   results.Latency{P50: 12, P90: 15, P99: 30, P999: 60, Max: 90, Mean: 13},
 				Connections: 8, ConnectionsOpened: 8, KernelStamps: true, PacerSpin: results.Duration(200 * time.Microsecond),
 			}

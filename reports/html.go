@@ -51,8 +51,11 @@ type overheadRow struct {
 	AppP50, KernelP50, OverP50             string
 	AppP99, KernelP99, OverP99             string
 	Stamped, SentRPS, SendLag, Connections string
-	NoStamps                               string // why there is no kernel-side figure
-	ConnsWarn                              bool
+	// Parts is the client overhead's p50 by part ("send lag / to socket
+	// / to wire / from wire / after read", µs).
+	Parts     string
+	NoStamps  string // why there is no kernel-side figure
+	ConnsWarn bool
 }
 
 // spreadRow shows the spread over repetitions of one datapath × rate.

@@ -151,6 +151,7 @@ func overheadRows(m *model) []overheadRow {
 		}
 		var stamped, successes, conns, opened int64
 		var sent, lag50, lag99 []float64
+		parts := map[string][]float64{}
 		for _, st := range steps {
 			stamped += st.KernelStamped
 			successes += st.Successes
@@ -159,6 +160,16 @@ func overheadRows(m *model) []overheadRow {
 			sent = append(sent, st.SentRPS)
 			lag50 = append(lag50, st.Client.SendLagUS.P50)
 			lag99 = append(lag99, st.Client.SendLagUS.P99)
+			for k, l := range st.Client.OverheadPartsUS {
+				parts[k] = append(parts[k], l.P50)
+			}
+		}
+		if len(parts) > 0 {
+			var ps []string
+			for _, k := range overheadParts {
+				ps = append(ps, fmtNum(results.NewSpread(parts[k]).Median))
+			}
+			row.Parts = strings.Join(ps, " / ")
 		}
 		if len(s.KernelP50US.Values) > 0 {
 			row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
@@ -179,6 +190,10 @@ func overheadRows(m *model) []overheadRow {
 	}
 	return rows
 }
+
+// overheadParts are the parts of the client overhead, in the order they
+// happen (results.ClientRun.OverheadPartsUS).
+var overheadParts = []string{"send_lag", "to_socket", "to_wire", "from_wire", "after_read"}
 
 // evidenceFigures are the Evidence section's figures, each with its
 // caption or the reason it is missing.

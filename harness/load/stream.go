@@ -136,6 +136,14 @@ type Summary struct {
 	KernelLatencyUS  results.Latency   `json:"kernel_latency_us"`
 	KernelHistogram  results.Histogram `json:"kernel_histogram"`
 	ClientOverheadUS results.Latency   `json:"client_overhead_us"`
+	// OverheadPartsUS splits the client overhead of the stamped requests
+	// into its parts, in order: send_lag (intended time → the request
+	// starts: pacer and goroutine hand-off), to_socket (→ written: vegeta,
+	// net/http's client, a free connection), to_wire (→ the kernel stamps
+	// it leaving: the socket's TCP/IP send path), from_wire (the kernel
+	// stamps the response arriving → read: TCP/IP receive path, wake-up,
+	// read) and after_read (→ the result is handed over).
+	OverheadPartsUS map[string]results.Latency `json:"client_overhead_parts_us,omitempty"`
 	// PacerSpin is how long before each send the pacer spun (0: never).
 	PacerSpin results.Duration `json:"pacer_spin"`
 	// SendLagUS is how late the client sent each request after its
@@ -177,8 +185,9 @@ func (s *Summary) Step() results.Step {
 		Interrupted:   s.Interrupted,
 		KernelStamped: s.KernelStamped,
 		Client: results.ClientRun{
-			SendLagUS:   s.SendLagUS,
-			Connections: s.Connections, ConnectionsOpened: s.ConnectionsOpened,
+			OverheadPartsUS: maps.Clone(s.OverheadPartsUS),
+			SendLagUS:       s.SendLagUS,
+			Connections:     s.Connections, ConnectionsOpened: s.ConnectionsOpened,
 			ConnectionsOpenedMeasured: s.Work.ConnectionsOpened,
 			KernelStamps:              s.KernelStamps, PacerSpin: s.PacerSpin,
 		},

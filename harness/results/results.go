@@ -129,6 +129,16 @@ type ClientRun struct {
 	Connections               int   `json:"connections"`
 	ConnectionsOpened         int64 `json:"connections_opened"`
 	ConnectionsOpenedMeasured int64 `json:"connections_opened_measured"`
+	// OverheadPartsUS splits the client overhead (Step.ClientOverheadUS)
+	// into its parts, in order: send_lag (intended time → the request
+	// starts: the pacer, goroutine hand-off), to_socket (→ written: vegeta,
+	// net/http's client, waiting for a free connection), to_wire (→ the
+	// kernel stamps its last byte leaving: the client socket's own TCP/IP
+	// send path and egress netfilter), from_wire (the kernel stamps the
+	// response arriving → read: the TCP/IP receive path, the wake-up, the
+	// read) and after_read (→ the result is handed over). to_wire and
+	// from_wire are kernel work on the client's side that no client avoids.
+	OverheadPartsUS map[string]Latency `json:"client_overhead_parts_us,omitempty"`
 	// KernelStamps says whether it asked the kernel for timestamps;
 	// PacerSpin how long before each send its pacer spun (0: never).
 	KernelStamps bool     `json:"kernel_stamps"`

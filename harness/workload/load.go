@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,10 @@ const (
 	DefaultWindow      = time.Second
 	DefaultConnections = 8
 )
+
+// clientMemoryLimit is the heap size at which the load client collects
+// garbage; below it, it does not (see RunLoad).
+const clientMemoryLimit = 1 << 30
 
 // abortGrace is how long requests in flight may still complete after the
 // client is interrupted before their connections are closed.
@@ -145,6 +150,12 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	}
 	log := o.Logger
 
+	// vegeta and net/http's client allocate about 2.5 KB per request; a
+	// collection during the measured window lands on some requests'
+	// latency. Collect only if the heap nears a limit, for the run.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(clientMemoryLimit))
+
 	// Our own transport (see transport.go): exactly o.Connections
 	// persistent connections, written and read on the goroutine vegeta
 	// times each request on, with the kernel's timestamps; a dialer that
@@ -153,8 +164,8 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	// the targets.
 	dialer := newAbortDialer(30 * time.Second)
 	total := o.Rate*int((o.Warmup+o.Duration)/time.Second+1) + 1024
-	kernel := newSeqLog(total)
-	tr := newTransport(o, dialer, kernel)
+	timings := newSeqLog(total)
+	tr := newTransport(o, dialer, timings)
 	atk := vegeta.NewAttacker(
 		// No client timeout: net/http would start a goroutine per request
 		// to enforce it. The transport enforces o.Timeout with deadlines.
@@ -170,7 +181,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 	)
 
 	rec := newRecorder(o, newSchedule(time.Time{}, o.Rate, o.Warmup, o.Duration, o.Window))
-	rec.kernel = kernel
+	rec.timings = timings
 	targeter := newTargeter(o)
 	pacer := newPrecisePacer(o.Rate, o.PacerSpin)
 	rec.spin = pacer.margin
@@ -308,10 +319,11 @@ type recorder struct {
 	// failures (from the intended send time), send lag (send time −
 	// intended time), kernel-side latency of the successes the kernel
 	// stamped, and each such success's client overhead (its latency −
-	// its kernel-side latency).
+	// its kernel-side latency) and the overhead's parts.
 	ok, fail, lag, kern, overhead dist
-	// kernel holds the transport's kernel-side latency by sequence number.
-	kernel *seqLog
+	parts                         [partCount]dist
+	// timings holds the transport's timings by sequence number.
+	timings *seqLog
 	// spin is the pacer's spin margin.
 	spin time.Duration
 
@@ -334,6 +346,35 @@ type recorder struct {
 	markConns  int64
 	warm       load.Work
 	stragglers int64
+}
+
+// The parts of a request's client overhead, in the order they happen.
+const (
+	partSendLag   = iota // intended send time → vegeta starts the request (pacer, goroutine hand-off)
+	partToSocket         // → the request is written (vegeta, net/http's client, a free connection)
+	partToWire           // → the kernel stamps its last byte leaving (the client socket's TCP/IP send path, egress netfilter)
+	partFromWire         // the kernel stamps the response arriving → the client has read it (TCP/IP receive path, wake-up, read)
+	partAfterRead        // → vegeta hands the result over
+	partCount
+)
+
+// partNames name the parts in results (load.OverheadParts's keys).
+var partNames = [partCount]string{"send_lag", "to_socket", "to_wire", "from_wire", "after_read"}
+
+// recordTimings records a success's kernel-side latency, its client
+// overhead and the overhead's parts, when the kernel stamped it.
+func (r *recorder) recordTimings(res *vegeta.Result, lat time.Duration) {
+	tm := r.timings.get(res.Seq)
+	k := tm.kernel()
+	if k <= 0 || tm.write == 0 || tm.read == 0 {
+		return
+	}
+	r.kern.record(k)
+	r.overhead.record(max(lat-k, 0))
+	intended, start, end := r.sched.intended(res.Seq).UnixNano(), res.Timestamp.UnixNano(), res.End().UnixNano()
+	for i, d := range [partCount]int64{start - intended, tm.write - start, tm.tx - tm.write, tm.read - tm.rx, end - tm.read} {
+		r.parts[i].record(time.Duration(max(d, 0)))
+	}
 }
 
 // dist is a latency distribution: a histogram and the exact sum.
@@ -378,6 +419,9 @@ func newRecorder(o LoadOptions, sched schedule) *recorder {
 	for i := range r.windows {
 		r.windows[i] = &windowAcc{}
 	}
+	for i := range r.parts {
+		r.parts[i] = newDist()
+	}
 	return r
 }
 
@@ -419,10 +463,7 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 	if ok {
 		r.successes++
 		r.ok.record(lat)
-		if k := r.kernel.get(res.Seq); k > 0 {
-			r.kern.record(k)
-			r.overhead.record(max(lat-k, 0))
-		}
+		r.recordTimings(res, lat)
 	} else {
 		r.fail.record(lat)
 		class := classify(res)
@@ -553,6 +594,12 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) 
 	s.KernelLatencyUS, s.KernelHistogram = r.kern.latency()
 	s.ClientOverheadUS, _ = r.overhead.latency()
 	s.KernelStamped = load.Count(s.KernelHistogram)
+	if s.KernelStamped > 0 {
+		s.OverheadPartsUS = map[string]results.Latency{}
+		for i := range r.parts {
+			s.OverheadPartsUS[partNames[i]], _ = r.parts[i].latency()
+		}
+	}
 	if len(r.errors) > 0 {
 		s.Errors = r.errors
 		s.ErrorSamples = r.samples

@@ -125,6 +125,20 @@ func TestLoadAgainstEcho(t *testing.T) {
 	if s.KernelStamped != s.Successes {
 		t.Errorf("kernel stamped %d of %d successes", s.KernelStamped, s.Successes)
 	}
+	// The overhead's parts cover it: their p50s add up to about its p50
+	// (percentiles do not add exactly: within half, and at least one
+	// part is non-zero).
+	var sum float64
+	for _, name := range partNames {
+		p, ok := s.OverheadPartsUS[name]
+		if !ok {
+			t.Errorf("no overhead part %q in %v", name, s.OverheadPartsUS)
+		}
+		sum += p.P50
+	}
+	if o := s.ClientOverheadUS.P50; sum <= 0 || sum < o/2 || sum > o*2 {
+		t.Errorf("overhead parts' p50s add up to %.0f µs, the overhead's p50 is %.0f µs", sum, o)
+	}
 
 	want := int64(o.Rate) * int64(o.Duration/time.Second)
 	if s.Sent < want*9/10 || s.Sent > want*11/10 {

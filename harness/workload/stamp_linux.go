@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -85,18 +84,16 @@ func (s *stamper) sent(c *clientConn, n int) {
 	s.readTX()
 }
 
-// latency returns the request's kernel-side latency, 0 without both stamps.
-func (s *stamper) latency(c *clientConn) time.Duration {
+// stamps returns the request's TX and RX stamps (Unix ns, 0 when the
+// kernel gave none).
+func (s *stamper) stamps(c *clientConn) (tx, rx int64) {
 	if !s.on {
-		return 0
+		return 0, 0
 	}
 	if s.tx == 0 {
 		s.readTX()
 	}
-	if s.tx == 0 || s.rx == 0 || s.rx < s.tx {
-		return 0
-	}
-	return time.Duration(s.rx - s.tx)
+	return s.tx, s.rx
 }
 
 // read reads into p, keeping the RX stamp of what it read.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -49,10 +48,9 @@ type transport struct {
 	timeout time.Duration
 	// stamps asks the kernel for timestamps on every connection.
 	stamps bool
-	// kernel holds each request's kernel-side latency by sequence number
-	// (0: none).
-	kernel *seqLog
-	dialer *abortDialer
+	// timings holds each request's timings by sequence number.
+	timings *seqLog
+	dialer  *abortDialer
 }
 
 // pool holds the connections of one target: free ones, and empty slots
@@ -67,8 +65,8 @@ type pool struct {
 
 // newTransport returns a transport over o's targets: o.Connections
 // connections in all, spread over the targets (at least one each).
-func newTransport(o LoadOptions, d *abortDialer, kernel *seqLog) *transport {
-	t := &transport{pools: map[string]*pool{}, timeout: o.Timeout, stamps: o.KernelStamps, kernel: kernel, dialer: d}
+func newTransport(o LoadOptions, d *abortDialer, timings *seqLog) *transport {
+	t := &transport{pools: map[string]*pool{}, timeout: o.Timeout, stamps: o.KernelStamps, timings: timings, dialer: d}
 	n := len(o.Targets)
 	for i, addr := range o.Targets {
 		if _, dup := t.pools[addr]; dup {
@@ -133,17 +131,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		reused := c.requests > 0
-		code, kernel, n, err := c.roundTrip(p.request, deadline)
+		code, tm, n, err := c.roundTrip(p.request, deadline)
 		if err == nil {
 			if !p.keepAlive || c.closing {
 				c.close()
 				c = nil
 			}
 			p.put(c)
-			if kernel > 0 {
-				if seq, perr := strconv.ParseUint(req.Header.Get(seqHeader), 10, 64); perr == nil {
-					t.kernel.set(seq, kernel)
-				}
+			if seq, perr := strconv.ParseUint(req.Header.Get(seqHeader), 10, 64); perr == nil {
+				t.timings.set(seq, tm)
 			}
 			return response(req, code), nil
 		}
@@ -236,28 +232,30 @@ type clientConn struct {
 }
 
 // roundTrip writes request and reads one response. It returns the status,
-// the kernel-side latency (0 when the kernel gave no timestamps) and how
-// many response bytes were read.
-func (c *clientConn) roundTrip(request []byte, deadline time.Time) (code int, kernel time.Duration, n int, err error) {
+// the request's timings, and how many response bytes were read.
+func (c *clientConn) roundTrip(request []byte, deadline time.Time) (code int, tm timings, n int, err error) {
 	if err := c.conn.SetDeadline(deadline); err != nil {
-		return 0, 0, 0, err
+		return 0, tm, 0, err
 	}
+	tm.write = time.Now().UnixNano()
 	if _, err := c.conn.Write(request); err != nil {
-		return 0, 0, 0, err
+		return 0, tm, 0, err
 	}
 	c.d.sent.Add(int64(len(request)))
 	c.ts.sent(c, len(request))
 	before := c.d.received.Load()
 	code, err = c.readResponse()
+	tm.read = time.Now().UnixNano()
 	n = int(c.d.received.Load() - before)
 	if err != nil {
 		if errors.Is(err, io.EOF) && n > 0 {
 			err = io.ErrUnexpectedEOF
 		}
-		return 0, 0, n, err
+		return 0, tm, n, err
 	}
 	c.requests++
-	return code, c.ts.latency(c), n, nil
+	tm.tx, tm.rx = c.ts.stamps(c)
+	return code, tm, n, nil
 }
 
 // fill reads more bytes into the buffer, compacting it first when full.
@@ -429,41 +427,59 @@ func (c *clientConn) close() {
 	c.conn.Close()
 }
 
-// seqLog holds one duration per request sequence number, written by the
-// request's goroutine and read by the recorder.
-type seqLog struct {
-	mu   sync.Mutex
-	ns   []atomic.Int64
-	more map[uint64]int64 // beyond ns's length
+// timings are the clock readings of one request on its connection, Unix
+// ns (0: not taken): before the request was written, when the kernel
+// stamped its last byte leaving (tx) and the response's last segment
+// arriving (rx), and after the response was read.
+type timings struct {
+	write, tx, rx, read int64
 }
 
-func newSeqLog(n int) *seqLog { return &seqLog{ns: make([]atomic.Int64, n)} }
+// kernel returns the kernel-side latency, 0 without both stamps.
+func (t timings) kernel() time.Duration {
+	if t.tx == 0 || t.rx == 0 || t.rx < t.tx {
+		return 0
+	}
+	return time.Duration(t.rx - t.tx)
+}
 
-func (l *seqLog) set(seq uint64, d time.Duration) {
+// seqLog holds each request's timings by sequence number. The request's
+// goroutine writes them before vegeta sends its result down the results
+// channel, and the recorder reads them after receiving it: the channel
+// orders the two.
+type seqLog struct {
+	mu   sync.Mutex
+	t    []timings
+	more map[uint64]timings // beyond t's length
+}
+
+func newSeqLog(n int) *seqLog { return &seqLog{t: make([]timings, n)} }
+
+func (l *seqLog) set(seq uint64, t timings) {
 	if l == nil {
 		return
 	}
-	if seq < uint64(len(l.ns)) {
-		l.ns[seq].Store(int64(d))
+	if seq < uint64(len(l.t)) {
+		l.t[seq] = t
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.more == nil {
-		l.more = map[uint64]int64{}
+		l.more = map[uint64]timings{}
 	}
-	l.more[seq] = int64(d)
+	l.more[seq] = t
 }
 
-// get returns the duration of seq, 0 if none.
-func (l *seqLog) get(seq uint64) time.Duration {
+// get returns the timings of seq (zero if none).
+func (l *seqLog) get(seq uint64) timings {
 	if l == nil {
-		return 0
+		return timings{}
 	}
-	if seq < uint64(len(l.ns)) {
-		return time.Duration(l.ns[seq].Load())
+	if seq < uint64(len(l.t)) {
+		return l.t[seq]
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Duration(l.more[seq])
+	return l.more[seq]
 }
