@@ -26,12 +26,16 @@ enum {
 };
 
 // A socket's own view of its connection: ips network order, ports host
-// order, s = local end, d = remote end.
+// order, s = local end, d = remote end. The network namespace is part of the
+// key: loopback connections in two pods can have the same 4-tuple, and one
+// pod's socket must never replace, or receive the bytes of, another's.
 struct sock_key {
+	__u64 netns;
 	__u32 sip;
 	__u32 dip;
 	__u16 sport;
 	__u16 dport;
+	__u32 pad;
 };
 
 struct {
@@ -107,6 +111,7 @@ int sockmap_sockops(struct bpf_sock_ops *skops)
 		return 1;
 
 	struct sock_key k = {
+		.netns = bpf_get_netns_cookie(skops),
 		.sip = lip,
 		.dip = rip,
 		.sport = (__u16)skops->local_port,
@@ -125,8 +130,9 @@ int sockmap_sockops(struct bpf_sock_ops *skops)
 SEC("sk_msg")
 int sockmap_redirect(struct sk_msg_md *msg)
 {
-	// The peer socket sees the connection reversed.
+	// The peer socket, in the same namespace, sees the connection reversed.
 	struct sock_key k = {
+		.netns = bpf_get_netns_cookie(msg),
 		.sip = msg->remote_ip4,
 		.dip = msg->local_ip4,
 		.sport = (__u16)bpf_ntohl(msg->remote_port),

@@ -15,10 +15,12 @@ import (
 
 type sockmapSockKey struct {
 	_     structs.HostLayout
+	Netns uint64
 	Sip   uint32
 	Dip   uint32
 	Sport uint16
 	Dport uint16
+	Pad   uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -1,9 +1,11 @@
 package sockmap
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -225,4 +227,41 @@ func delta(before, after map[string]uint64) map[string]uint64 {
 		d[k] = v - before[k]
 	}
 	return d
+}
+
+// TestSockmapPodsShareNoKeys runs two pods whose loopback connections have
+// the very same 4-tuple (the same local port to the same port), at the
+// same time. Each pod's sockets must stay in the sockhash and be spliced
+// with their own peer: a key without the network namespace let the second
+// pod's sockets replace the first's (whose bytes then took the TCP path),
+// and could have spliced one pod's bytes into the other's socket.
+func TestSockmapPodsShareNoKeys(t *testing.T) {
+	a, b := bpftest.NewPod(t), bpftest.NewPod(t)
+	objs, err := Load(Config{})
+	bpftest.RequireLoaded(t, "load sockmap", err)
+	t.Cleanup(func() { objs.Close() })
+	for _, p := range []*bpftest.Pod{a, b} {
+		att, err := objs.AttachCgroup(p.Pod.CgroupPath)
+		bpftest.RequireLoaded(t, "attach sockmap", err)
+		t.Cleanup(func() { att.Close() })
+		p.StartProxy(t, "127.0.0.1:8081", 0)
+	}
+	before := counters(t, objs)
+	t.Run("both pods", func(t *testing.T) {
+		for i, p := range []*bpftest.Pod{a, b} {
+			t.Run(fmt.Sprintf("pod %d", i), func(t *testing.T) {
+				t.Parallel()
+				// Both connections are up before either makes round trips.
+				got := p.ClientFrom(t, "127.0.0.1:8081", "127.0.0.1:40001", 500*time.Millisecond, rounds, size)
+				if got.First != "ORIG none" || got.Rounds != rounds {
+					t.Errorf("client: first line %q, %d rounds", got.First, got.Rounds)
+				}
+			})
+		}
+	})
+	d := delta(before, counters(t, objs))
+	t.Logf("counter deltas: %v", d)
+	if d["sockmap_inserted"] != 4 || d["sockmap_redirects"] < 2*2*rounds || d["sockmap_redirect_misses"] != 0 {
+		t.Errorf("counter deltas %v, want 4 inserted and every message of both pods spliced (>= %d redirects, 0 misses)", d, 2*2*rounds)
+	}
 }

@@ -122,12 +122,13 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(b[2:4])), nil
 }
 
-// runClient connects to args[0], prints the first line it receives as
-// "FIRST <line>", then makes args[1] round trips of args[2] bytes and
-// prints "ROUNDS <n>".
+// runClient connects to args[0] (from the local address args[3] when
+// given), prints the first line it receives as "FIRST <line>", waits
+// args[4] milliseconds when given, then makes args[1] round trips of
+// args[2] bytes and prints "ROUNDS <n>".
 func runClient(args []string) error {
-	if len(args) != 3 {
-		return errors.New("usage: bpftest-client ADDR ROUNDS SIZE")
+	if len(args) < 3 || len(args) > 5 {
+		return errors.New("usage: bpftest-client ADDR ROUNDS SIZE [LOCAL-ADDR [HOLD-MS]]")
 	}
 	rounds, err := strconv.Atoi(args[1])
 	if err != nil {
@@ -137,7 +138,15 @@ func runClient(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := net.DialTimeout("tcp4", args[0], 5*time.Second)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if len(args) > 3 {
+		local, err := net.ResolveTCPAddr("tcp4", args[3])
+		if err != nil {
+			return err
+		}
+		d.LocalAddr = local
+	}
+	c, err := d.Dial("tcp4", args[0])
 	if err != nil {
 		return err
 	}
@@ -151,6 +160,13 @@ func runClient(args []string) error {
 		return fmt.Errorf("read first line: %w", err)
 	}
 	fmt.Print("FIRST ", line)
+	if len(args) > 4 {
+		ms, err := strconv.Atoi(args[4])
+		if err != nil {
+			return err
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
 	out := make([]byte, size)
 	in := make([]byte, size)
 	for i := range out {

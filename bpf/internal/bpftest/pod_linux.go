@@ -159,10 +159,23 @@ type ClientResult struct {
 // reads one line, and makes rounds echo round trips of size bytes.
 func (p *Pod) Client(tb testing.TB, addr string, uid uint32, rounds, size int) ClientResult {
 	tb.Helper()
+	return p.client(tb, []string{addr, strconv.Itoa(rounds), strconv.Itoa(size)}, uid)
+}
+
+// ClientFrom is Client from the local address local, holding the
+// connection for hold after its first line before the round trips.
+func (p *Pod) ClientFrom(tb testing.TB, addr, local string, hold time.Duration, rounds, size int) ClientResult {
+	tb.Helper()
+	return p.client(tb, []string{addr, strconv.Itoa(rounds), strconv.Itoa(size), local, strconv.Itoa(int(hold.Milliseconds()))}, 0)
+}
+
+func (p *Pod) client(tb testing.TB, args []string, uid uint32) ClientResult {
+	tb.Helper()
+	addr := args[0]
 	var out, errb syncBuffer
 	proc, err := p.Cluster.Start(context.Background(), p.Pod, testbed.ProcessSpec{
 		Name: "client", Role: "client",
-		Args: []string{p.exe, modeClient, addr, strconv.Itoa(rounds), strconv.Itoa(size)},
+		Args: append([]string{p.exe, modeClient}, args...),
 		// A race-enabled helper would otherwise sleep a second at exit.
 		Env: []string{"GORACE=atexit_sleep_ms=0"},
 		UID: uid, GID: uid,
