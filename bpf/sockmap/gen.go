@@ -1,3 +1,3 @@
 package sockmap
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type sock_key sockmap sockmap.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I../include" -target bpfel -type sock_key sockmap sockmap.c

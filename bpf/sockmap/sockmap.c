@@ -45,19 +45,7 @@ struct {
 	__type(value, __u32);
 } sock_hash SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void add(__u32 idx, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-	if (v)
-		*v += n;
-}
+#include "counters.h"
 
 // Ports whose connections are never spliced (host order, 0 = unused): the
 // harness's own admin endpoints in the pod (proxy /stats, echo /stats),

@@ -82,19 +82,7 @@ struct {
 	__type(value, struct orig_dst);
 } orig_by_tuple SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-	if (v)
-		*v += 1;
-}
+#include "counters.h"
 
 SEC("cgroup/connect4")
 int steer_connect4(struct bpf_sock_addr *ctx)

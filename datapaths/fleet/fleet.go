@@ -63,9 +63,37 @@ type Fleet struct {
 	log     *slog.Logger
 }
 
-// Start starts the control plane for env's services, with ids the xDS node
-// ids of the proxies to come. On error nothing is left running.
-func Start(ctx context.Context, env *datapaths.Env, kind string, ids []string) (*Fleet, error) {
+// Placement says where a fleet's proxies run.
+type Placement int
+
+// Placements.
+const (
+	PerPod  Placement = iota // a sidecar in every pod
+	PerNode                  // one proxy on every node
+)
+
+// NodeID returns the xDS node id of the proxy of pod (PerPod) or node
+// (PerNode) name.
+func (pl Placement) NodeID(name string) string {
+	if pl == PerNode {
+		return controlplane.NodeProxyNodeID(name)
+	}
+	return controlplane.SidecarNodeID(name)
+}
+
+// Start starts the control plane for env's services and for one proxy per
+// pod or per node, as placed. On error nothing is left running.
+func Start(ctx context.Context, env *datapaths.Env, kind string, pl Placement) (*Fleet, error) {
+	var ids []string
+	if pl == PerNode {
+		for _, n := range env.Cluster.Nodes() {
+			ids = append(ids, pl.NodeID(n.Name))
+		}
+	} else {
+		for _, p := range env.Cluster.Pods() {
+			ids = append(ids, pl.NodeID(p.Name))
+		}
+	}
 	f := &Fleet{Kind: kind, cluster: env.Cluster, runID: env.Cluster.RunID(), log: env.Logger}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)

@@ -71,18 +71,14 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
 		}
 	}()
-	nodes := env.Cluster.Nodes()
-	ids := make([]string, len(nodes))
-	for i, n := range nodes {
-		ids[i] = controlplane.NodeProxyNodeID(n.Name)
-	}
-	if d.fleet, err = fleet.Start(ctx, env, "node proxy", ids); err != nil {
+	if d.fleet, err = fleet.Start(ctx, env, "node proxy", fleet.PerNode); err != nil {
 		return err
 	}
+	nodes := env.Cluster.Nodes()
 	for _, n := range nodes {
 		args := append(append([]string{}, env.Exec...), "proxy",
 			"--xds", d.fleet.Socket,
-			"--node-id", controlplane.NodeProxyNodeID(n.Name),
+			"--node-id", fleet.PerNode.NodeID(n.Name),
 			"--engine", "builtin",
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(OutboundPort),

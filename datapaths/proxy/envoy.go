@@ -105,13 +105,9 @@ func EnvoyBootstrap(nodeID, cluster, xdsSocket, adminAddr string) (*bootstrapv3.
 
 // BootstrapJSON renders a bootstrap as indented JSON.
 func BootstrapJSON(b *bootstrapv3.Bootstrap) ([]byte, error) {
-	raw, err := protojson.Marshal(b)
+	v, err := bootstrapValue(b)
 	if err != nil {
-		return nil, fmt.Errorf("render bootstrap: %w", err)
-	}
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, fmt.Errorf("render bootstrap: %w", err)
+		return nil, err
 	}
 	out, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -123,6 +119,19 @@ func BootstrapJSON(b *bootstrapv3.Bootstrap) ([]byte, error) {
 // BootstrapYAML renders a bootstrap as YAML (keys sorted), the form Envoy's
 // -c takes.
 func BootstrapYAML(b *bootstrapv3.Bootstrap) ([]byte, error) {
+	v, err := bootstrapValue(b)
+	if err != nil {
+		return nil, err
+	}
+	out, err := yaml.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("render bootstrap: %w", err)
+	}
+	return out, nil
+}
+
+// bootstrapValue returns b's protojson form as plain maps and lists.
+func bootstrapValue(b *bootstrapv3.Bootstrap) (any, error) {
 	raw, err := protojson.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("render bootstrap: %w", err)
@@ -131,11 +140,7 @@ func BootstrapYAML(b *bootstrapv3.Bootstrap) ([]byte, error) {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil, fmt.Errorf("render bootstrap: %w", err)
 	}
-	out, err := yaml.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("render bootstrap: %w", err)
-	}
-	return out, nil
+	return v, nil
 }
 
 // EnvoyOptions configure the Envoy engine.

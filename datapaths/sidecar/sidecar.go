@@ -108,14 +108,10 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
 		}
 	}()
-	pods := env.Cluster.Pods()
-	ids := make([]string, len(pods))
-	for i, p := range pods {
-		ids[i] = controlplane.SidecarNodeID(p.Name)
-	}
-	if d.fleet, err = fleet.Start(ctx, env, "sidecar", ids); err != nil {
+	if d.fleet, err = fleet.Start(ctx, env, "sidecar", fleet.PerPod); err != nil {
 		return err
 	}
+	pods := env.Cluster.Pods()
 	// The proxies run as uid 1337, which may not be able to reach the
 	// harness's own binary: they run a copy in the run directory.
 	bin, err := rundir.CopyExecutable(env.Cluster.RunID(), env.Exec[0], "meshbench")
@@ -136,7 +132,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		args := append([]string{bin}, env.Exec[1:]...)
 		args = append(args, "proxy",
 			"--xds", d.fleet.Socket,
-			"--node-id", controlplane.SidecarNodeID(p.Name),
+			"--node-id", fleet.PerPod.NodeID(p.Name),
 			"--engine", engine,
 			"--config-dir", d.fleet.Dir,
 			"--admin", proxy.DefaultAdminAddr,

@@ -62,32 +62,40 @@ func parseStat(b []byte) (procStatLine, error) {
 // parseStatus returns the context switch counts of a /proc/PID/status (or
 // task status) file.
 func parseStatus(b []byte) (voluntary, nonvoluntary int64, err error) {
+	seen, err := parseKeyed(b, map[string]*int64{
+		"voluntary_ctxt_switches": &voluntary, "nonvoluntary_ctxt_switches": &nonvoluntary,
+	}, func(v string) (int64, error) { return strconv.ParseInt(strings.TrimSpace(v), 10, 64) })
+	if err != nil {
+		return 0, 0, fmt.Errorf("status: %w", err)
+	}
+	if seen != 2 {
+		return 0, 0, errors.New("status: no context switch counts")
+	}
+	return voluntary, nonvoluntary, nil
+}
+
+// parseKeyed reads the "Key: value" lines of a /proc file and, for each key
+// of want, stores its value parsed by parse. It returns how many of them it
+// found.
+func parseKeyed(b []byte, want map[string]*int64, parse func(string) (int64, error)) (int, error) {
 	seen := 0
 	for line := range strings.Lines(string(b)) {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		var dst *int64
-		switch k {
-		case "voluntary_ctxt_switches":
-			dst = &voluntary
-		case "nonvoluntary_ctxt_switches":
-			dst = &nonvoluntary
-		default:
+		dst, ok := want[k]
+		if !ok {
 			continue
 		}
-		n, perr := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if perr != nil {
-			return 0, 0, fmt.Errorf("status: %s: %w", k, perr)
+		n, err := parse(v)
+		if err != nil {
+			return seen, fmt.Errorf("%s: %w", k, err)
 		}
 		*dst = n
 		seen++
 	}
-	if seen != 2 {
-		return 0, 0, errors.New("status: no context switch counts")
-	}
-	return voluntary, nonvoluntary, nil
+	return seen, nil
 }
 
 // parseSchedstat returns the first field of a schedstat file: nanoseconds
@@ -108,25 +116,8 @@ func parseSchedstat(b []byte) (int64, error) {
 // A process without an address space (a kernel thread) has neither and
 // reads as zero.
 func parseSmapsRollup(b []byte) (rss, pss int64, err error) {
-	for line := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch k {
-		case "Rss":
-			dst = &rss
-		case "Pss":
-			dst = &pss
-		default:
-			continue
-		}
-		n, err := parseKB(v)
-		if err != nil {
-			return 0, 0, fmt.Errorf("smaps_rollup: %s: %w", k, err)
-		}
-		*dst = n
+	if _, err := parseKeyed(b, map[string]*int64{"Rss": &rss, "Pss": &pss}, parseKB); err != nil {
+		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
 	}
 	return rss, pss, nil
 }
