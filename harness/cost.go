@@ -4,9 +4,9 @@ import (
 	"cmp"
 	"slices"
 
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
 
@@ -14,7 +14,7 @@ import (
 // measured window's deltas. The load client reports its own CPU time and
 // context switches over the measured window (it exits before the harness's
 // closing snapshot); every other process comes from the snapshots.
-func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Process, sum *load.Summary, d metrics.Delta) {
+func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Process, sum *stream.Summary, d metrics.Delta) {
 	procs := map[int]*testbed.Process{}
 	for _, p := range cluster.Processes() {
 		procs[p.PID] = p

@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
@@ -65,7 +65,7 @@ func TestKernelLatencyAgainstCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { <-proc.Done(); pw.Close() }()
-	sum, err := load.ReadStream(pr, nil)
+	sum, err := stream.ReadStream(pr, nil)
 	if err != nil {
 		t.Fatalf("load: %v (%v)", err, proc.Err())
 	}

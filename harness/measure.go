@@ -14,9 +14,9 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/chaos"
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
 
@@ -30,7 +30,7 @@ const calibrationMax = 5 * time.Second
 // loadRun is one load client process and what it reported.
 type loadRun struct {
 	proc    *testbed.Process
-	summary *load.Summary
+	summary *stream.Summary
 	err     error
 	done    chan struct{}
 	// mark receives the time the measured window began, by the client's
@@ -75,7 +75,7 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 	}()
 	go func() {
 		defer close(lr.done)
-		lr.summary, lr.err = load.ReadStreamWith(pr, load.Handlers{Mark: func(m load.Mark) {
+		lr.summary, lr.err = stream.ReadStreamWith(pr, stream.Handlers{Mark: func(m stream.Mark) {
 			select {
 			case lr.mark <- m.Time:
 			default:
@@ -89,7 +89,7 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 
 // wait waits for the summary. When ctx ends first, it tells the client to
 // stop (SIGTERM), which makes it report what it measured so far.
-func (lr *loadRun) wait(ctx context.Context, expected time.Duration) (*load.Summary, error) {
+func (lr *loadRun) wait(ctx context.Context, expected time.Duration) (*stream.Summary, error) {
 	deadline := time.NewTimer(expected + summaryGrace)
 	defer deadline.Stop()
 	select {
@@ -309,7 +309,7 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 // that completed after the client's mark (stragglers), and requests sent
 // between the mark and the end of the read (or between the start of the
 // read and the mark, when the harness read before it), at rate, plus one.
-func edgeSlack(sum *load.Summary, rd reading, rate int) (int64, string) {
+func edgeSlack(sum *stream.Summary, rd reading, rate int) (int64, string) {
 	if sum.Mark.IsZero() {
 		return 0, "no measured window"
 	}
@@ -320,7 +320,7 @@ func edgeSlack(sum *load.Summary, rd reading, rate int) (int64, string) {
 }
 
 // work turns what the client counted in a window into a datapaths.Work.
-func work(lw load.Work, errs map[string]int64, tcp metrics.TCP, slack int64, why, protocol string) datapaths.Work {
+func work(lw stream.Work, errs map[string]int64, tcp metrics.TCP, slack int64, why, protocol string) datapaths.Work {
 	w := datapaths.Work{
 		Successes: lw.Successes,
 		BytesSent: lw.BytesSent, BytesReceived: lw.BytesReceived, ConnsOpened: lw.ConnectionsOpened,
@@ -329,9 +329,9 @@ func work(lw load.Work, errs map[string]int64, tcp metrics.TCP, slack int64, why
 	}
 	for class, n := range errs {
 		switch class {
-		case load.ErrorHTTP4xx, load.ErrorHTTP5xx:
+		case stream.ErrorHTTP4xx, stream.ErrorHTTP5xx:
 			w.HTTPErrors += n
-		case load.ErrorTimeout:
+		case stream.ErrorTimeout:
 			w.Timeouts += n
 		default:
 			w.TransportErrors += n

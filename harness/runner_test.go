@@ -16,9 +16,9 @@ import (
 	"github.com/meshbench/meshbench/datapaths"
 	dpfake "github.com/meshbench/meshbench/datapaths/fake"
 	"github.com/meshbench/meshbench/harness"
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/fake"
 	"github.com/meshbench/meshbench/scenarios"
@@ -145,17 +145,17 @@ func (f *fakeRun) load(ctx context.Context, p *fake.Proc) error {
 		reads = dp.Calls().Counters
 	}
 	mark := time.Now()
-	if err := load.WriteLine(p.Stdout, load.Mark{Type: load.TypeMark, Time: mark}); err != nil {
+	if err := stream.WriteLine(p.Stdout, stream.Mark{Type: stream.TypeMark, Time: mark}); err != nil {
 		return err
 	}
 	m := measuredOf(rate)
-	sum := load.Summary{
-		Type: load.TypeSummary, Targets: []string{"198.18.1.10:8080"}, OfferedRPS: float64(rate),
+	sum := stream.Summary{
+		Type: stream.TypeSummary, Targets: []string{"198.18.1.10:8080"}, OfferedRPS: float64(rate),
 		Warmup: results.Duration(time.Second), Duration: results.Duration(time.Second), Measured: results.Duration(time.Second),
 		WarmupRequests: warmupOf(rate), Sent: m, Requests: m, Successes: m, SuccessRatio: 1,
 		SentRPS: float64(m), AchievedRPS: float64(m), Connections: 4, ConnectionsOpened: 4, Mark: mark,
-		WarmupWork: load.Work{Successes: warmupOf(rate), BytesSent: 100 * warmupOf(rate), BytesReceived: 100 * warmupOf(rate), ConnectionsOpened: 4},
-		Work:       load.Work{Successes: m, BytesSent: 100 * m, BytesReceived: 100 * m},
+		WarmupWork: stream.Work{Successes: warmupOf(rate), BytesSent: 100 * warmupOf(rate), BytesReceived: 100 * warmupOf(rate), ConnectionsOpened: 4},
+		Work:       stream.Work{Successes: m, BytesSent: 100 * m, BytesReceived: 100 * m},
 		LatencyUS:  results.Latency{Mean: 60, P50: 50, P90: 80, P99: 120, P999: 150, Max: 200},
 		Histogram: results.Histogram{SignificantFigures: 3, Buckets: []results.Bucket{
 			{UpperUS: 50, Count: m / 2}, {UpperUS: 120, Count: m - m/2 - 1}, {UpperUS: 200, Count: 1}}},
@@ -179,12 +179,12 @@ func (f *fakeRun) load(ctx context.Context, p *fake.Proc) error {
 		sum.Measured = results.Duration(400 * time.Millisecond)
 	}
 	for s := range 2 {
-		w := load.Window{Type: load.TypeWindow, Window: results.Window{StartS: float64(s) / 2, Requests: m / 2, Successes: m / 2, SuccessRatio: 1, P50US: 50, P99US: 120}}
-		if err := load.WriteLine(p.Stdout, w); err != nil {
+		w := stream.Window{Type: stream.TypeWindow, Window: results.Window{StartS: float64(s) / 2, Requests: m / 2, Successes: m / 2, SuccessRatio: 1, P50US: 50, P99US: 120}}
+		if err := stream.WriteLine(p.Stdout, w); err != nil {
 			return err
 		}
 	}
-	return load.WriteLine(p.Stdout, sum)
+	return stream.WriteLine(p.Stdout, sum)
 }
 
 // readEchoStats serves the calibration's proof: the client pod's echo

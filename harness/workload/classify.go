@@ -9,7 +9,7 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/meshbench/meshbench/harness/load"
+	"github.com/meshbench/meshbench/harness/stream"
 )
 
 // vegeta keeps only the text of a request's error (Result.Error), so
@@ -44,15 +44,15 @@ func succeeded(res *vegeta.Result) bool {
 	return res.Error == "" && res.Code >= 200 && res.Code < 300
 }
 
-// classify returns the error class of a failed result (load.Error*).
+// classify returns the error class of a failed result (stream.Error*).
 func classify(res *vegeta.Result) string {
 	switch {
 	case res.Code >= 500 && res.Code < 600:
-		return load.ErrorHTTP5xx
+		return stream.ErrorHTTP5xx
 	case res.Code >= 400 && res.Code < 500:
-		return load.ErrorHTTP4xx
+		return stream.ErrorHTTP4xx
 	case res.Code != 0:
-		return load.ErrorOther // 1xx, 3xx (redirects are not followed)
+		return stream.ErrorOther // 1xx, 3xx (redirects are not followed)
 	}
 	return classifyMessage(res.Error)
 }
@@ -69,13 +69,13 @@ func classifyMessage(msg string) string {
 	}
 	switch {
 	case has(timeoutTexts):
-		return load.ErrorTimeout
+		return stream.ErrorTimeout
 	case has(refusedTexts):
-		return load.ErrorConnectionRefused
+		return stream.ErrorConnectionRefused
 	case has(unreachableTexts):
-		return load.ErrorUnreachable
+		return stream.ErrorUnreachable
 	case has(resetTexts):
-		return load.ErrorConnectionReset
+		return stream.ErrorConnectionReset
 	}
-	return load.ErrorOther
+	return stream.ErrorOther
 }

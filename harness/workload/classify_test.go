@@ -5,7 +5,7 @@ import (
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/meshbench/meshbench/harness/load"
+	"github.com/meshbench/meshbench/harness/stream"
 )
 
 func TestClassify(t *testing.T) {
@@ -17,20 +17,20 @@ func TestClassify(t *testing.T) {
 	}{
 		{"200", vegeta.Result{Code: 200}, true, ""},
 		{"204", vegeta.Result{Code: 204}, true, ""},
-		{"503", vegeta.Result{Code: 503, Error: "503 Service Unavailable"}, false, load.ErrorHTTP5xx},
-		{"404", vegeta.Result{Code: 404, Error: "404 Not Found"}, false, load.ErrorHTTP4xx},
-		{"302 is not followed", vegeta.Result{Code: 302}, false, load.ErrorOther},
-		{"client timeout", vegeta.Result{Error: `Post "http://198.18.0.2:8080/": context deadline exceeded (Client.Timeout exceeded while awaiting headers)`}, false, load.ErrorTimeout},
-		{"dial timeout", vegeta.Result{Error: "Get \"http://198.18.0.2:8080/\": dial tcp 198.18.0.2:8080: i/o timeout"}, false, load.ErrorTimeout},
-		{"syn timeout", vegeta.Result{Error: "Get \"http://198.18.0.2:8080/\": dial tcp 198.18.0.2:8080: connect: connection timed out"}, false, load.ErrorTimeout},
-		{"refused", vegeta.Result{Error: `Get "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused`}, false, load.ErrorConnectionRefused},
-		{"reset", vegeta.Result{Error: `Get "http://198.18.0.2:8080/": read tcp 198.18.0.1:4000->198.18.0.2:8080: read: connection reset by peer`}, false, load.ErrorConnectionReset},
-		{"broken pipe", vegeta.Result{Error: "write tcp 198.18.0.1:4000->198.18.0.2:8080: write: broken pipe"}, false, load.ErrorConnectionReset},
-		{"eof", vegeta.Result{Error: `Post "http://198.18.0.2:8080/": EOF`}, false, load.ErrorConnectionReset},
-		{"unexpected eof in body", vegeta.Result{Error: "unexpected EOF"}, false, load.ErrorConnectionReset},
-		{"no route", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: no route to host"}, false, load.ErrorUnreachable},
-		{"net unreachable", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: network is unreachable"}, false, load.ErrorUnreachable},
-		{"eperm from an OUTPUT drop", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: operation not permitted"}, false, load.ErrorOther},
+		{"503", vegeta.Result{Code: 503, Error: "503 Service Unavailable"}, false, stream.ErrorHTTP5xx},
+		{"404", vegeta.Result{Code: 404, Error: "404 Not Found"}, false, stream.ErrorHTTP4xx},
+		{"302 is not followed", vegeta.Result{Code: 302}, false, stream.ErrorOther},
+		{"client timeout", vegeta.Result{Error: `Post "http://198.18.0.2:8080/": context deadline exceeded (Client.Timeout exceeded while awaiting headers)`}, false, stream.ErrorTimeout},
+		{"dial timeout", vegeta.Result{Error: "Get \"http://198.18.0.2:8080/\": dial tcp 198.18.0.2:8080: i/o timeout"}, false, stream.ErrorTimeout},
+		{"syn timeout", vegeta.Result{Error: "Get \"http://198.18.0.2:8080/\": dial tcp 198.18.0.2:8080: connect: connection timed out"}, false, stream.ErrorTimeout},
+		{"refused", vegeta.Result{Error: `Get "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused`}, false, stream.ErrorConnectionRefused},
+		{"reset", vegeta.Result{Error: `Get "http://198.18.0.2:8080/": read tcp 198.18.0.1:4000->198.18.0.2:8080: read: connection reset by peer`}, false, stream.ErrorConnectionReset},
+		{"broken pipe", vegeta.Result{Error: "write tcp 198.18.0.1:4000->198.18.0.2:8080: write: broken pipe"}, false, stream.ErrorConnectionReset},
+		{"eof", vegeta.Result{Error: `Post "http://198.18.0.2:8080/": EOF`}, false, stream.ErrorConnectionReset},
+		{"unexpected eof in body", vegeta.Result{Error: "unexpected EOF"}, false, stream.ErrorConnectionReset},
+		{"no route", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: no route to host"}, false, stream.ErrorUnreachable},
+		{"net unreachable", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: network is unreachable"}, false, stream.ErrorUnreachable},
+		{"eperm from an OUTPUT drop", vegeta.Result{Error: "dial tcp 198.18.9.9:80: connect: operation not permitted"}, false, stream.ErrorOther},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := succeeded(&tc.res); got != tc.ok {

@@ -20,8 +20,8 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"golang.org/x/sys/unix"
 
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 )
 
 // Load client defaults.
@@ -133,7 +133,7 @@ func (o LoadOptions) withDefaults() (LoadOptions, error) {
 }
 
 // RunLoad sends an open-loop load at o.Rate for o.Warmup + o.Duration and
-// writes the results to out as JSON lines (see package load): a window line
+// writes the results to out as JSON lines (see package stream): a window line
 // as each window of the measured window closes, then one summary line.
 // Latency is measured from each request's intended send time, so a slow
 // server cannot slow the client down and hide its own latency (coordinated
@@ -198,7 +198,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		writeMu.Lock()
 		defer writeMu.Unlock()
 		if writeErr == nil {
-			writeErr = load.WriteLine(out, v)
+			writeErr = stream.WriteLine(out, v)
 		}
 	}
 
@@ -213,7 +213,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		rec.markBytes = [2]int64{dialer.sent.Load(), dialer.received.Load()}
 		rec.markConns = dialer.opened.Load()
 		rec.markAt.Store(&now)
-		emit(load.Mark{Type: load.TypeMark, Time: now})
+		emit(stream.Mark{Type: stream.TypeMark, Time: now})
 		var ru unix.Rusage
 		_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
 		usageStart <- ru
@@ -243,7 +243,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		}
 		rec.add(res, at)
 		for _, w := range rec.closedWindows() {
-			emit(load.Window{Type: load.TypeWindow, Window: w})
+			emit(stream.Window{Type: stream.TypeWindow, Window: w})
 		}
 	}
 	interrupted := !stopAbort()
@@ -262,7 +262,7 @@ func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
 		at = *p
 	}
 	for _, w := range rec.flushWindows(at) {
-		emit(load.Window{Type: load.TypeWindow, Window: w})
+		emit(stream.Window{Type: stream.TypeWindow, Window: w})
 	}
 	usageTimer.Stop()
 	sum := rec.summary(at, interrupted, dialer)
@@ -344,7 +344,7 @@ type recorder struct {
 	markAt     atomic.Pointer[time.Time]
 	markBytes  [2]int64
 	markConns  int64
-	warm       load.Work
+	warm       stream.Work
 	stragglers int64
 }
 
@@ -358,7 +358,7 @@ const (
 	partCount
 )
 
-// partNames name the parts in results (load.OverheadParts's keys).
+// partNames name the parts in results (stream.OverheadParts's keys).
 var partNames = [partCount]string{"send_lag", "to_socket", "to_wire", "from_wire", "after_read"}
 
 // recordTimings records a success's kernel-side latency, its client
@@ -383,7 +383,7 @@ type dist struct {
 	sumNS float64
 }
 
-func newDist() dist { return dist{hdr: load.NewHDR()} }
+func newDist() dist { return dist{hdr: stream.NewHDR()} }
 
 func (d *dist) record(v time.Duration) {
 	_ = d.hdr.RecordValue(toUS(v)) // in range by construction
@@ -392,7 +392,7 @@ func (d *dist) record(v time.Duration) {
 
 // latency returns the distribution's percentiles and its histogram.
 func (d *dist) latency() (results.Latency, results.Histogram) {
-	h := load.HistogramFromHDR(d.hdr)
+	h := stream.HistogramFromHDR(d.hdr)
 	return latency(h, d.sumNS), h
 }
 
@@ -476,7 +476,7 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 		w.requests++
 		if ok {
 			if w.hdr == nil {
-				w.hdr = load.NewHDR()
+				w.hdr = stream.NewHDR()
 			}
 			_ = w.hdr.RecordValue(toUS(lat))
 			w.successes++
@@ -488,22 +488,22 @@ func (r *recorder) add(res *vegeta.Result, abortAt time.Time) {
 // the histograms.
 func toUS(d time.Duration) int64 {
 	us := int64((d + time.Microsecond - 1) / time.Microsecond)
-	return min(max(us, load.LowestUS), load.HighestUS)
+	return min(max(us, stream.LowestUS), stream.HighestUS)
 }
 
 // latency returns the summary percentiles of h, with the exact mean.
 func latency(h results.Histogram, sumNS float64) results.Latency {
-	n := load.Count(h)
+	n := stream.Count(h)
 	if n == 0 {
 		return results.Latency{}
 	}
 	return results.Latency{
 		Mean: sumNS / float64(n) / 1e3,
-		P50:  load.Percentile(h, 0.50),
-		P90:  load.Percentile(h, 0.90),
-		P99:  load.Percentile(h, 0.99),
-		P999: load.Percentile(h, 0.999),
-		Max:  load.Percentile(h, 1),
+		P50:  stream.Percentile(h, 0.50),
+		P90:  stream.Percentile(h, 0.90),
+		P99:  stream.Percentile(h, 0.99),
+		P999: stream.Percentile(h, 0.999),
+		Max:  stream.Percentile(h, 1),
 	}
 }
 
@@ -548,9 +548,9 @@ func (r *recorder) window(i int) results.Window {
 		rw.SuccessRatio = float64(w.successes) / float64(w.requests)
 	}
 	if w.hdr != nil {
-		h := load.HistogramFromHDR(w.hdr)
-		rw.P50US = load.Percentile(h, 0.50)
-		rw.P99US = load.Percentile(h, 0.99)
+		h := stream.HistogramFromHDR(w.hdr)
+		rw.P50US = stream.Percentile(h, 0.50)
+		rw.P99US = stream.Percentile(h, 0.99)
 	}
 	w.hdr = nil
 	return rw
@@ -568,11 +568,11 @@ func (r *recorder) measuredSpan(abortAt time.Time) time.Duration {
 
 // summary returns the summary line; d is the dialer whose counts it
 // reports.
-func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) load.Summary {
+func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) stream.Summary {
 	opened := d.opened.Load()
 	span := r.measuredSpan(abortAt)
-	s := load.Summary{
-		Type:              load.TypeSummary,
+	s := stream.Summary{
+		Type:              stream.TypeSummary,
 		Targets:           r.o.Targets,
 		OfferedRPS:        float64(r.o.Rate),
 		Warmup:            results.Duration(r.o.Warmup),
@@ -593,7 +593,7 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) 
 	s.FailureLatencyUS, s.FailureHistogram = r.fail.latency()
 	s.KernelLatencyUS, s.KernelHistogram = r.kern.latency()
 	s.ClientOverheadUS, _ = r.overhead.latency()
-	s.KernelStamped = load.Count(s.KernelHistogram)
+	s.KernelStamped = stream.Count(s.KernelHistogram)
 	if s.KernelStamped > 0 {
 		s.OverheadPartsUS = map[string]results.Latency{}
 		for i := range r.parts {
@@ -610,7 +610,7 @@ func (r *recorder) summary(abortAt time.Time, interrupted bool, d *abortDialer) 
 		s.WarmupWork.BytesSent, s.WarmupWork.BytesReceived = r.markBytes[0], r.markBytes[1]
 		s.WarmupWork.ConnectionsOpened = r.markConns
 		s.Stragglers = r.stragglers
-		s.Work = load.Work{
+		s.Work = stream.Work{
 			Successes: r.successes, Errors: maps.Clone(r.errors),
 			BytesSent: d.sent.Load() - r.markBytes[0], BytesReceived: d.received.Load() - r.markBytes[1],
 			ConnectionsOpened: opened - r.markConns,

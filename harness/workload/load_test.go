@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshbench/meshbench/harness/load"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/stream"
 )
 
 // runLoad runs RunLoad and decodes its stream.
-func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *load.Summary {
+func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *stream.Summary {
 	t.Helper()
 	var out bytes.Buffer
 	if err := RunLoad(ctx, o, &out); err != nil {
@@ -26,9 +26,9 @@ func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *load.Summary {
 	}
 	text := out.String()
 	var windows, marks int
-	sum, err := load.ReadStreamWith(strings.NewReader(text), load.Handlers{
+	sum, err := stream.ReadStreamWith(strings.NewReader(text), stream.Handlers{
 		Window: func(results.Window) { windows++ },
-		Mark:   func(load.Mark) { marks++ },
+		Mark:   func(stream.Mark) { marks++ },
 	})
 	if err != nil {
 		t.Fatalf("read stream: %v\n%s", err, text)
@@ -45,13 +45,13 @@ func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *load.Summary {
 }
 
 // checkConsistent checks the invariants of every summary.
-func checkConsistent(t *testing.T, s *load.Summary) {
+func checkConsistent(t *testing.T, s *stream.Summary) {
 	t.Helper()
-	if got, fails := load.Count(s.Histogram), load.Count(s.FailureHistogram); got != s.Successes || got+fails != s.Requests {
+	if got, fails := stream.Count(s.Histogram), stream.Count(s.FailureHistogram); got != s.Successes || got+fails != s.Requests {
 		t.Errorf("histograms hold %d successes and %d failures; summary %d successes of %d requests", got, fails, s.Successes, s.Requests)
 	}
-	if s.KernelStamped > s.Successes || s.KernelStamped != load.Count(s.KernelHistogram) {
-		t.Errorf("kernel stamped %d (histogram %d) of %d successes", s.KernelStamped, load.Count(s.KernelHistogram), s.Successes)
+	if s.KernelStamped > s.Successes || s.KernelStamped != stream.Count(s.KernelHistogram) {
+		t.Errorf("kernel stamped %d (histogram %d) of %d successes", s.KernelStamped, stream.Count(s.KernelHistogram), s.Successes)
 	}
 	// The kernel-side latency is part of each request's latency.
 	if k, l := s.KernelLatencyUS, s.LatencyUS; s.KernelStamped > 0 && (k.P50 > l.P50 || k.Max > l.Max) {
@@ -103,8 +103,8 @@ func checkConsistent(t *testing.T, s *load.Summary) {
 	if g := s.SendLagUS; s.Successes == s.Requests && (g.P50 > l.P50 || g.P99 > l.P99 || g.Max > l.Max || g.Mean > l.Mean) {
 		t.Errorf("send lag %+v exceeds latency %+v", g, l)
 	}
-	if l.P99 != load.Percentile(s.Histogram, 0.99) {
-		t.Errorf("p99 %v differs from the histogram's %v", l.P99, load.Percentile(s.Histogram, 0.99))
+	if l.P99 != stream.Percentile(s.Histogram, 0.99) {
+		t.Errorf("p99 %v differs from the histogram's %v", l.P99, stream.Percentile(s.Histogram, 0.99))
 	}
 }
 
@@ -156,7 +156,7 @@ func TestLoadAgainstEcho(t *testing.T) {
 	if s.ClientCPUSeconds <= 0 || s.ClientRSSBytes <= 0 {
 		t.Errorf("client usage: cpu %v s, rss %d B", s.ClientCPUSeconds, s.ClientRSSBytes)
 	}
-	if s.Histogram.SignificantFigures != load.SignificantFigures {
+	if s.Histogram.SignificantFigures != stream.SignificantFigures {
 		t.Errorf("significant figures %d", s.Histogram.SignificantFigures)
 	}
 
@@ -226,7 +226,7 @@ func TestLoadConnectionRefused(t *testing.T) {
 			if s.Interrupted {
 				t.Fatalf("the load hung until the test's deadline")
 			}
-			if s.Requests == 0 || s.Successes != 0 || s.Errors[load.ErrorConnectionRefused] != s.Requests {
+			if s.Requests == 0 || s.Successes != 0 || s.Errors[stream.ErrorConnectionRefused] != s.Requests {
 				t.Errorf("want only connection_refused: requests %d, successes %d, errors %v (%v)",
 					s.Requests, s.Successes, s.Errors, s.ErrorSamples)
 			}
@@ -381,7 +381,7 @@ func TestLoadStreamsWindows(t *testing.T) {
 		errc <- err
 	}()
 	var early int
-	s, err := load.ReadStream(pr, func(results.Window) {
+	s, err := stream.ReadStream(pr, func(results.Window) {
 		if !returned.Load() {
 			early++
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshbench/meshbench/harness/load"
+	"github.com/meshbench/meshbench/harness/stream"
 )
 
 func TestParseLoadFlags(t *testing.T) {
@@ -106,7 +106,7 @@ func TestMainLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Main: %v\n%s", err, stderr.String())
 	}
-	s, err := load.ReadStream(&stdout, nil)
+	s, err := stream.ReadStream(&stdout, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
