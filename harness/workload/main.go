@@ -32,12 +32,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.Logger = newLogger(stderr)
 		return RunEcho(ctx, o)
 	case "load":
-		o, err := ParseLoadFlags(args[1:], stderr)
+		o, err := ParseClientFlags(args[1:], stderr)
 		if err != nil {
 			return err
 		}
 		o.Logger = newLogger(stderr)
-		return RunLoad(ctx, o, stdout)
+		return RunClient(ctx, o, stdout)
 	default:
 		return fmt.Errorf("%w: workload: unknown subcommand %q (want echo or load)", ErrUsage, args[0])
 	}
@@ -66,10 +66,10 @@ func ParseEchoFlags(args []string, stderr io.Writer) (EchoOptions, error) {
 	return o, nil
 }
 
-// ParseLoadFlags parses the flags of "meshbench load". Usage and flag
+// ParseClientFlags parses the flags of "meshbench load". Usage and flag
 // errors are written to stderr.
-func ParseLoadFlags(args []string, stderr io.Writer) (LoadOptions, error) {
-	o := LoadOptions{}
+func ParseClientFlags(args []string, stderr io.Writer) (ClientOptions, error) {
+	o := ClientOptions{}
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var((*listFlag)(&o.Targets), "target", "host:port to send to (repeatable or comma-separated; used round robin)")

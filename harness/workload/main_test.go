@@ -16,7 +16,7 @@ func TestParseLoadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		args    []string
-		want    LoadOptions
+		want    ClientOptions
 		wantErr bool
 	}{
 		{
@@ -25,7 +25,7 @@ func TestParseLoadFlags(t *testing.T) {
 				"--rate", "250", "--duration", "3s", "--warmup", "500ms", "--connections", "4",
 				"--request-size", "64", "--keep-alive=false", "--timeout", "2s", "--window", "250ms", "--path", "/x",
 				"--kernel-stamps=false", "--pacer-spin", "0s"},
-			want: LoadOptions{Targets: []string{"198.18.0.2:8080", "198.18.0.3:8080", "198.18.0.4:8080"},
+			want: ClientOptions{Targets: []string{"198.18.0.2:8080", "198.18.0.3:8080", "198.18.0.4:8080"},
 				Path: "/x", Rate: 250, Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Connections: 4,
 				RequestSize: 64, KeepAlive: false, Timeout: 2 * time.Second, Window: 250 * time.Millisecond,
 				PacerSpin: 0},
@@ -33,7 +33,7 @@ func TestParseLoadFlags(t *testing.T) {
 		{
 			name: "defaults",
 			args: []string{"--target", "127.0.0.1:8080"},
-			want: LoadOptions{Targets: []string{"127.0.0.1:8080"}, Path: "/", Rate: 100, Duration: 10 * time.Second,
+			want: ClientOptions{Targets: []string{"127.0.0.1:8080"}, Path: "/", Rate: 100, Duration: 10 * time.Second,
 				Warmup: 2 * time.Second, KeepAlive: true, Window: time.Second, Connections: DefaultConnections, KernelStamps: true,
 				PacerSpin: DefaultPacerSpin},
 		},
@@ -44,7 +44,7 @@ func TestParseLoadFlags(t *testing.T) {
 		{name: "positional argument", args: []string{"--target", "127.0.0.1:1", "extra"}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseLoadFlags(tc.args, io.Discard)
+			got, err := ParseClientFlags(tc.args, io.Discard)
 			if tc.wantErr {
 				if !errors.Is(err, ErrUsage) {
 					t.Errorf("err = %v, want ErrUsage", err)
@@ -64,7 +64,7 @@ func TestParseLoadFlags(t *testing.T) {
 	}
 }
 
-func equalLoadOptions(a, b LoadOptions) bool {
+func equalLoadOptions(a, b ClientOptions) bool {
 	a.Targets, b.Targets = nil, nil
 	a.Logger, b.Logger = nil, nil
 	return a.Path == b.Path && a.Rate == b.Rate && a.Duration == b.Duration && a.Warmup == b.Warmup &&

@@ -65,7 +65,7 @@ type pool struct {
 
 // newTransport returns a transport over o's targets: o.Connections
 // connections in all, spread over the targets (at least one each).
-func newTransport(o LoadOptions, d *abortDialer, timings *seqLog) *transport {
+func newTransport(o ClientOptions, d *abortDialer, timings *seqLog) *transport {
 	t := &transport{pools: map[string]*pool{}, timeout: o.Timeout, stamps: o.KernelStamps, timings: timings, dialer: d}
 	n := len(o.Targets)
 	for i, addr := range o.Targets {

@@ -17,12 +17,12 @@ import (
 	"github.com/meshbench/meshbench/harness/stream"
 )
 
-// runLoad runs RunLoad and decodes its stream.
-func runLoad(t *testing.T, ctx context.Context, o LoadOptions) *stream.Summary {
+// runLoad runs RunClient and decodes its stream.
+func runLoad(t *testing.T, ctx context.Context, o ClientOptions) *stream.Summary {
 	t.Helper()
 	var out bytes.Buffer
-	if err := RunLoad(ctx, o, &out); err != nil {
-		t.Fatalf("RunLoad: %v", err)
+	if err := RunClient(ctx, o, &out); err != nil {
+		t.Fatalf("RunClient: %v", err)
 	}
 	text := out.String()
 	var windows, marks int
@@ -110,7 +110,7 @@ func checkConsistent(t *testing.T, s *stream.Summary) {
 
 func TestLoadAgainstEcho(t *testing.T) {
 	e := startEcho(t, 64, "pod-a")
-	o := LoadOptions{
+	o := ClientOptions{
 		Targets: []string{e.addr}, Rate: 500, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond,
 		Connections: 4, RequestSize: 64, KeepAlive: true, Timeout: 10 * time.Second, KernelStamps: true,
 	}
@@ -179,7 +179,7 @@ func TestLoadAgainstEcho(t *testing.T) {
 
 func TestLoadRoundRobin(t *testing.T) {
 	a, b := startEcho(t, 8, "a"), startEcho(t, 8, "b")
-	s := runLoad(t, context.Background(), LoadOptions{
+	s := runLoad(t, context.Background(), ClientOptions{
 		Targets: []string{a.addr, b.addr}, Rate: 200, Duration: 500 * time.Millisecond, KeepAlive: false, Timeout: 10 * time.Second,
 	})
 	checkConsistent(t, s)
@@ -218,7 +218,7 @@ func TestLoadConnectionRefused(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			s := runLoad(t, ctx, LoadOptions{
+			s := runLoad(t, ctx, ClientOptions{
 				Targets: []string{target}, Rate: 100, Duration: time.Second, Warmup: 200 * time.Millisecond,
 				KeepAlive: true, Timeout: 5 * time.Second,
 			})
@@ -239,7 +239,7 @@ func TestLoadConnectionRefused(t *testing.T) {
 
 func TestLoadCancel(t *testing.T) {
 	e := startEcho(t, 64, "")
-	o := LoadOptions{
+	o := ClientOptions{
 		Targets: []string{e.addr}, Rate: 200, Duration: 30 * time.Second, Warmup: 300 * time.Millisecond,
 		KeepAlive: true, Timeout: 10 * time.Second,
 	}
@@ -249,7 +249,7 @@ func TestLoadCancel(t *testing.T) {
 	start := time.Now()
 	s := runLoad(t, ctx, o)
 	if took := time.Since(start); took > 15*time.Second {
-		t.Errorf("RunLoad took %s after cancellation (duration %s)", took, o.Duration)
+		t.Errorf("RunClient took %s after cancellation (duration %s)", took, o.Duration)
 	}
 	checkConsistent(t, s)
 	if !s.Interrupted {
@@ -313,12 +313,12 @@ func TestLoadCancelCutsRequestsInFlight(t *testing.T) {
 	timer := time.AfterFunc(time.Second, cancel)
 	defer timer.Stop()
 	start := time.Now()
-	s := runLoad(t, ctx, LoadOptions{
+	s := runLoad(t, ctx, ClientOptions{
 		Targets: []string{b.ln.Addr().String()}, Rate: 20, Duration: time.Minute, Warmup: 200 * time.Millisecond,
 		KeepAlive: true, Timeout: time.Minute,
 	})
 	if took := time.Since(start); took > 20*time.Second {
-		t.Errorf("RunLoad took %s: requests in flight were not cut", took)
+		t.Errorf("RunClient took %s: requests in flight were not cut", took)
 	}
 	checkConsistent(t, s)
 	if !s.Interrupted || s.Aborted == 0 || s.Requests != 0 || len(s.Errors) != 0 {
@@ -327,24 +327,24 @@ func TestLoadCancelCutsRequestsInFlight(t *testing.T) {
 }
 
 func TestLoadOptionsInvalid(t *testing.T) {
-	good := LoadOptions{Targets: []string{"127.0.0.1:1"}, Rate: 1, Duration: time.Second}
+	good := ClientOptions{Targets: []string{"127.0.0.1:1"}, Rate: 1, Duration: time.Second}
 	for _, tc := range []struct {
 		name string
-		mod  func(*LoadOptions)
+		mod  func(*ClientOptions)
 	}{
-		{"no targets", func(o *LoadOptions) { o.Targets = nil }},
-		{"target without port", func(o *LoadOptions) { o.Targets = []string{"127.0.0.1"} }},
-		{"zero rate", func(o *LoadOptions) { o.Rate = 0 }},
-		{"zero duration", func(o *LoadOptions) { o.Duration = 0 }},
-		{"negative warm-up", func(o *LoadOptions) { o.Warmup = -time.Second }},
-		{"relative path", func(o *LoadOptions) { o.Path = "x" }},
+		{"no targets", func(o *ClientOptions) { o.Targets = nil }},
+		{"target without port", func(o *ClientOptions) { o.Targets = []string{"127.0.0.1"} }},
+		{"zero rate", func(o *ClientOptions) { o.Rate = 0 }},
+		{"zero duration", func(o *ClientOptions) { o.Duration = 0 }},
+		{"negative warm-up", func(o *ClientOptions) { o.Warmup = -time.Second }},
+		{"relative path", func(o *ClientOptions) { o.Path = "x" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := good
 			tc.mod(&o)
 			var out bytes.Buffer
-			if err := RunLoad(context.Background(), o, &out); err == nil {
-				t.Errorf("RunLoad accepted %+v", o)
+			if err := RunClient(context.Background(), o, &out); err == nil {
+				t.Errorf("RunClient accepted %+v", o)
 			}
 			if out.Len() != 0 {
 				t.Errorf("invalid options wrote %q", out.String())
@@ -360,9 +360,9 @@ func (errWriter) Write([]byte) (int, error) { return 0, errors.New("pipe closed"
 
 func TestLoadWriteError(t *testing.T) {
 	e := startEcho(t, 1, "")
-	err := RunLoad(context.Background(), LoadOptions{Targets: []string{e.addr}, Rate: 50, Duration: 200 * time.Millisecond, KeepAlive: true}, errWriter{})
+	err := RunClient(context.Background(), ClientOptions{Targets: []string{e.addr}, Rate: 50, Duration: 200 * time.Millisecond, KeepAlive: true}, errWriter{})
 	if err == nil || !strings.Contains(err.Error(), "pipe closed") {
-		t.Errorf("RunLoad = %v, want the write error", err)
+		t.Errorf("RunClient = %v, want the write error", err)
 	}
 }
 
@@ -373,7 +373,7 @@ func TestLoadStreamsWindows(t *testing.T) {
 	var returned atomic.Bool
 	errc := make(chan error, 1)
 	go func() {
-		err := RunLoad(context.Background(), LoadOptions{
+		err := RunClient(context.Background(), ClientOptions{
 			Targets: []string{e.addr}, Rate: 200, Duration: 3 * time.Second, Window: 500 * time.Millisecond, KeepAlive: true,
 		}, pw)
 		returned.Store(true)
@@ -397,7 +397,7 @@ func TestLoadStreamsWindows(t *testing.T) {
 	}
 }
 
-// RunLoad leaves no goroutines behind (workers, connections, timers).
+// RunClient leaves no goroutines behind (workers, connections, timers).
 func TestLoadNoGoroutineLeak(t *testing.T) {
 	e := startEcho(t, 8, "")
 	// Let the goroutines of the readiness check's connection end: wait
@@ -409,10 +409,10 @@ func TestLoadNoGoroutineLeak(t *testing.T) {
 			base, stable = n, time.Now()
 		}
 	}
-	runLoad(t, context.Background(), LoadOptions{Targets: []string{e.addr}, Rate: 300, Duration: 500 * time.Millisecond, KeepAlive: true})
+	runLoad(t, context.Background(), ClientOptions{Targets: []string{e.addr}, Rate: 300, Duration: 500 * time.Millisecond, KeepAlive: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	runLoad(t, ctx, LoadOptions{Targets: []string{e.addr}, Rate: 300, Duration: 10 * time.Second, KeepAlive: false})
+	runLoad(t, ctx, ClientOptions{Targets: []string{e.addr}, Rate: 300, Duration: 10 * time.Second, KeepAlive: false})
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

@@ -32,15 +32,15 @@ const (
 )
 
 // clientMemoryLimit is the heap size at which the load client collects
-// garbage; below it, it does not (see RunLoad).
+// garbage; below it, it does not (see RunClient).
 const clientMemoryLimit = 1 << 30
 
 // abortGrace is how long requests in flight may still complete after the
 // client is interrupted before their connections are closed.
 const abortGrace = 100 * time.Millisecond
 
-// LoadOptions configures RunLoad.
-type LoadOptions struct {
+// ClientOptions configures RunClient.
+type ClientOptions struct {
 	// Targets are host:port addresses, used round robin.
 	Targets []string
 	// Path is the request path (default DefaultPath).
@@ -80,7 +80,7 @@ type LoadOptions struct {
 
 // withDefaults returns o with defaults filled in, or an error when o is
 // invalid.
-func (o LoadOptions) withDefaults() (LoadOptions, error) {
+func (o ClientOptions) withDefaults() (ClientOptions, error) {
 	if o.Path == "" {
 		o.Path = DefaultPath
 	}
@@ -132,7 +132,7 @@ func (o LoadOptions) withDefaults() (LoadOptions, error) {
 	return o, nil
 }
 
-// RunLoad sends an open-loop load at o.Rate for o.Warmup + o.Duration and
+// RunClient sends an open-loop load at o.Rate for o.Warmup + o.Duration and
 // writes the results to out as JSON lines (see package stream): a window line
 // as each window of the measured window closes, then one summary line.
 // Latency is measured from each request's intended send time, so a slow
@@ -141,9 +141,9 @@ func (o LoadOptions) withDefaults() (LoadOptions, error) {
 //
 // When ctx ends, the attack stops; requests in flight get a short grace and
 // are then cut off and counted as aborted; the summary of what was measured
-// is written with Interrupted set, and RunLoad returns nil. It returns an
+// is written with Interrupted set, and RunClient returns nil. It returns an
 // error for invalid options or when out cannot be written.
-func RunLoad(ctx context.Context, o LoadOptions, out io.Writer) error {
+func RunClient(ctx context.Context, o ClientOptions, out io.Writer) error {
 	o, err := o.withDefaults()
 	if err != nil {
 		return err
@@ -295,7 +295,7 @@ func cpuSeconds(ru unix.Rusage) float64 {
 // newTargeter returns a vegeta targeter that cycles through o.Targets.
 // Only the URL matters: the transport sends each target's request as it
 // serialised it once (method, headers and body).
-func newTargeter(o LoadOptions) vegeta.Targeter {
+func newTargeter(o ClientOptions) vegeta.Targeter {
 	urls := make([]string, len(o.Targets))
 	for i, t := range o.Targets {
 		urls[i] = "http://" + t + o.Path
@@ -312,7 +312,7 @@ func newTargeter(o LoadOptions) vegeta.Targeter {
 // recorder accumulates the results of one attack. It is used by one
 // goroutine.
 type recorder struct {
-	o     LoadOptions
+	o     ClientOptions
 	sched schedule
 
 	// Distributions over the measured window: latency of successes and of
@@ -403,7 +403,7 @@ type windowAcc struct {
 	hdr                 *hdrhistogram.Histogram // nil until the first request
 }
 
-func newRecorder(o LoadOptions, sched schedule) *recorder {
+func newRecorder(o ClientOptions, sched schedule) *recorder {
 	r := &recorder{
 		o:        o,
 		sched:    sched,
