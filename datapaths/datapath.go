@@ -93,7 +93,7 @@ type Service struct {
 	// that resolve services themselves.
 	VIP      netip.Addr
 	Backends []*testbed.Pod
-	// Mesh is the scenario's proxy settings for the service (engine, LB
+	// Mesh is the scenario's mesh policy for the service (engine, LB
 	// policy, circuit breakers, retries), with defaults filled in.
-	Mesh scenarios.Mesh
+	Mesh scenarios.MeshPolicy
 }

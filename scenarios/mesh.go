@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Mesh is how a proxy-based datapath treats one service: the settings an
+// MeshPolicy is how a proxy-based datapath treats one service: the settings an
 // Istio DestinationRule and VirtualService would carry.
-type Mesh struct {
+type MeshPolicy struct {
 	// Engine runs the proxies of the service's pods: "auto" (default: Envoy
 	// when an envoy binary is found, else builtin), "builtin" or "envoy".
 	Engine string `yaml:"engine" json:"engine"`
@@ -57,14 +57,14 @@ var (
 // maxThreshold bounds circuit-breaker thresholds and retry attempts.
 const maxThreshold = 1 << 20
 
-// DefaultMesh returns the mesh settings of a service that sets none.
-func DefaultMesh() Mesh {
-	var m Mesh
+// DefaultMeshPolicy returns the mesh policy of a service that sets none.
+func DefaultMeshPolicy() MeshPolicy {
+	var m MeshPolicy
 	m.defaults()
 	return m
 }
 
-func (m *Mesh) defaults() {
+func (m *MeshPolicy) defaults() {
 	if m.Engine == "" {
 		m.Engine = "auto"
 	}
@@ -79,7 +79,7 @@ func (m *Mesh) defaults() {
 	}
 }
 
-func (m *Mesh) validate(p *problems, path string) {
+func (m *MeshPolicy) validate(p *problems, path string) {
 	oneOf := func(field, v string, allowed []string) {
 		if !slices.Contains(allowed, v) {
 			p.addf(path+"."+field, "unknown value %q (want one of %s)", v, strings.Join(allowed, ", "))

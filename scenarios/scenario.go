@@ -50,7 +50,7 @@ type Service struct {
 	Port int `yaml:"port" json:"port"`
 	// Mesh configures proxy-based datapaths for this service (engine, LB
 	// policy, circuit breakers, retries); the none datapath ignores it.
-	Mesh Mesh `yaml:"mesh" json:"mesh"`
+	Mesh MeshPolicy `yaml:"mesh" json:"mesh"`
 }
 
 // Load is the open-loop load of every step.

@@ -48,14 +48,14 @@ func (m Model) WithPodHealth(pod string, healthy bool) Model {
 	return out
 }
 
-// MeshModel derives the control plane's model from the services and their
-// scenario mesh settings; proxies are the node ids expected to connect.
-func MeshModel(svcs []*datapaths.Service, proxies []string) Model {
+// ModelOf derives the control plane's model from the services and their
+// scenario mesh policies; proxies are the node ids expected to connect.
+func ModelOf(svcs []*datapaths.Service, proxies []string) Model {
 	m := ModelFromServices(svcs, Service{}, proxies)
 	for i, s := range svcs {
 		ms := s.Mesh
-		if ms == (scenarios.Mesh{}) {
-			ms = scenarios.DefaultMesh()
+		if ms == (scenarios.MeshPolicy{}) {
+			ms = scenarios.DefaultMeshPolicy()
 		}
 		cs := &m.Services[i]
 		cs.Protocol = Protocol(ms.Protocol)

@@ -49,11 +49,11 @@ func (p *Proxy) Where() string {
 
 // Fleet is a datapath's control plane and its proxies.
 type Fleet struct {
-	// Mesh is the control plane; Dir the run directory and Socket the
+	// Session is the control plane; Dir the run directory and Socket the
 	// xDS socket in it, which every proxy is started with.
-	Mesh   *controlplane.Mesh
-	Dir    string
-	Socket string
+	Session *controlplane.Session
+	Dir     string
+	Socket  string
 	// Kind names the proxies in errors and logs ("sidecar", "node proxy").
 	Kind string
 
@@ -103,7 +103,7 @@ func Start(ctx context.Context, env *datapaths.Env, kind string, pl Placement) (
 		return nil, err
 	}
 	f.Dir, f.Socket = dir, filepath.Join(dir, "xds.sock")
-	if f.Mesh, err = controlplane.StartMesh(ctx, f.Socket, controlplane.MeshModel(env.Services, ids), f.log); err != nil {
+	if f.Session, err = controlplane.StartSession(ctx, f.Socket, controlplane.ModelOf(env.Services, ids), f.log); err != nil {
 		return nil, errors.Join(err, f.Stop(context.WithoutCancel(ctx)))
 	}
 	return f, nil
@@ -141,7 +141,7 @@ func (f *Fleet) start(ctx context.Context, p *Proxy) error {
 func (f *Fleet) WaitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer cancel()
-	if err := f.Mesh.WaitAcked(ctx); err != nil {
+	if err := f.Session.WaitAcked(ctx); err != nil {
 		return fmt.Errorf("wait for %ss to accept configuration: %w%s", f.Kind, err, f.exited())
 	}
 	for _, p := range f.proxies {
@@ -150,7 +150,7 @@ func (f *Fleet) WaitReady(ctx context.Context) error {
 		}
 	}
 	// The push latency proper: a new version to proxies that are running.
-	return f.Mesh.MeasurePush(ctx)
+	return f.Session.MeasurePush(ctx)
 }
 
 func (f *Fleet) waitReady(ctx context.Context, p *Proxy) error {
@@ -174,10 +174,10 @@ func (f *Fleet) Proxies() []*Proxy { return f.proxies }
 // SetPodHealth marks pod's endpoints healthy or not and pushes the change
 // to every proxy (datapaths.EndpointUpdater).
 func (f *Fleet) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
-	if f == nil || f.Mesh == nil {
+	if f == nil || f.Session == nil {
 		return controlplane.ErrNotRunning
 	}
-	return f.Mesh.SetPodHealth(ctx, pod, healthy)
+	return f.Session.SetPodHealth(ctx, pod, healthy)
 }
 
 // Restart starts the proxy whose process was killed again and waits until
@@ -197,10 +197,10 @@ func (f *Fleet) Restart(ctx context.Context, killed *testbed.Process) error {
 
 // Metrics returns the control plane's push latencies.
 func (f *Fleet) Metrics() map[string]float64 {
-	if f == nil || f.Mesh == nil {
+	if f == nil || f.Session == nil {
 		return map[string]float64{}
 	}
-	return f.Mesh.Metrics()
+	return f.Session.Metrics()
 }
 
 // Stop stops every proxy and the control plane and removes the run
@@ -218,9 +218,9 @@ func (f *Fleet) Stop(ctx context.Context) error {
 		}
 	}
 	f.proxies = nil
-	if f.Mesh != nil {
-		f.Mesh.Stop()
-		f.Mesh = nil
+	if f.Session != nil {
+		f.Session.Stop()
+		f.Session = nil
 	}
 	if f.runID != "" {
 		if _, err := rundir.Remove(f.runID); err != nil {

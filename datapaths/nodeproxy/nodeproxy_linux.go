@@ -107,7 +107,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		}
 	}
 	if env.Logger != nil {
-		env.Logger.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.fleet.Mesh.Push)
+		env.Logger.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.fleet.Session.Push)
 	}
 	return nil
 }

@@ -170,7 +170,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		}
 	}
 	if env.Logger != nil {
-		env.Logger.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.fleet.Mesh.Push)
+		env.Logger.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.fleet.Session.Push)
 	}
 	return nil
 }

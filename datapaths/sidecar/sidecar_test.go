@@ -30,13 +30,13 @@ func TestRemoveRulesUndoesEveryChain(t *testing.T) {
 }
 
 func TestMeshModel(t *testing.T) {
-	mesh := scenarios.DefaultMesh()
+	mesh := scenarios.DefaultMeshPolicy()
 	mesh.LBPolicy = "MAGLEV"
 	mesh.HashHeader = "x-user"
 	mesh.CircuitBreakers.MaxRequests = 7
 	mesh.Retries.Attempts = 2
 	svcs := []*datapaths.Service{{Name: "echo", Port: 8080, Mesh: mesh}, {Name: "plain", Port: 9000}}
-	m := controlplane.MeshModel(svcs, []string{"sidecar~client"})
+	m := controlplane.ModelOf(svcs, []string{"sidecar~client"})
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}

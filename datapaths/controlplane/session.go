@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Mesh is a control plane serving one datapath's proxies: it starts the
+// Session is a control plane serving one datapath's proxies: it starts the
 // server, pushes the model, waits for the proxies' ACKs, pushes endpoint
 // changes and measures how long every push takes to be ACKed.
-type Mesh struct {
+type Session struct {
 	srv    *Server
 	cancel context.CancelFunc
 	model  Model
@@ -25,28 +25,28 @@ type Mesh struct {
 	version                     string
 }
 
-// StartMesh starts a control plane on socket and pushes m, whose Proxies
+// StartSession starts a control plane on socket and pushes m, whose Proxies
 // are the node ids expected to connect. Stop it with Stop.
-func StartMesh(ctx context.Context, socket string, m Model, log *slog.Logger) (*Mesh, error) {
+func StartSession(ctx context.Context, socket string, m Model, log *slog.Logger) (*Session, error) {
 	srv := New(Options{SocketPath: socket, Logger: log})
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := srv.Start(sctx); err != nil {
 		cancel()
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
-	mesh := &Mesh{srv: srv, cancel: cancel, model: m, ids: m.Proxies, pushed: time.Now()}
+	s := &Session{srv: srv, cancel: cancel, model: m, ids: m.Proxies, pushed: time.Now()}
 	v, err := srv.SetModel(ctx, m)
 	if err != nil {
-		mesh.Stop()
+		s.Stop()
 		return nil, fmt.Errorf("push mesh configuration: %w", err)
 	}
-	mesh.version = v
-	return mesh, nil
+	s.version = v
+	return s, nil
 }
 
 // WaitAcked waits until every expected proxy has ACKed the first push, and
 // records Startup.
-func (m *Mesh) WaitAcked(ctx context.Context) error {
+func (m *Session) WaitAcked(ctx context.Context) error {
 	if err := m.srv.WaitAcked(ctx, m.version, m.ids); err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func (m *Mesh) WaitAcked(ctx context.Context) error {
 
 // MeasurePush pushes the model again as a new version and records how long
 // the running proxies take to ACK it (Push).
-func (m *Mesh) MeasurePush(ctx context.Context) error {
+func (m *Session) MeasurePush(ctx context.Context) error {
 	lat, _, err := m.srv.PushLatency(ctx, m.model, m.ids)
 	if err != nil {
 		return fmt.Errorf("measure push latency: %w", err)
@@ -67,7 +67,7 @@ func (m *Mesh) MeasurePush(ctx context.Context) error {
 
 // SetPodHealth marks pod's endpoints healthy or not, pushes the change and
 // returns once every proxy ACKed it.
-func (m *Mesh) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
+func (m *Session) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
 	m.model = m.model.WithPodHealth(pod, healthy)
 	lat, _, err := m.srv.PushLatency(ctx, m.model, m.ids)
 	if err != nil {
@@ -78,7 +78,7 @@ func (m *Mesh) SetPodHealth(ctx context.Context, pod string, healthy bool) error
 }
 
 // Metrics returns the push latencies in microseconds, for results.
-func (m *Mesh) Metrics() map[string]float64 {
+func (m *Session) Metrics() map[string]float64 {
 	out := map[string]float64{
 		"xds_push_to_ack_us":    float64(m.Push.Microseconds()),
 		"xds_startup_to_ack_us": float64(m.Startup.Microseconds()),
@@ -90,8 +90,8 @@ func (m *Mesh) Metrics() map[string]float64 {
 	return out
 }
 
-// Stop stops the server; safe on a nil Mesh and more than once.
-func (m *Mesh) Stop() {
+// Stop stops the server; safe on a nil Session and more than once.
+func (m *Session) Stop() {
 	if m == nil || m.srv == nil {
 		return
 	}
