@@ -131,8 +131,10 @@ type dest struct {
 	port int
 }
 
+// build returns the proxy's resources: a cluster and endpoints per
+// service, the outbound listener with its routes, and the inbound listener
+// with its clusters.
 func (b *builder) build() (map[resource.Type][]types.Resource, error) {
-	var clusters, endpoints, routes []types.Resource
 	services := slices.Clone(b.m.Services)
 	sort.SliceStable(services, func(i, j int) bool {
 		if services[i].Name != services[j].Name {
@@ -140,14 +142,30 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 		}
 		return services[i].Port < services[j].Port
 	})
-	// Destinations of each service, grouped by port; a destination claimed
-	// by an earlier service is not claimed again.
-	claimed := map[dest]bool{}
-	byPort := map[int][]portService{}
+	var clusters, endpoints []types.Resource
 	for i := range services {
 		s := &services[i]
 		clusters = append(clusters, b.cluster(s))
 		endpoints = append(endpoints, loadAssignment(ClusterName(s.Name, s.Port), s.Endpoints))
+	}
+	clusters = append(clusters, passthroughCluster(PassthroughCluster), passthroughCluster(InboundPassthroughCluster))
+	outbound, routes := outboundListener(destinations(services))
+	inbound, inClusters := b.inboundListener(services)
+	return map[resource.Type][]types.Resource{
+		resource.ClusterType:  append(clusters, inClusters...),
+		resource.EndpointType: endpoints,
+		resource.ListenerType: {outbound, inbound},
+		resource.RouteType:    routes,
+	}, nil
+}
+
+// destinations groups the services' destinations (VIP and endpoints) by
+// port; a destination an earlier service claimed is not claimed again.
+func destinations(services []Service) map[int][]portService {
+	claimed := map[dest]bool{}
+	byPort := map[int][]portService{}
+	for i := range services {
+		s := &services[i]
 		ds := map[int][]netip.Addr{}
 		add := func(ip netip.Addr, port int) {
 			d := dest{ip, port}
@@ -167,17 +185,17 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 			byPort[port] = append(byPort[port], portService{svc: s, ips: ips})
 		}
 	}
-	clusters = append(clusters, passthroughCluster(PassthroughCluster), passthroughCluster(InboundPassthroughCluster))
+	return byPort
+}
 
-	// Outbound listener: per port, one HTTP chain for all HTTP services and
-	// one TCP chain per TCP service.
-	ports := make([]int, 0, len(byPort))
-	for p := range byPort {
-		ports = append(ports, p)
-	}
-	sort.Ints(ports)
+// outboundListener is the listener that captures the pod's outbound
+// connections: per port, one HTTP chain (and its routes) for all HTTP
+// services and one TCP chain per TCP service; anything else passes through
+// to its original destination.
+func outboundListener(byPort map[int][]portService) (*listenerv3.Listener, []types.Resource) {
 	var chains []*listenerv3.FilterChain
-	for _, port := range ports {
+	var routes []types.Resource
+	for _, port := range sortedKeys(byPort) {
 		var httpIPs []netip.Addr
 		var vhosts []*routev3.VirtualHost
 		domains := map[string]bool{}
@@ -203,7 +221,7 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 			})
 		}
 	}
-	outbound := &listenerv3.Listener{
+	return &listenerv3.Listener{
 		Name:             OutboundListener,
 		Address:          socketAddress("0.0.0.0", OutboundPort),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
@@ -213,9 +231,13 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 			Name:    "passthrough",
 			Filters: []*listenerv3.Filter{tcpProxy(PassthroughCluster, nil)},
 		},
-	}
+	}, routes
+}
 
-	// Inbound listener: the ports this proxy's pod serves.
+// inboundListener is the listener that captures the connections to the
+// ports this proxy serves (a sidecar: its pod's; a node proxy: its node's
+// pods'), with one cluster per port that delivers them.
+func (b *builder) inboundListener(services []Service) (*listenerv3.Listener, []types.Resource) {
 	inboundPorts := map[int]Protocol{}
 	pod, isSidecar := strings.CutPrefix(b.nodeID, "sidecar~")
 	for _, s := range services {
@@ -228,13 +250,9 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 			}
 		}
 	}
-	ports = ports[:0]
-	for p := range inboundPorts {
-		ports = append(ports, p)
-	}
-	sort.Ints(ports)
-	var inChains []*listenerv3.FilterChain
-	for _, port := range ports {
+	var clusters []types.Resource
+	var chains []*listenerv3.FilterChain
+	for _, port := range sortedKeys(inboundPorts) {
 		cname := InboundClusterName(port)
 		if isSidecar {
 			clusters = append(clusters, inboundCluster(cname, port))
@@ -245,7 +263,7 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 		}
 		match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))}
 		if inboundPorts[port] == TCP {
-			inChains = append(inChains, &listenerv3.FilterChain{
+			chains = append(chains, &listenerv3.FilterChain{
 				Name: fmt.Sprintf("tcp|%d", port), FilterChainMatch: match,
 				Filters: []*listenerv3.Filter{tcpProxy(cname, nil)},
 			})
@@ -265,28 +283,32 @@ func (b *builder) build() (map[resource.Type][]types.Resource, error) {
 				}},
 			}},
 		}
-		inChains = append(inChains, &listenerv3.FilterChain{
+		chains = append(chains, &listenerv3.FilterChain{
 			Name: fmt.Sprintf("http|%d", port), FilterChainMatch: match,
 			Filters: []*listenerv3.Filter{hcm("", rc)},
 		})
 	}
-	inbound := &listenerv3.Listener{
+	return &listenerv3.Listener{
 		Name:             InboundListener,
 		Address:          socketAddress("0.0.0.0", InboundPort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst()},
-		FilterChains:     inChains,
+		FilterChains:     chains,
 		DefaultFilterChain: &listenerv3.FilterChain{
 			Name:    "passthrough",
 			Filters: []*listenerv3.Filter{tcpProxy(InboundPassthroughCluster, nil)},
 		},
+	}, clusters
+}
+
+// sortedKeys returns m's keys in ascending order.
+func sortedKeys[V any](m map[int]V) []int {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return map[resource.Type][]types.Resource{
-		resource.ClusterType:  clusters,
-		resource.EndpointType: endpoints,
-		resource.ListenerType: {outbound, inbound},
-		resource.RouteType:    routes,
-	}, nil
+	sort.Ints(keys)
+	return keys
 }
 
 type portService struct {
