@@ -180,11 +180,65 @@ func (r *runner) read(ctx context.Context, dp datapaths.Datapath, client *testbe
 	return rd, nil
 }
 
-// measure runs one load step and builds its record. On cancellation it
-// returns the partial step with Interrupted set, and ctx's error.
+// measure runs one load step and builds its record: it runs the window,
+// then judges the step. On cancellation it returns the partial step with
+// Interrupted set, and ctx's error.
 func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate, rep int, plan stepPlan) (*results.Step, error) {
-	r0, err := r.read(ctx, dp, env.Client)
+	w, err := r.runWindow(ctx, cluster, env, dp, svc, rate, plan)
+	if w == nil {
+		return nil, err
+	}
+	step := w.sum.Step()
+	step.Datapath = dp.Name()
+	step.Service = svc.Name
+	step.Repetition = rep
+	step.Faults = w.faults
+	if ctx.Err() != nil {
+		step.Interrupted = true
+	}
 	if err != nil {
+		if w.before == nil && ctx.Err() != nil {
+			step.Error = "interrupted before the measured window began"
+		}
+		return &step, err
+	}
+	r.judge(&step, w, cluster, dp, svc, rate, plan)
+	switch {
+	case step.Interrupted:
+		return &step, ctx.Err()
+	case w.chaosErr != nil:
+		return &step, w.chaosErr
+	case step.Successes == 0 && !plan.chaos:
+		return &step, fmt.Errorf("no successful requests (errors: %v)", step.Errors)
+	case step.Proof.Warmup != nil && !step.Proof.Warmup.Verified:
+		return &step, fmt.Errorf("proof of path failed during the warm-up: %s", step.Proof.Warmup.Detail)
+	case !step.Proof.Verified && !step.Proof.Inconclusive:
+		return &step, fmt.Errorf("proof of path failed: %s", step.Proof.Detail)
+	}
+	return &step, nil
+}
+
+// window is what a step's load window measured: the client's summary, the
+// datapath's counters and the client pod's TCP counters before the load
+// (r0), at the start of the measured window (r1) and at its end (r2), the
+// processes and namespaces at the start and end of the measured window,
+// and the chaos timeline's faults.
+type window struct {
+	sum           *stream.Summary
+	client        *testbed.Process
+	r0, r1, r2    reading
+	before, after *metrics.Snapshot
+	faults        []results.FaultRecord
+	chaosErr      error
+}
+
+// runWindow runs the load (and the chaos timeline) for one step and reads
+// everything the step is judged on. It returns a nil window when nothing
+// was measured; with an error, the window holds what was.
+func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate int, plan stepPlan) (*window, error) {
+	w := &window{}
+	var err error
+	if w.r0, err = r.read(ctx, dp, env.Client); err != nil {
 		return nil, err
 	}
 	var tl *chaos.Timeline
@@ -205,6 +259,7 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	if err != nil {
 		return nil, err
 	}
+	w.client = lr.proc
 	if tl != nil {
 		// Fault times count from the start of the measured window.
 		tl.Run(ctx, r.chaosEnv(cluster, env, dp), loadStart.Add(plan.warm))
@@ -213,11 +268,7 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	// When the client marks the start of the measured window, read the
 	// counters the window is compared against, then snapshot every
 	// process and namespace for the step's cost.
-	var (
-		before  *metrics.Snapshot
-		r1      reading
-		snapErr error
-	)
+	var snapErr error
 	select {
 	case <-lr.mark:
 	case <-time.After(plan.warm + markGrace):
@@ -226,58 +277,53 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
-		r1, snapErr = r.read(ctx, dp, env.Client)
+		w.r1, snapErr = r.read(ctx, dp, env.Client)
 		if snapErr == nil {
-			before, snapErr = r.opts.Snapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
+			w.before, snapErr = r.opts.Snapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
 		}
 	}
-	sum, err := lr.wait(ctx, plan.dur)
-	if err != nil {
+	if w.sum, err = lr.wait(ctx, plan.dur); err != nil {
 		return nil, err
 	}
-	step := sum.Step()
-	step.Datapath = dp.Name()
-	step.Service = svc.Name
-	step.Repetition = rep
-	if ctx.Err() != nil {
-		step.Interrupted = true
-	}
-	var chaosErr error
 	if tl != nil {
 		recs, err := tl.Stop(context.WithoutCancel(ctx))
-		step.Faults = chaos.Analyze(step.Windows, recs)
+		w.faults = chaos.Analyze(w.sum.Windows, recs)
 		if err != nil {
-			chaosErr = fmt.Errorf("chaos: %w", err)
+			w.chaosErr = fmt.Errorf("chaos: %w", err)
 		}
 	}
-	if before == nil {
-		step.Error = "interrupted before the measured window began"
-		return &step, ctx.Err()
-	}
-	if snapErr != nil {
-		return &step, fmt.Errorf("snapshot before load: %w", snapErr)
+	switch {
+	case w.before == nil && snapErr == nil:
+		return w, ctx.Err()
+	case snapErr != nil:
+		return w, fmt.Errorf("snapshot before load: %w", snapErr)
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	r2, err := r.read(mctx, dp, env.Client)
-	if err != nil {
-		return &step, err
+	if w.r2, err = r.read(mctx, dp, env.Client); err != nil {
+		return w, err
 	}
-	after, err := r.opts.Snapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces())
-	if err != nil {
-		return &step, fmt.Errorf("snapshot after load: %w", err)
+	if w.after, err = r.opts.Snapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces()); err != nil {
+		return w, fmt.Errorf("snapshot after load: %w", err)
 	}
+	return w, nil
+}
 
-	// Proof of path: the counters of each window held to what the client
-	// did in it. Faults start with the measured window, so the warm-up's
-	// proof always holds; a fault that restarts counted processes makes
-	// the measured window's proof inconclusive rather than failed.
-	slack, why := edgeSlack(sum, r1, rate)
-	w := work(sum.Work, sum.Errors, r2.tcp.Sub(r1.tcp), slack, why, svc.Mesh.Protocol)
-	step.Proof = datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(r1.counters, r2.counters), w)
+// judge fills in step's proof of path, the datapath's metrics and the
+// step's cost from what the window measured.
+//
+// Proof of path: the counters of each window held to what the client did
+// in it. Faults start with the measured window, so the warm-up's proof
+// always holds; a fault that restarts counted processes makes the measured
+// window's proof inconclusive rather than failed.
+func (r *runner) judge(step *results.Step, w *window, cluster testbed.Cluster, dp datapaths.Datapath, svc *datapaths.Service, rate int, plan stepPlan) {
+	sum := w.sum
+	slack, why := edgeSlack(sum, w.r1, rate)
+	mw := work(sum.Work, sum.Errors, w.r2.tcp.Sub(w.r1.tcp), slack, why, svc.Mesh.Protocol)
+	step.Proof = datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(w.r1.counters, w.r2.counters), mw)
 	if plan.warm > 0 && !sum.Mark.IsZero() {
-		ww := work(sum.WarmupWork, sum.WarmupWork.Errors, r1.tcp.Sub(r0.tcp), slack, why, svc.Mesh.Protocol)
-		wp := datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(r0.counters, r1.counters), ww)
+		ww := work(sum.WarmupWork, sum.WarmupWork.Errors, w.r1.tcp.Sub(w.r0.tcp), slack, why, svc.Mesh.Protocol)
+		wp := datapaths.Prove(dp.ProofSource(), dp.Verify, diffCounters(w.r0.counters, w.r1.counters), ww)
 		step.Proof.Warmup = &wp
 	}
 	if !step.Proof.Verified && plan.chaos && resetsCounters(r.sc.Chaos) {
@@ -287,21 +333,7 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	if mr, isMR := dp.(datapaths.MetricsReporter); isMR {
 		step.DatapathMetrics = mr.DatapathMetrics()
 	}
-	fillCost(&step, cluster, lr.proc, sum, metrics.Diff(before, after))
-
-	switch {
-	case step.Interrupted:
-		return &step, ctx.Err()
-	case chaosErr != nil:
-		return &step, chaosErr
-	case step.Successes == 0 && !plan.chaos:
-		return &step, fmt.Errorf("no successful requests (errors: %v)", step.Errors)
-	case step.Proof.Warmup != nil && !step.Proof.Warmup.Verified:
-		return &step, fmt.Errorf("proof of path failed during the warm-up: %s", step.Proof.Warmup.Detail)
-	case !step.Proof.Verified && !step.Proof.Inconclusive:
-		return &step, fmt.Errorf("proof of path failed: %s", step.Proof.Detail)
-	}
-	return &step, nil
+	fillCost(step, cluster, w.client, sum, metrics.Diff(w.before, w.after))
 }
 
 // edgeSlack is how many requests may land on the other side of the
