@@ -3,6 +3,7 @@ package datapaths
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -54,5 +55,16 @@ func WaitReady(ctx context.Context, what string, proc *testbed.Process, stderr *
 			return fmt.Errorf("%s not ready: %w", what, err)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// UndoOnError undoes a failed install: when *err is set, it runs undo
+// (even if ctx was cancelled) and joins its error to *err. Datapaths call
+// it deferred at the top of Install:
+//
+//	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
+func UndoOnError(ctx context.Context, err *error, undo func(context.Context) error) {
+	if *err != nil {
+		*err = errors.Join(*err, undo(context.WithoutCancel(ctx)))
 	}
 }

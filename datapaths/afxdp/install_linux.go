@@ -32,11 +32,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err := probeAFXDP(); err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			_ = d.Uninstall(context.WithoutCancel(ctx))
-		}
-	}()
+	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
 	// Pods must send full checksums: a frame the forwarder copies carries
 	// no checksum-offload state, so a partial checksum would arrive as a
 	// bad one.

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -195,7 +196,7 @@ func destinations(services []Service) map[int][]portService {
 func outboundListener(byPort map[int][]portService) (*listenerv3.Listener, []types.Resource) {
 	var chains []*listenerv3.FilterChain
 	var routes []types.Resource
-	for _, port := range sortedKeys(byPort) {
+	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		var httpIPs []netip.Addr
 		var vhosts []*routev3.VirtualHost
 		domains := map[string]bool{}
@@ -252,7 +253,7 @@ func (b *builder) inboundListener(services []Service) (*listenerv3.Listener, []t
 	}
 	var clusters []types.Resource
 	var chains []*listenerv3.FilterChain
-	for _, port := range sortedKeys(inboundPorts) {
+	for _, port := range slices.Sorted(maps.Keys(inboundPorts)) {
 		cname := InboundClusterName(port)
 		if isSidecar {
 			clusters = append(clusters, inboundCluster(cname, port))
@@ -299,16 +300,6 @@ func (b *builder) inboundListener(services []Service) (*listenerv3.Listener, []t
 			Filters: []*listenerv3.Filter{tcpProxy(InboundPassthroughCluster, nil)},
 		},
 	}, clusters
-}
-
-// sortedKeys returns m's keys in ascending order.
-func sortedKeys[V any](m map[int]V) []int {
-	keys := make([]int, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Ints(keys)
-	return keys
 }
 
 type portService struct {

@@ -66,11 +66,7 @@ func (d *Datapath) Name() string { return Name }
 // captures inbound traffic.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
-		}
-	}()
+	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
 	if d.fleet, err = fleet.Start(ctx, env, "node proxy", fleet.PerNode); err != nil {
 		return err
 	}

@@ -103,11 +103,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	d.env = env
 	d.proxies = map[string]*sidecarProc{}
 	d.engines = map[string]int{}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, d.Uninstall(context.WithoutCancel(ctx)))
-		}
-	}()
+	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
 	if d.fleet, err = fleet.Start(ctx, env, "sidecar", fleet.PerPod); err != nil {
 		return err
 	}

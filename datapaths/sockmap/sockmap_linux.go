@@ -39,11 +39,7 @@ func (s *Steering) Source() string {
 
 // Install loads the programs and attaches them to every pod's cgroup.
 func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error) {
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, s.Uninstall(ctx))
-		}
-	}()
+	defer datapaths.UndoOnError(ctx, &err, s.Uninstall)
 	s.steer, err = steer.Load(steer.Config{
 		Proxy:   netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.ProxyOutbound),
 		SkipUID: uids.Proxy,
