@@ -1,5 +1,3 @@
-// Package atomicfile writes files so that a reader sees the old content or
-// the new, never a part.
 package atomicfile
 
 import (

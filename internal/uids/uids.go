@@ -1,5 +1,3 @@
-// Package uids names the user and group ids meshbench's proxies run as:
-// the one place the number is written.
 package uids
 
 // Proxy is the uid and gid every mesh proxy runs as (Istio's 1337). The

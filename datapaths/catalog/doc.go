@@ -1,0 +1,3 @@
+// Package catalog names meshbench's datapaths: the one list scenarios, the
+// doctor and the datapath registry agree on.
+package catalog
