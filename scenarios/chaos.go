@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 )
 
 // Fault names a chaos entry may use.
@@ -63,6 +65,11 @@ type ChaosEntry struct {
 	Loss *LossSpec `yaml:"loss" json:"loss,omitempty"`
 	// Bandwidth parameters, for the bandwidth fault.
 	Bandwidth *BandwidthSpec `yaml:"bandwidth" json:"bandwidth,omitempty"`
+	// AllowInactive lets a step pass when the fault's own counters show it
+	// did nothing (no packet matched its rules, no process was killed).
+	// By default such a fault fails the step: a chaos result from a fault
+	// that never bit would be a result about nothing.
+	AllowInactive bool `yaml:"allow_inactive" json:"allow_inactive,omitempty"`
 }
 
 // ChaosSelector selects pods by name, by service (the service's replicas)
@@ -166,6 +173,7 @@ var (
 
 // validateChaos reports impossible chaos entries.
 func (s *Scenario) validateChaos(p *problems) {
+	s.checkChaosDatapaths(p.addf)
 	if len(s.Chaos) > MaxChaosEntries {
 		p.addf("chaos", "at most %d entries, got %d", MaxChaosEntries, len(s.Chaos))
 	}
@@ -297,5 +305,27 @@ func (s *Scenario) validateSelector(p *problems, path string, sel *ChaosSelector
 		if n, _ := strconv.Atoi(m[1]); n >= nodes {
 			p.addf(indexPath(path+".nodes", i), "no node %q in a topology of %d nodes", name, nodes)
 		}
+	}
+}
+
+// checkChaosDatapaths reports, through add, chaos entries that a datapath
+// of the scenario would make silently do nothing. Under a per-node proxy
+// (catalog.NodeProxy) pods exchange traffic through their nodes' proxies:
+// a pod receives its peers' packets from its node's address and sends its
+// own to its node, so no packet carries both ends of a pod pair, and a
+// fault between two sets of pods cannot be told apart from the rest of
+// the nodes' traffic.
+func (s *Scenario) checkChaosDatapaths(add func(path, format string, args ...any)) {
+	if !slices.Contains(s.Datapaths, catalog.NodeProxy) {
+		return
+	}
+	for i, e := range s.Chaos {
+		if e.Target == nil || !slices.Contains([]string{FaultDelay, FaultLoss, FaultPartition}, e.Fault) {
+			continue
+		}
+		add(indexPath("chaos", i)+".target",
+			"datapath %s carries pod-to-pod traffic through per-node proxies, so a pod sees its peers' packets come from its node's address: "+
+				"a %s between two sets of pods matches nothing there. Drop the target (the fault then acts on all the selected pods' traffic) "+
+				"or leave %s out of datapaths", catalog.NodeProxy, e.Fault, catalog.NodeProxy)
 	}
 }

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,66 @@ func TestChaosResolvedRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(s.Chaos, again.Chaos) {
 		t.Errorf("round trip changed chaos:\n%+v\n%+v", s.Chaos, again.Chaos)
+	}
+}
+
+// TestChaosRejectsPairFaultsUnderNodeProxy checks that a fault between two
+// sets of pods, which nothing could match under a per-node proxy, is
+// rejected where it is written, and when the datapaths come from a flag.
+func TestChaosRejectsPairFaultsUnderNodeProxy(t *testing.T) {
+	entry := "  - at: 1s\n    duration: 1s\n    fault: partition\n    selector: {pods: [n0-p0]}\n    target: {selector: {pods: [n1-p0]}}\n"
+	_, err := Parse("c.yaml", []byte("datapaths: [none, nodeproxy]\n"+chaosBase+entry))
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:15: chaos[0].target: datapath nodeproxy carries pod-to-pod traffic through per-node proxies") {
+		t.Errorf("error = %v, want chaos[0].target rejected at line 15", err)
+	}
+	s, err := Parse("c.yaml", []byte("datapaths: [none, sidecar]\n"+chaosBase+entry))
+	if err != nil {
+		t.Fatalf("without nodeproxy: %v", err)
+	}
+	err = s.WithDatapaths([]string{"none", "nodeproxy"})
+	if err == nil || !strings.Contains(err.Error(), "chaos[0].target: datapath nodeproxy") {
+		t.Errorf("WithDatapaths(nodeproxy) = %v, want chaos[0].target rejected", err)
+	}
+	if !slices.Equal(s.Datapaths, []string{"none", "sidecar"}) {
+		t.Errorf("datapaths changed to %v after a refused WithDatapaths", s.Datapaths)
+	}
+	// Without a target, the fault acts on the pods' own traffic: allowed.
+	if _, err := Parse("c.yaml", []byte("datapaths: [nodeproxy]\n"+chaosBase+
+		"  - {at: 1s, duration: 1s, fault: loss, selector: {pods: [n1-p0]}, direction: from, loss: {loss: \"5\"}}\n")); err != nil {
+		t.Errorf("loss without a target under nodeproxy: %v", err)
+	}
+}
+
+func TestReadinessProbe(t *testing.T) {
+	s, err := Parse("p.yaml", []byte(`
+topology:
+  services:
+    - name: a
+      readiness_probe: {period: 250ms, failure_threshold: 3}
+    - name: b
+      readiness_probe: {period: 5s, timeout: 2s, success_threshold: 2}
+load:
+  rates: [100]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Topology.Services[0].ReadinessProbe, s.Topology.Services[1].ReadinessProbe
+	if want := (Probe{Period: Duration(250 * time.Millisecond), Timeout: Duration(250 * time.Millisecond), FailureThreshold: 3, SuccessThreshold: 1}); a != want {
+		t.Errorf("probe a = %+v, want %+v (timeout defaults to the period when that is under 1s)", a, want)
+	}
+	if want := (Probe{Period: Duration(5 * time.Second), Timeout: Duration(2 * time.Second), FailureThreshold: 1, SuccessThreshold: 2}); b != want {
+		t.Errorf("probe b = %+v, want %+v", b, want)
+	}
+	for _, tt := range []struct{ probe, want string }{
+		{"{period: 1ms}", "p.yaml:5: topology.services[0].readiness_probe.period: must be between 10ms and 1m, got 1ms"},
+		{"{period: 1s, timeout: 2s}", "topology.services[0].readiness_probe.timeout: must be > 0 and at most the period 1s"},
+		{"{failure_threshold: 0}", "topology.services[0].readiness_probe.failure_threshold: must be between 1 and 100"},
+	} {
+		_, err := Parse("p.yaml", []byte("topology:\n  services:\n    - name: a\n      readiness_probe:\n        "+
+			strings.NewReplacer("{", "", "}", "", ", ", "\n        ").Replace(tt.probe)+"\nload:\n  rates: [100]\n"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("probe %s: error = %v, want %q", tt.probe, err, tt.want)
+		}
 	}
 }

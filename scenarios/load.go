@@ -36,6 +36,12 @@ const (
 	DefaultRepetitions  = 1
 	DefaultDatapath     = catalog.None
 	DefaultPacerSpin    = 200 * time.Microsecond
+	// Readiness probe defaults: Kubernetes' own are a 10 s period and 3
+	// failures; these are the tighter settings a mesh user tunes to, so that
+	// a kill is noticed within a second.
+	DefaultProbePeriod    = time.Second
+	DefaultProbeTimeout   = time.Second
+	DefaultProbeThreshold = 1
 )
 
 // LoadFile reads, decodes, completes with defaults and validates the scenario
@@ -186,6 +192,19 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 			svc.Port = DefaultPort
 		}
 		svc.Mesh.defaults()
+		pr := &svc.ReadinessProbe
+		if !set(p + ".readiness_probe.period") {
+			pr.Period = Duration(DefaultProbePeriod)
+		}
+		if !set(p + ".readiness_probe.timeout") {
+			pr.Timeout = Duration(min(DefaultProbeTimeout, time.Duration(pr.Period)))
+		}
+		if !set(p + ".readiness_probe.failure_threshold") {
+			pr.FailureThreshold = DefaultProbeThreshold
+		}
+		if !set(p + ".readiness_probe.success_threshold") {
+			pr.SuccessThreshold = DefaultProbeThreshold
+		}
 	}
 	if !set("datapaths") {
 		s.Datapaths = []string{DefaultDatapath}
@@ -231,3 +250,10 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// DefaultProbe returns the readiness probe a service gets when its file
+// sets none.
+func DefaultProbe() Probe {
+	return Probe{Period: Duration(DefaultProbePeriod), Timeout: Duration(DefaultProbeTimeout),
+		FailureThreshold: DefaultProbeThreshold, SuccessThreshold: DefaultProbeThreshold}
+}

@@ -51,6 +51,26 @@ type Service struct {
 	// Mesh configures proxy-based datapaths for this service (engine, LB
 	// policy, circuit breakers, retries); the none datapath ignores it.
 	Mesh MeshPolicy `yaml:"mesh" json:"mesh"`
+	// ReadinessProbe is how the cluster notices that a replica stopped
+	// serving, as a Kubernetes readinessProbe: the datapath's endpoints
+	// change only when it says so (chaos pod-kill).
+	ReadinessProbe Probe `yaml:"readiness_probe" json:"readiness_probe"`
+}
+
+// Probe is a readiness probe, in Kubernetes' terms: every Period it asks
+// the replica's echo server whether it serves, waiting at most Timeout; after
+// FailureThreshold failures in a row the replica is taken out of its
+// service's endpoints, after SuccessThreshold successes in a row it is put
+// back.
+type Probe struct {
+	// Period between probes (10ms..1m); default 1s.
+	Period Duration `yaml:"period" json:"period"`
+	// Timeout of one probe (> 0, at most Period); default the smaller of
+	// 1s and Period.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// FailureThreshold and SuccessThreshold (1..100); default 1 each.
+	FailureThreshold int `yaml:"failure_threshold" json:"failure_threshold"`
+	SuccessThreshold int `yaml:"success_threshold" json:"success_threshold"`
 }
 
 // Load is the open-loop load of every step.

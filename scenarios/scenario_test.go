@@ -247,7 +247,7 @@ func TestDefaults(t *testing.T) {
 	want := &Scenario{
 		Name: "minimal",
 		Topology: Topology{Nodes: 2, PodsPerNode: 2, Services: []Service{
-			{Name: "echo", Replicas: 1, Port: 8080, Mesh: DefaultMeshPolicy()},
+			{Name: "echo", Replicas: 1, Port: 8080, Mesh: DefaultMeshPolicy(), ReadinessProbe: DefaultProbe()},
 		}},
 		Datapaths: []string{"none"},
 		Load: Load{
@@ -304,7 +304,8 @@ load:
 		t.Errorf("duration %s service %s, want the default duration and db", l.Duration, l.Service)
 	}
 	dm := DefaultMeshPolicy()
-	want := []Service{{Name: "api", Replicas: 1, Port: 9000, Mesh: dm}, {Name: "db", Replicas: 2, Port: 8080, Mesh: dm}}
+	dp := DefaultProbe()
+	want := []Service{{Name: "api", Replicas: 1, Port: 9000, Mesh: dm, ReadinessProbe: dp}, {Name: "db", Replicas: 2, Port: 8080, Mesh: dm, ReadinessProbe: dp}}
 	if !reflect.DeepEqual(sc.Topology.Services, want) {
 		t.Errorf("services %+v, want %+v", sc.Topology.Services, want)
 	}

@@ -102,6 +102,7 @@ func (t *Topology) validate(p *problems) {
 			}
 		}
 		svc.Mesh.validate(p, path+".mesh")
+		svc.ReadinessProbe.validate(p, path+".readiness_probe")
 		if checkRange(p, path+".port", svc.Port, 1, 65535) && slices.Contains(ReservedPorts, svc.Port) {
 			p.addf(path+".port", "port %d is reserved by the harness (reserved: %s)", svc.Port, joinInts(ReservedPorts))
 		}
@@ -144,6 +145,22 @@ func (l *Load) validate(p *problems, services []Service) {
 	checkRange(p, "load.connections", l.Connections, 1, MaxConnections)
 	checkSize(p, "load.request_size", l.RequestSize)
 	checkSize(p, "load.response_size", l.ResponseSize)
+}
+
+// Limits of a readiness probe.
+const (
+	MinProbePeriod   = 10 * time.Millisecond
+	MaxProbePeriod   = time.Minute
+	MaxProbeThreshold = 100
+)
+
+func (pr *Probe) validate(p *problems, path string) {
+	checkDuration(p, path+".period", pr.Period, MinProbePeriod, MaxProbePeriod)
+	if pr.Timeout <= 0 || pr.Timeout > pr.Period {
+		p.addf(path+".timeout", "must be > 0 and at most the period %s, got %s", pr.Period, pr.Timeout)
+	}
+	checkRange(p, path+".failure_threshold", pr.FailureThreshold, 1, MaxProbeThreshold)
+	checkRange(p, path+".success_threshold", pr.SuccessThreshold, 1, MaxProbeThreshold)
 }
 
 // checkDatapaths reports, through add, an empty list (i = -1), unknown
@@ -198,7 +215,8 @@ func joinInts(v []int) string {
 
 // WithDatapaths replaces the scenario's datapaths, as a command-line flag
 // does, after checking the list as a scenario file's would be: non-empty,
-// known names, no duplicates. Surrounding spaces are trimmed. On error s is
+// known names, no duplicates, none that the scenario's chaos entries rule
+// out (see checkChaosDatapaths). Surrounding spaces are trimmed. On error s is
 // unchanged; the errors name no file, so that the caller can prefix the
 // flag's name.
 func (s *Scenario) WithDatapaths(list []string) error {
@@ -220,6 +238,13 @@ func (s *Scenario) WithDatapaths(list []string) error {
 			names = nil
 		}
 		checkDatapaths(names, add)
+	}
+	if len(errs) == 0 {
+		with := *s
+		with.Datapaths = names
+		with.checkChaosDatapaths(func(path, format string, args ...any) {
+			errs = append(errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
+		})
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
