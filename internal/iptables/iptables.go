@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 
@@ -63,4 +64,36 @@ func Save(ctx context.Context, path, table string) (string, error) {
 func RuleAbsent(err error) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() == 1
+}
+
+// Matched returns the packets and bytes the rules of table whose comment
+// is exactly comment (-m comment --comment) have matched in the network
+// namespace at path, and how many such rules there are.
+func Matched(ctx context.Context, path, table, comment string) (packets, bytes int64, rules int, err error) {
+	out, err := run(ctx, path, "", "iptables-save", "-c", "-t", table)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return matched(out, comment)
+}
+
+// matched sums the [packets:bytes] counters of the iptables-save -c lines
+// whose comment is comment.
+func matched(save, comment string) (packets, bytes int64, rules int, err error) {
+	for line := range strings.Lines(save) {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.HasPrefix(f[0], "[") {
+			continue
+		}
+		i := slices.Index(f, "--comment")
+		if i < 0 || i+1 >= len(f) || strings.Trim(f[i+1], `"`) != comment {
+			continue
+		}
+		var p, b int64
+		if _, err := fmt.Sscanf(f[0], "[%d:%d]", &p, &b); err != nil {
+			return 0, 0, 0, fmt.Errorf("iptables-save counters %q: %w", f[0], err)
+		}
+		packets, bytes, rules = packets+p, bytes+b, rules+1
+	}
+	return packets, bytes, rules, nil
 }
