@@ -2,8 +2,6 @@
 
 package workload
 
-import "time"
-
 // stamper reads a connection; outside Linux there are no kernel
 // timestamps.
 type stamper struct{}
@@ -11,5 +9,5 @@ type stamper struct{}
 func (c *clientConn) init(bool) error                        { return nil }
 func (s *stamper) reset()                                    {}
 func (s *stamper) sent(*clientConn, int)                     {}
-func (s *stamper) latency(*clientConn) time.Duration         { return 0 }
+func (s *stamper) stamps(*clientConn) (tx, rx int64)         { return 0, 0 }
 func (s *stamper) read(c *clientConn, p []byte) (int, error) { return c.conn.Read(p) }
