@@ -21,12 +21,16 @@ const Name = catalog.AFXDP
 // addresses each service's VIP. It is L4 only: no retries, no L7 routing.
 type Datapath struct {
 	env   *datapaths.Env
-	procs []*testbed.Process
+	procs []*testbed.Process // by node; replaced when RestartProcess restarts one
 	nodes []*testbed.Node
+	cfgs  []*Config
 	logs  []*tailBuffer
 }
 
-var _ datapaths.Datapath = (*Datapath)(nil)
+var (
+	_ datapaths.Datapath         = (*Datapath)(nil)
+	_ datapaths.ProcessRestarter = (*Datapath)(nil)
+)
 
 // New returns the AF_XDP datapath.
 func New() *Datapath { return &Datapath{} }

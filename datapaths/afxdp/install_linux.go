@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -49,22 +50,12 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err != nil {
 		return fmt.Errorf("datapath %s: %w", Name, err)
 	}
-	d.nodes = env.Cluster.Nodes()
-	for i, n := range d.nodes {
-		raw, err := json.Marshal(cfgs[i])
-		if err != nil {
-			return fmt.Errorf("datapath %s: %w", Name, err)
+	d.nodes, d.cfgs = env.Cluster.Nodes(), cfgs
+	d.procs, d.logs = make([]*testbed.Process, len(d.nodes)), make([]*tailBuffer, len(d.nodes))
+	for i := range d.nodes {
+		if err := d.start(ctx, i); err != nil {
+			return err
 		}
-		logs := &tailBuffer{}
-		args := append(append([]string{}, env.Exec...), "forwarder", "--config", string(raw))
-		p, err := env.Cluster.StartOnNode(ctx, n, testbed.ProcessSpec{
-			Name: "forwarder-" + n.Name, Role: results.RoleDatapath, Args: args, Stdout: logs, Stderr: logs,
-		})
-		if err != nil {
-			return fmt.Errorf("start forwarder on node %s: %w", n.Name, err)
-		}
-		d.procs = append(d.procs, p)
-		d.logs = append(d.logs, logs)
 	}
 	for i, n := range d.nodes {
 		if err := waitReady(ctx, n, d.procs[i], d.logs[i]); err != nil {
@@ -75,6 +66,43 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		env.Logger.Info("afxdp forwarders ready", "nodes", len(d.nodes))
 	}
 	return nil
+}
+
+// start starts the forwarder of node i.
+func (d *Datapath) start(ctx context.Context, i int) error {
+	n := d.nodes[i]
+	raw, err := json.Marshal(d.cfgs[i])
+	if err != nil {
+		return fmt.Errorf("datapath %s: %w", Name, err)
+	}
+	logs := &tailBuffer{}
+	args := append(append([]string{}, d.env.Exec...), "forwarder", "--config", string(raw))
+	p, err := d.env.Cluster.StartOnNode(ctx, n, testbed.ProcessSpec{
+		Name: "forwarder-" + n.Name, Role: results.RoleDatapath, Args: args, Stdout: logs, Stderr: logs,
+	})
+	if err != nil {
+		return fmt.Errorf("start forwarder on node %s: %w", n.Name, err)
+	}
+	d.procs[i], d.logs[i] = p, logs
+	return nil
+}
+
+// RestartProcess implements datapaths.ProcessRestarter: it starts the
+// forwarder that replaces killed on killed's node and waits until it has
+// attached its programs and opened its sockets. (The killed forwarder's
+// XDP links and sockets closed with it.)
+func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
+	i := slices.Index(d.procs, killed)
+	if i < 0 {
+		return fmt.Errorf("datapath %s: %s (pid %d) is not one of its forwarders", Name, killed.Name, killed.PID)
+	}
+	if !killed.Exited() {
+		return fmt.Errorf("datapath %s: forwarder on node %s (pid %d) still runs", Name, d.nodes[i].Name, killed.PID)
+	}
+	if err := d.start(ctx, i); err != nil {
+		return err
+	}
+	return waitReady(ctx, d.nodes[i], d.procs[i], d.logs[i])
 }
 
 // txChecksumOff turns transmit checksum offload off on iface in the
@@ -188,8 +216,11 @@ func Configs(env *datapaths.Env) ([]*Config, error) {
 // XDP program is left on any pod's host veth.
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	var errs []error
-	started := len(d.procs) > 0
+	started := slices.ContainsFunc(d.procs, func(p *testbed.Process) bool { return p != nil })
 	for _, p := range d.procs {
+		if p == nil {
+			continue
+		}
 		if err := p.Stop(ctx); err != nil {
 			errs = append(errs, err)
 		}
