@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"syscall"
 
 	"github.com/meshbench/meshbench/internal/ports"
 
@@ -17,48 +16,51 @@ import (
 )
 
 // chaosEnv returns what the chaos timeline acts through for one step: the
-// cluster, the services' pods, and callbacks that kill and restart echo
-// servers (telling the datapath's control plane, when it has one, that the
-// pod's endpoints are down and up again) and restart datapath processes.
+// cluster, the services' pods, the echo servers' restart and readiness
+// probe, the datapath's endpoint updates (when it has a control plane)
+// and its process restarts.
 func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath) chaos.Env {
 	svcs := map[string][]*testbed.Pod{}
+	probes := map[string]scenarios.Probe{}
 	for _, s := range env.Services {
 		svcs[s.Name] = s.Backends
+		for _, sc := range r.sc.Topology.Services {
+			if sc.Name == s.Name {
+				for _, b := range s.Backends {
+					probes[b.Name] = sc.ReadinessProbe
+				}
+			}
+		}
 	}
-	eu, _ := dp.(datapaths.EndpointUpdater)
 	ce := chaos.Env{
 		Cluster:         cluster,
 		Services:        svcs,
 		Implementations: r.faultImpl,
 		Logger:          r.log,
-		KillWorkload: func(ctx context.Context, pod *testbed.Pod) error {
-			if eu != nil {
-				if err := eu.SetPodHealth(ctx, pod.Name, false); err != nil {
-					return err
-				}
-			}
-			for _, p := range cluster.Processes() {
-				if p.Pod == pod.Name && p.Role == results.RoleServer {
-					if err := p.Signal(syscall.SIGKILL); err != nil {
-						return err
-					}
-					<-p.Done()
-				}
-			}
-			return nil
-		},
 		StartWorkload: func(ctx context.Context, pod *testbed.Pod) error {
 			if err := r.startEcho(ctx, cluster, pod, r.echoPort(pod, env)); err != nil {
 				return err
 			}
-			if err := r.opts.WaitEcho(ctx, []*testbed.Pod{pod}); err != nil {
-				return err
-			}
-			if eu != nil {
-				return eu.SetPodHealth(ctx, pod.Name, true)
-			}
-			return nil
+			return r.opts.WaitEcho(ctx, []*testbed.Pod{pod})
 		},
+		// A kubelet's httpGet probe, answered by the echo server itself on
+		// its admin port (as Istio rewrites probes so that the sidecar
+		// does not answer for a dead application).
+		Probe: func(ctx context.Context, pod *testbed.Pod) error {
+			_, err := datapaths.Get(ctx, pod.NetnsPath, "127.0.0.1:"+strconv.Itoa(ports.EchoAdmin), "/healthz")
+			return err
+		},
+		Readiness: func(pod *testbed.Pod) scenarios.Probe {
+			if p, ok := probes[pod.Name]; ok {
+				return p
+			}
+			return scenarios.DefaultProbe()
+		},
+	}
+	if eu, ok := dp.(datapaths.EndpointUpdater); ok {
+		ce.SetReady = func(ctx context.Context, pod *testbed.Pod, ready bool) error {
+			return eu.SetPodHealth(ctx, pod.Name, ready)
+		}
 	}
 	if rs, ok := dp.(datapaths.ProcessRestarter); ok {
 		ce.RestartDatapath = rs.RestartProcess

@@ -18,6 +18,7 @@ import (
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/stream"
 	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/harness/workload"
 )
 
 // summaryGrace is how long the harness waits for the load client's summary
@@ -40,7 +41,7 @@ type loadRun struct {
 }
 
 // startLoad starts the load client in the client pod against targets.
-func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client *testbed.Pod, targets []netip.AddrPort, rate int, warmup, duration time.Duration) (*loadRun, error) {
+func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client *testbed.Pod, targets []netip.AddrPort, rate int, plan stepPlan) (*loadRun, error) {
 	l := r.sc.Load
 	ts := make([]string, len(targets))
 	for i, t := range targets {
@@ -50,8 +51,9 @@ func (r *runner) startLoad(ctx context.Context, cluster testbed.Cluster, client 
 	args := append(append([]string{}, r.opts.Exec...), "load",
 		"--target", strings.Join(ts, ","),
 		"--rate", strconv.Itoa(rate),
-		"--duration", duration.String(),
-		"--warmup", warmup.String(),
+		"--duration", plan.dur.String(),
+		"--warmup", plan.warm.String(),
+		"--window", plan.windowWidth().String(),
 		"--connections", strconv.Itoa(l.Connections),
 		"--request-size", strconv.FormatInt(int64(l.RequestSize), 10),
 		"--keep-alive="+strconv.FormatBool(keepAlive),
@@ -151,6 +153,19 @@ type stepPlan struct {
 	chaos     bool
 }
 
+// ChaosWindow is the width of the time windows of steps with a chaos
+// timeline: fine enough that detection and recovery times are exact to a
+// tenth of a second. Other steps use the client's default (1 s).
+const ChaosWindow = 100 * time.Millisecond
+
+// windowWidth is the width of the step's time windows.
+func (p stepPlan) windowWidth() time.Duration {
+	if p.chaos {
+		return ChaosWindow
+	}
+	return workload.DefaultWindow
+}
+
 // plan returns the plan of a datapath step of the scenario.
 func (r *runner) plan() stepPlan {
 	return stepPlan{warm: time.Duration(r.sc.Load.Warmup), dur: time.Duration(r.sc.Load.Duration), chaos: len(r.sc.Chaos) > 0}
@@ -193,6 +208,7 @@ func (r *runner) measure(ctx context.Context, cluster testbed.Cluster, env *data
 	step.Service = svc.Name
 	step.Repetition = rep
 	step.Faults = w.faults
+	step.WindowS = plan.windowWidth().Seconds()
 	if ctx.Err() != nil {
 		step.Interrupted = true
 	}
@@ -255,7 +271,7 @@ func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *da
 		}()
 	}
 	loadStart := time.Now()
-	lr, err := r.startLoad(ctx, cluster, env.Client, dp.Target(svc), rate, plan.warm, plan.dur)
+	lr, err := r.startLoad(ctx, cluster, env.Client, dp.Target(svc), rate, plan)
 	if err != nil {
 		return nil, err
 	}

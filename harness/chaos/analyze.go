@@ -1,36 +1,48 @@
 package chaos
 
 import (
+	"math"
 	"slices"
+	"time"
 
 	"github.com/meshbench/meshbench/harness/results"
 )
 
-// Recovery thresholds: a window has recovered when its success ratio is at
+// Recovery thresholds: a window is healthy when its success ratio is at
 // least RecoveredSuccess and its p99 at most RecoveredP99Factor times the
-// median p99 of the windows before the fault.
+// baseline, the median p99 of the windows before the first fault; the
+// traffic has recovered once the windows stay healthy for RecoveredHold.
 const (
 	RecoveredSuccess   = 0.99
 	RecoveredP99Factor = 2.0
+	RecoveredHold      = 500 * time.Millisecond
 )
 
-// Analyze fills each fault's Errors, DetectS and RecoverS from the step's
-// time windows (in StartS order, of equal width) and returns the updated
-// copies; it does not modify its arguments.
+// Analyze fills each fault's Errors, SharedErrors, DetectS, RecoverS and
+// ResolutionS from the step's time windows (in StartS order, of equal
+// width) and returns the updated copies; it does not modify its arguments.
 //
-//   - DetectS is the start of the first window, among those that overlap or
-//     follow the fault's start, with a failed request, in seconds after the
-//     fault's StartS (0 when that window began before the fault); -1 when
-//     none has one.
-//   - RecoverS is the start of the first window that begins at or after the
-//     fault's EndS with requests, success ratio >= 0.99 and p99 <= 2× the
-//     baseline, in seconds after EndS; -1 when none does (or the fault never
-//     ended). The baseline is the median p99 of the windows that end at or
-//     before the fault's start and carried requests; with no such window
-//     only the success ratio counts. The resolution is the window width.
-//   - Errors counts the failed requests of the windows from the one that
-//     holds StartS up to, not including, the recovered window (or to the
-//     step's end).
+//   - The baseline is the median p99 of the windows that end at or before
+//     the first fault's start and carried requests: windows no fault
+//     touched. With no such window only the success ratio counts.
+//   - A window is degraded when it has a failed request or a p99 above
+//     RecoveredP99Factor × the baseline, healthy when its success ratio is
+//     at least RecoveredSuccess and its p99 at most that.
+//   - DetectS is the start of the first degraded window among those that
+//     overlap or follow the fault's start (up to its recovery), in seconds
+//     after the fault's StartS (0 when that window began before the
+//     fault); -1 when none is degraded.
+//   - RecoverS is the start of the first window at or after the fault's
+//     EndS that begins RecoveredHold of healthy windows (or of healthy
+//     windows to the step's end or to the next fault's start), in seconds
+//     after EndS; -1 when none does (or the fault never ended).
+//   - A fault claims the windows from the one that holds its StartS up
+//     to, not including, its recovered window (or to the step's end). The
+//     failed requests of a window only one fault claims count in its
+//     Errors; those of a window several claim count in the SharedErrors of
+//     each, with the others named in SharedWith.
+//
+// Times are exact to the window width, which ResolutionS records.
 func Analyze(windows []results.Window, faults []results.FaultRecord) []results.FaultRecord {
 	out := slices.Clone(faults)
 	width := 1.0
@@ -38,50 +50,102 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 		width = windows[1].StartS - windows[0].StartS
 	}
 	const eps = 1e-9
+	first := math.Inf(1)
+	for _, f := range out {
+		if f.StartS >= 0 {
+			first = min(first, f.StartS)
+		}
+	}
+	var pre []float64
+	for _, w := range windows {
+		if w.StartS+width <= first+eps && w.Requests > 0 {
+			pre = append(pre, w.P99US)
+		}
+	}
+	baseline := median(pre)
+	slow := func(w results.Window) bool { return baseline > 0 && w.P99US > RecoveredP99Factor*baseline }
+	healthy := func(w results.Window) bool { return w.SuccessRatio >= RecoveredSuccess && !slow(w) }
+	degraded := func(w results.Window) bool { return w.Requests > w.Successes || slow(w) }
+	hold := max(1, int(math.Ceil(RecoveredHold.Seconds()/width-eps)))
+
+	// claims[j] lists the faults that claim window j.
+	claims := make([][]int, len(windows))
 	for i := range out {
 		f := &out[i]
-		f.Errors, f.DetectS, f.RecoverS = 0, -1, -1
+		f.Errors, f.SharedErrors, f.SharedWith, f.DetectS, f.RecoverS = 0, 0, nil, -1, -1
+		f.ResolutionS = width
 		if f.StartS < 0 {
 			continue
 		}
-		var pre []float64
-		for _, w := range windows {
-			if w.StartS+width <= f.StartS+eps && w.Requests > 0 {
-				pre = append(pre, w.P99US)
+		// The next fault to start after this one ended bounds the hold.
+		next := math.Inf(1)
+		for _, g := range out {
+			if g.StartS >= 0 && f.EndS >= 0 && g.StartS > f.EndS+eps {
+				next = min(next, g.StartS)
 			}
 		}
-		baseline := median(pre)
-		recoveredAt := -1.0
+		recovered := len(windows)
 		if f.EndS >= 0 {
-			for _, w := range windows {
-				if w.StartS+eps < f.EndS || w.Requests == 0 {
+			for j, w := range windows {
+				if w.StartS+eps < f.EndS || w.Requests == 0 || !healthy(w) {
 					continue
 				}
-				if w.SuccessRatio >= RecoveredSuccess && (baseline <= 0 || w.P99US <= RecoveredP99Factor*baseline) {
-					recoveredAt = w.StartS
+				if holds(windows[j:], hold, next, healthy) {
+					recovered = j
 					f.RecoverS = w.StartS - f.EndS
 					break
 				}
 			}
 		}
-		for _, w := range windows {
+		for j := range recovered {
+			w := windows[j]
 			if w.StartS+width <= f.StartS+eps {
 				continue // ended before the fault
 			}
-			if recoveredAt >= 0 && w.StartS >= recoveredAt-eps {
-				break
-			}
-			errs := w.Requests - w.Successes
-			if errs <= 0 {
-				continue
-			}
-			f.Errors += errs
-			if f.DetectS < 0 {
+			claims[j] = append(claims[j], i)
+			if f.DetectS < 0 && w.Requests > 0 && degraded(w) {
 				f.DetectS = max(0, w.StartS-f.StartS)
 			}
 		}
 	}
+	for j, cl := range claims {
+		errs := windows[j].Requests - windows[j].Successes
+		if errs <= 0 || len(cl) == 0 {
+			continue
+		}
+		if len(cl) == 1 {
+			out[cl[0]].Errors += errs
+			continue
+		}
+		for _, i := range cl {
+			out[i].SharedErrors += errs
+			for _, k := range cl {
+				if k != i && !slices.Contains(out[i].SharedWith, out[k].Name) {
+					out[i].SharedWith = append(out[i].SharedWith, out[k].Name)
+				}
+			}
+		}
+	}
 	return out
+}
+
+// holds reports whether the first n windows of ws that carried requests
+// are healthy, stopping early (and holding) at the step's end or at the
+// first window that begins at or after next.
+func holds(ws []results.Window, n int, next float64, healthy func(results.Window) bool) bool {
+	for _, w := range ws {
+		if n == 0 || w.StartS >= next {
+			return true
+		}
+		if w.Requests == 0 {
+			continue
+		}
+		if !healthy(w) {
+			return false
+		}
+		n--
+	}
+	return true
 }
 
 // median returns the median of v, 0 when v is empty.

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"math"
 	"slices"
 	"testing"
 
@@ -44,10 +45,10 @@ func TestAnalyze(t *testing.T) {
 			errors:  50, detect: 0.75, recovery: 0.5,
 		},
 		{
-			name:    "delay without errors: p99 must come back within 2x",
+			name:    "delay without errors: detected by p99, which must come back within 2x",
 			windows: win(ok, ok, [3]float64{100, 100, 20000}, [3]float64{100, 100, 20000}, [3]float64{100, 100, 250}, [3]float64{100, 100, 180}),
 			fault:   results.FaultRecord{StartS: 2, EndS: 4},
-			errors:  0, detect: -1, recovery: 1,
+			errors:  0, detect: 0, recovery: 1,
 		},
 		{
 			name:    "never recovers",
@@ -97,6 +98,64 @@ func TestAnalyze(t *testing.T) {
 				t.Error("Analyze modified its argument")
 			}
 		})
+	}
+}
+
+// win100 builds 100 ms windows from (requests, successes, p99) triples.
+func win100(v ...[3]float64) []results.Window {
+	out := win(v...)
+	for i := range out {
+		out[i].StartS = float64(i) / 10
+	}
+	return out
+}
+
+func TestAnalyzeFineWindows(t *testing.T) {
+	ok, bad := [3]float64{20, 20, 100}, [3]float64{20, 10, 100}
+	// A kill at 0.3 s restarted at 0.6 s; one healthy window at 0.8 s is
+	// not a recovery: the traffic stays healthy only from 1.0 s on.
+	ws := win100(ok, ok, ok, ok, bad, bad, bad, bad, ok, bad, ok, ok, ok, ok, ok, ok, ok)
+	got := Analyze(ws, []results.FaultRecord{{Name: "kill", StartS: 0.35, EndS: 0.6}})[0]
+	if got.ResolutionS != 0.1 || got.Errors != 50 || !near(got.DetectS, 0.05) || !near(got.RecoverS, 0.4) {
+		t.Errorf("resolution %v errors %d detect %v recover %v, want 0.1 50 0.05 0.4", got.ResolutionS, got.Errors, got.DetectS, got.RecoverS)
+	}
+	// The hold ends at the step's end: a recovery in the last windows
+	// counts.
+	got = Analyze(win100(ok, ok, bad, ok, ok), []results.FaultRecord{{StartS: 0.2, EndS: 0.25}})[0]
+	if !near(got.RecoverS, 0.05) {
+		t.Errorf("recovery near the end: %v, want 0.05", got.RecoverS)
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+// TestAnalyzeOverlap checks that the baseline comes from windows before
+// any fault and that overlapping faults share their errors instead of
+// both counting them.
+func TestAnalyzeOverlap(t *testing.T) {
+	ok := [3]float64{100, 100, 100}
+	ws := win(ok, ok, [3]float64{100, 100, 900}, [3]float64{100, 80, 900}, [3]float64{100, 90, 100}, [3]float64{100, 95, 100}, ok, ok)
+	faults := []results.FaultRecord{
+		{Name: "slow", StartS: 2, EndS: 4},
+		{Name: "kill", StartS: 3, EndS: 4.5},
+	}
+	got := Analyze(ws, faults)
+	slow, kill := got[0], got[1]
+	// The baseline is 100 µs (windows 0 and 1), not the 900 µs of the
+	// windows the first fault slowed: the kill's windows at 900 µs are
+	// degraded.
+	if slow.DetectS != 0 || kill.DetectS != 0 {
+		t.Errorf("detect slow %v kill %v, want 0 0", slow.DetectS, kill.DetectS)
+	}
+	// Windows 3..5 are claimed by both (slow recovers at 6, kill at 6):
+	// 20+10+5 errors shared, none counted twice as a fault's own.
+	if slow.Errors != 0 || kill.Errors != 0 || slow.SharedErrors != 35 || kill.SharedErrors != 35 ||
+		!slices.Equal(slow.SharedWith, []string{"kill"}) || !slices.Equal(kill.SharedWith, []string{"slow"}) {
+		t.Errorf("slow %d+%d shared with %v, kill %d+%d shared with %v; want 0+35 with each other",
+			slow.Errors, slow.SharedErrors, slow.SharedWith, kill.Errors, kill.SharedErrors, kill.SharedWith)
+	}
+	if slow.RecoverS != 2 || kill.RecoverS != 1.5 {
+		t.Errorf("recover slow %v kill %v, want 2 1.5", slow.RecoverS, kill.RecoverS)
 	}
 }
 

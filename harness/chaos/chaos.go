@@ -12,6 +12,7 @@ import (
 	"github.com/meshbench/meshbench/harness/chaos/impl"
 
 	"github.com/meshbench/meshbench/harness/doctor"
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
 )
@@ -27,6 +28,10 @@ type Fault interface {
 	Implementation() string
 	// Inject applies the fault to t.
 	Inject(ctx context.Context, t Target) error
+	// Activity reads the fault's own evidence that it acted (its rules'
+	// and programs' counters, its qdisc's statistics, the processes it
+	// killed). The timeline calls it just before Recover.
+	Activity(ctx context.Context) (results.FaultActivity, error)
 	// Recover removes the fault from t.
 	Recover(ctx context.Context, t Target) error
 }
@@ -41,8 +46,9 @@ type Target struct {
 	// Peers is the resolved target selector (partition's other side; delay
 	// and loss restricted to these peers); nil when the entry has none.
 	Peers []*testbed.Pod
-	// Others are every pod of the cluster not in Pods: the receivers of
-	// "to" loss when there are no Peers.
+	// Others are every pod of the cluster not in Pods: with every node,
+	// the receivers of "to" loss when there are no Peers (a per-node proxy
+	// receives what a pod sends in its node's namespace).
 	Others []*testbed.Pod
 	// Direction is "to", "from" or "both".
 	Direction string
@@ -56,13 +62,22 @@ type Env struct {
 	Cluster testbed.Cluster
 	// Services maps each service to its replica pods.
 	Services map[string][]*testbed.Pod
-	// KillWorkload kills the pod's workload process. nil: SIGKILL every
-	// process of the pod with role server that Cluster.Processes lists.
-	KillWorkload func(ctx context.Context, pod *testbed.Pod) error
 	// StartWorkload starts the pod's workload again and returns once it
-	// serves, updating the datapath's endpoints if it must. pod-kill calls
-	// it when the fault's duration has passed; pod-kill fails without it.
+	// serves. pod-kill (which SIGKILLs every process of the pod with role
+	// server) calls it when the fault's duration has passed; pod-kill fails
+	// without it.
 	StartWorkload func(ctx context.Context, pod *testbed.Pod) error
+	// Probe is the readiness probe of a pod's workload: nil when it
+	// serves. With it, pod-kill runs a probe from each kill until the pod
+	// is ready again; nil: no probe, and no endpoint ever changes.
+	Probe func(ctx context.Context, pod *testbed.Pod) error
+	// SetReady puts a pod into its services' endpoints or takes it out, as
+	// a failed or passed readiness probe does; nil when the datapath has
+	// no endpoints to update (its clients find out by themselves).
+	SetReady func(ctx context.Context, pod *testbed.Pod, ready bool) error
+	// Readiness returns the readiness probe settings of a pod; nil:
+	// scenarios.DefaultProbe for every pod.
+	Readiness func(pod *testbed.Pod) scenarios.Probe
 	// DatapathProcesses lists the datapath's processes (sidecars, node
 	// proxies). nil: Cluster.Processes with role datapath.
 	DatapathProcesses func() []*testbed.Process

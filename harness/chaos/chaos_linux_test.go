@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -373,9 +375,13 @@ func TestFaults(t *testing.T) {
 		b.env.Implementations = map[string]string{"loss": impl, "partition": impl}
 		t.Run(impl+" loss from", func(t *testing.T) {
 			before := b.snapshots(t)
-			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "10"}})
+			f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "10"}})
 			got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+			act := mustBeActive(t, f)
 			rec()
+			if n := act.Counters["rule_packets"] + act.Counters["dropped"]; n != int64(1000-got) {
+				t.Errorf("the fault counted %d drops, but %d probes were lost", n, 1000-got)
+			}
 			lost := 100 * float64(1000-got) / 1000
 			t.Logf("10%% loss (%s) on n1-p0's receiving side: %.1f%% of 1000 probes lost", impl, lost)
 			if lost < 7 || lost > 13 {
@@ -390,9 +396,13 @@ func TestFaults(t *testing.T) {
 		t.Run(impl+" loss to", func(t *testing.T) {
 			before := b.snapshots(t)
 			// Packets a sends are dropped where they arrive (b's INPUT).
-			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p0"), Loss: &scenarios.LossSpec{Loss: "10"}})
+			f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p0"), Loss: &scenarios.LossSpec{Loss: "10"}})
 			got, _ := probe(t, b.a, echo, 1000, time.Millisecond)
+			act := mustBeActive(t, f)
 			rec()
+			if n := act.Counters["rule_packets"] + act.Counters["dropped"]; n != int64(1000-got) {
+				t.Errorf("the fault counted %d drops, but %d probes were lost", n, 1000-got)
+			}
 			lost := 100 * float64(1000-got) / 1000
 			t.Logf("10%% loss (%s) of n0-p0's sent packets: %.1f%% of 1000 probes lost", impl, lost)
 			if lost < 7 || lost > 13 {
@@ -401,6 +411,33 @@ func TestFaults(t *testing.T) {
 			b.checkClean(t, before)
 		})
 
+		t.Run(impl+" loss to the node", func(t *testing.T) {
+			// What a pod sends to its own node (a node proxy's listener)
+			// is lost too.
+			n1 := b.c.Nodes()[1]
+			nodeEcho := udpEcho(t, &testbed.Pod{Name: n1.Name, IP: n1.Gateway, NetnsPath: n1.NetnsPath}, 7002)
+			f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n1-p0"), Loss: &scenarios.LossSpec{Loss: "100"}})
+			got, _ := probe(t, b.b, nodeEcho, 50, time.Millisecond)
+			act := mustBeActive(t, f)
+			rec()
+			if got != 0 {
+				t.Errorf("%d of 50 probes from n1-p0 to its node came back through 100%% loss", got)
+			}
+			if n := act.Counters["rule_packets"] + act.Counters["dropped"]; n != 50 {
+				t.Errorf("the fault counted %d drops of 50 probes", n)
+			}
+		})
+
+		t.Run(impl+" inactive", func(t *testing.T) {
+			// Nothing reaches n0-p1: its loss drops nothing and says so.
+			f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "loss", Selector: sel("n0-p1"), Direction: "from", Loss: &scenarios.LossSpec{Loss: "50"}})
+			probe(t, b.a, echo, 50, time.Millisecond)
+			act, err := f.Activity(context.Background())
+			rec()
+			if err != nil || act.Active || !strings.Contains(act.Detail, "matched no packet") {
+				t.Errorf("activity %+v, %v; want inactive", act, err)
+			}
+		})
 	}
 	b.env.Implementations = nil
 
@@ -409,6 +446,9 @@ func TestFaults(t *testing.T) {
 		_, base := probe(t, b.a, echo, 50, 5*time.Millisecond)
 		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "delay", Selector: sel("n0-p0"), Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(20 * time.Millisecond)}})
 		got, slow := probe(t, b.a, echo, 50, 5*time.Millisecond)
+		if act := mustBeActive(t, f); act.Counters["queued"] < 50 {
+			t.Errorf("NFQUEUE held %d packets, want at least the 50 probes", act.Counters["queued"])
+		}
 		rec()
 		added := medianDur(slow) - medianDur(base)
 		t.Logf("20 ms delay (%s): median RTT %v -> %v, added %.2f ms (%d of 50 probes back)", f.Implementation(), medianDur(base), medianDur(slow), float64(added)/1e6, got)
@@ -427,10 +467,11 @@ func TestFaults(t *testing.T) {
 
 	t.Run("delay to a target only", func(t *testing.T) {
 		echoD := udpEcho(t, b.d, 7001)
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "delay", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")},
+		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "delay", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")},
 			Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(20 * time.Millisecond)}})
 		_, toB := probe(t, b.a, echo, 20, 5*time.Millisecond)
 		_, toD := probe(t, b.a, echoD, 20, 5*time.Millisecond)
+		mustBeActive(t, f)
 		rec()
 		if m := medianDur(toB); m < 19*time.Millisecond {
 			t.Errorf("RTT to the target %v, want >= 19 ms", m)
@@ -450,7 +491,7 @@ func TestFaults(t *testing.T) {
 			if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
 				t.Fatal("no connectivity before the partition")
 			}
-			_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")}, Direction: "both"})
+			f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "partition", Selector: sel("n0-p0"), Target: &scenarios.ChaosTarget{Selector: sel("n1-p0")}, Direction: "both"})
 			if tcpOK(b.a, toB) {
 				t.Error("a -> b connects across the partition")
 			}
@@ -460,6 +501,7 @@ func TestFaults(t *testing.T) {
 			if !tcpOK(b.a, toD) {
 				t.Error("a -> d (outside the partition) fails")
 			}
+			mustBeActive(t, f)
 			rec()
 			if !tcpOK(b.a, toB) || !tcpOK(b.b, toA) {
 				t.Error("no connectivity after the partition is recovered")
@@ -473,8 +515,9 @@ func TestFaults(t *testing.T) {
 	t.Run("bandwidth", func(t *testing.T) {
 		before := b.snapshots(t)
 		addr := tcpListen(t, b.b, 7200)
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n0-p0"), Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
+		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n0-p0"), Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
 		mbps := throughput(t, b.a, addr, time.Second)
+		mustBeActive(t, f)
 		rec()
 		t.Logf("4mbps TBF: measured %.2f Mbit/s", mbps)
 		if mbps > 8 || mbps < 1 {
@@ -489,11 +532,12 @@ func TestFaults(t *testing.T) {
 	t.Run("bandwidth from", func(t *testing.T) {
 		before := b.snapshots(t)
 		addr := tcpListen(t, b.b, 7201)
-		_, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n1-p0"), Direction: "from", Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
+		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n1-p0"), Direction: "from", Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
 		// A full second, like the other direction: half a second was seen
 		// to measure 0.35 Mbit/s on a loaded machine (TCP's slow start and
 		// TBF's burst dominate a short window).
 		mbps := throughput(t, b.a, addr, time.Second)
+		mustBeActive(t, f)
 		rec()
 		t.Logf("4mbps TBF toward n1-p0 (node side): measured %.2f Mbit/s", mbps)
 		if mbps > 8 || mbps < 1 {
@@ -502,10 +546,36 @@ func TestFaults(t *testing.T) {
 		b.checkClean(t, before)
 	})
 
+	t.Run("bandwidth above the traffic is inactive", func(t *testing.T) {
+		// From n0-p1, which no earlier test loaded: a few probes never
+		// empty a 10 Gbit/s bucket.
+		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n0-p1"), Bandwidth: &scenarios.BandwidthSpec{Rate: "10gbps"}})
+		got, _ := probe(t, b.c2, echo, 20, time.Millisecond)
+		act, err := f.Activity(context.Background())
+		rec()
+		if err != nil || act.Active || act.Counters["qdisc_packets"] < int64(got) {
+			t.Errorf("activity %+v, %v; want inactive, with the %d probes counted as passed", act, err, got)
+		}
+	})
+
 	t.Run("pod-kill timeline", func(t *testing.T) { podKillTimeline(t, b) })
 	t.Run("pod-kill measured", func(t *testing.T) { podKillMeasured(t, b) })
 	t.Run("proxy-kill", func(t *testing.T) { proxyKillTest(t, b) })
 	t.Run("stop after cancel", func(t *testing.T) { stopAfterCancel(t, b) })
+}
+
+// mustBeActive reads f's activity and fails the test unless it acted.
+func mustBeActive(t *testing.T, f Fault) results.FaultActivity {
+	t.Helper()
+	act, err := f.Activity(context.Background())
+	if err != nil {
+		t.Fatalf("%s activity: %v", f.Kind(), err)
+	}
+	t.Logf("%s (%s) activity: %s %v", f.Kind(), f.Implementation(), act.Detail, act.Counters)
+	if !act.Active {
+		t.Errorf("%s (%s) inactive: %s", f.Kind(), f.Implementation(), act.Detail)
+	}
+	return act
 }
 
 // throughput writes from pod to addr for d and returns Mbit/s.
@@ -566,6 +636,30 @@ func podKillTimeline(t *testing.T, b *bed) {
 	pid1 := echoPID(t, b.a, addr)
 	env := *b.env
 	env.StartWorkload = start
+	// A readiness probe every 200 ms; record every verdict, and whether
+	// the echo served when it came.
+	type verdict struct {
+		ready, served bool
+		at            time.Time
+	}
+	var mu sync.Mutex
+	var verdicts []verdict
+	env.Probe = func(ctx context.Context, pod *testbed.Pod) error {
+		if !tcpOK(pod, addr) {
+			return errors.New("refused")
+		}
+		return nil
+	}
+	env.Readiness = func(*testbed.Pod) scenarios.Probe {
+		return scenarios.Probe{Period: scenarios.Duration(200 * time.Millisecond), Timeout: scenarios.Duration(100 * time.Millisecond), FailureThreshold: 1, SuccessThreshold: 1}
+	}
+	env.SetReady = func(ctx context.Context, pod *testbed.Pod, ready bool) error {
+		served := tcpOK(b.a, addr)
+		mu.Lock()
+		defer mu.Unlock()
+		verdicts = append(verdicts, verdict{ready, served, time.Now()})
+		return nil
+	}
 	tl, err := NewTimeline([]scenarios.ChaosEntry{{Name: "kill-b", Fault: "pod-kill", At: scenarios.Duration(100 * time.Millisecond), Duration: scenarios.Duration(700 * time.Millisecond), Selector: scenarios.ChaosSelector{Services: []string{"echo"}}, Mode: "one"}})
 	if err != nil {
 		t.Fatal(err)
@@ -593,6 +687,21 @@ func podKillTimeline(t *testing.T, b *bed) {
 	}
 	if starts.Load() != 2 {
 		t.Errorf("StartWorkload ran %d times, want 2 (initial + restart)", starts.Load())
+	}
+	// Crash first: the probe took the pod out only once it had stopped
+	// serving, within a period (and its timeout) of the kill, and put it
+	// back once it served again.
+	mu.Lock()
+	t.Logf("readiness verdicts: %+v", verdicts)
+	if len(verdicts) != 2 || verdicts[0].ready || verdicts[0].served || !verdicts[1].ready || !verdicts[1].served {
+		t.Errorf("verdicts %+v, want not ready (while down), then ready (once serving)", verdicts)
+	}
+	mu.Unlock()
+	if rd := r.Readiness; rd == nil || rd.NotReadyS < 0 || rd.NotReadyS > 0.35 || rd.ReadyS < 0 || rd.ReadyS > 0.35 || rd.PeriodS != 0.2 {
+		t.Errorf("readiness record %+v, want not ready and ready again within a period (0.2 s) and a timeout", rd)
+	}
+	if a := r.Activity; a == nil || !a.Active || len(a.KilledPIDs) != 1 || strconv.Itoa(a.KilledPIDs[0]) != pid1 || a.StayedDown == nil || !*a.StayedDown {
+		t.Errorf("activity %+v, want pid %s killed and down until the restart", a, pid1)
 	}
 	// A second Stop is harmless and returns the same records.
 	if again, err := tl.Stop(context.Background()); err != nil || len(again) != 1 || again[0].EndS != r.EndS {
@@ -782,12 +891,14 @@ func proxyKillTest(t *testing.T, b *bed) {
 func stopAfterCancel(t *testing.T, b *bed) {
 	before := b.snapshots(t)
 	hour := scenarios.Duration(time.Hour)
+	// No traffic flows: the faults are allowed to do nothing.
 	tl, err := NewTimeline([]scenarios.ChaosEntry{
-		{Fault: "delay", Duration: hour, Selector: sel("n0-p0"), Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(5 * time.Millisecond)}},
-		{Fault: "loss", Duration: hour, Selector: sel("n1-p0"), Direction: "both", Loss: &scenarios.LossSpec{Loss: "50"}},
-		{Fault: "partition", Duration: hour, Selector: sel("n0-p1"), Target: &scenarios.ChaosTarget{Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}}},
-		{Fault: "bandwidth", Duration: hour, Selector: sel("n1-p1"), Direction: "both", Bandwidth: &scenarios.BandwidthSpec{Rate: "1mbps"}},
+		{Fault: "delay", Duration: hour, Selector: sel("n0-p0"), Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(5 * time.Millisecond)}, AllowInactive: true},
+		{Fault: "loss", Duration: hour, Selector: sel("n1-p0"), Direction: "both", Loss: &scenarios.LossSpec{Loss: "50"}, AllowInactive: true},
+		{Fault: "partition", Duration: hour, Selector: sel("n0-p1"), Target: &scenarios.ChaosTarget{Selector: scenarios.ChaosSelector{Nodes: []string{"n1"}}}, AllowInactive: true},
+		{Fault: "bandwidth", Duration: hour, Selector: sel("n1-p1"), Direction: "both", Bandwidth: &scenarios.BandwidthSpec{Rate: "1mbps"}, AllowInactive: true},
 		{Fault: "loss", At: hour, Duration: hour, Selector: sel("n1-p1"), Loss: &scenarios.LossSpec{Loss: "50"}},
+		{Name: "idle", Fault: "delay", Duration: hour, Selector: sel("n0-p1"), Direction: "from", Delay: &scenarios.DelaySpec{Latency: scenarios.Duration(time.Millisecond)}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -818,13 +929,14 @@ func stopAfterCancel(t *testing.T, b *bed) {
 	}
 	cancel()
 	recs, err := tl.Stop(ctx) // ctx is cancelled: Stop must still clean up
-	if err != nil {
-		t.Errorf("stop: %v", err)
+	// Only the idle delay, inactive and not allowed to be, is an error.
+	if err == nil || !strings.Contains(err.Error(), "chaos idle: inactive: its NFQUEUE rules matched no packet") || strings.Count(err.Error(), "chaos ") != 1 {
+		t.Errorf("stop: %v, want the idle delay's inactivity alone", err)
 	}
 	b.checkClean(t, before)
 	for i, r := range recs[:4] {
-		if r.Error != "" || r.StartS < 0 || r.EndS < r.StartS {
-			t.Errorf("record %d: %+v", i, r)
+		if r.Error != "" || r.StartS < 0 || r.EndS < r.StartS || r.Activity == nil || !r.AllowInactive {
+			t.Errorf("record %d: %+v, want recovered, with its activity read", i, r)
 		}
 	}
 	if r := recs[4]; r.StartS != -1 || !strings.Contains(r.Error, "not injected") {

@@ -15,6 +15,7 @@ import (
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/nsutil"
 	"github.com/meshbench/meshbench/scenarios"
@@ -51,6 +52,7 @@ type nfqDelay struct {
 	rules           ruleSet
 	mu              sync.Mutex
 	queues          []*delayQueue
+	held            atomic.Int64 // packets the queues held
 }
 
 func (f *nfqDelay) Kind() string           { return scenarios.FaultDelay }
@@ -153,6 +155,7 @@ func (f *nfqDelay) open(path string, num uint16) (*delayQueue, error) {
 		}
 		q.last = due
 		q.mu.Unlock()
+		f.held.Add(1)
 		select {
 		case q.items <- held{id: *a.PacketID, due: due}:
 		default:
@@ -207,6 +210,22 @@ func (q *delayQueue) close() error {
 	close(q.items)
 	<-q.done
 	return err
+}
+
+func (f *nfqDelay) Activity(ctx context.Context) (results.FaultActivity, error) {
+	a, err := f.rules.activity(ctx, "its NFQUEUE rules")
+	if err != nil {
+		return a, err
+	}
+	n := f.held.Load()
+	a.Counters["queued"] = n
+	a.Active = n > 0
+	if n > 0 {
+		a.Detail = fmt.Sprintf("NFQUEUE held %d packets for %s", n, f.latency)
+	} else if a.Counters["rule_packets"] > 0 {
+		a.Detail = fmt.Sprintf("its rules matched %d packets, but none reached the queue", a.Counters["rule_packets"])
+	}
+	return a, nil
 }
 
 func (f *nfqDelay) Recover(ctx context.Context, t Target) error {

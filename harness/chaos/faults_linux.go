@@ -50,12 +50,19 @@ func newPartition(tag, using string) Fault {
 	return &partition{tag: tag}
 }
 
-// podKill kills the workload of every selected pod and restarts it after
-// the fault's duration.
+// podKill crashes the workload of every selected pod (SIGKILL, no
+// warning to anyone) and restarts it after the fault's duration. Whether
+// and when the pod leaves its services' endpoints is up to a readiness
+// probe (prober) that starts with the kill, as a kubelet's would notice a
+// crashed container: every datapath faces the same crash, and proxies
+// learn of it only through the probe or their own failed connects.
 type podKill struct {
-	env    *Env
-	mu     sync.Mutex
-	killed []*testbed.Pod
+	env      *Env
+	mu       sync.Mutex
+	killed   []*testbed.Pod
+	procs    []*testbed.Process
+	probers  []*prober
+	replaced []*testbed.Process
 }
 
 func (f *podKill) Kind() string           { return scenarios.FaultPodKill }
@@ -67,34 +74,36 @@ func (f *podKill) Inject(ctx context.Context, t Target) error {
 	}
 	var errs []error
 	for _, p := range t.Pods {
-		kill := f.env.KillWorkload
-		if kill == nil {
-			kill = f.killServers
-		}
-		if err := kill(ctx, p); err != nil {
-			errs = append(errs, fmt.Errorf("kill workload of %s: %w", p.Name, err))
+		procs := serverProcs(f.env.Cluster, p)
+		if len(procs) == 0 {
+			errs = append(errs, fmt.Errorf("kill workload of %s: no server process runs in the pod", p.Name))
 			continue
 		}
+		err := killAll(ctx, procs)
+		killedAt := time.Now()
 		f.mu.Lock()
 		f.killed = append(f.killed, p)
+		f.procs = append(f.procs, procs...)
+		if f.env.Probe != nil {
+			f.probers = append(f.probers, startProber(ctx, f.env, p, killedAt))
+		}
 		f.mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kill workload of %s: %w", p.Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// killServers SIGKILLs the pod's server processes and waits until they are
-// reaped.
-func (f *podKill) killServers(ctx context.Context, p *testbed.Pod) error {
-	var procs []*testbed.Process
-	for _, pr := range f.env.Cluster.Processes() {
-		if pr.Pod == p.Name && pr.Role == results.RoleServer {
-			procs = append(procs, pr)
+// serverProcs returns the server processes of pod that still run.
+func serverProcs(c testbed.Cluster, pod *testbed.Pod) []*testbed.Process {
+	var out []*testbed.Process
+	for _, pr := range c.Processes() {
+		if pr.Pod == pod.Name && pr.Role == results.RoleServer && !pr.Exited() {
+			out = append(out, pr)
 		}
 	}
-	if len(procs) == 0 {
-		return errors.New("no server process runs in the pod")
-	}
-	return killAll(ctx, procs)
+	return out
 }
 
 func killAll(ctx context.Context, procs []*testbed.Process) error {
@@ -115,18 +124,51 @@ func killAll(ctx context.Context, procs []*testbed.Process) error {
 	return errors.Join(errs...)
 }
 
+func (f *podKill) Activity(ctx context.Context) (results.FaultActivity, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var replaced []*testbed.Process
+	for _, p := range f.killed {
+		replaced = append(replaced, serverProcs(f.env.Cluster, p)...)
+	}
+	return killActivity(f.procs, replaced, "server processes"), nil
+}
+
 func (f *podKill) Recover(ctx context.Context, t Target) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
 	var left []*testbed.Pod
-	for _, p := range f.killed {
+	for i, p := range f.killed {
 		if err := f.env.StartWorkload(ctx, p); err != nil {
 			errs = append(errs, fmt.Errorf("restart workload of %s: %w", p.Name, err))
 			left = append(left, p)
+			continue
+		}
+		if i < len(f.probers) {
+			f.probers[i].workloadRestarted()
 		}
 	}
 	f.killed = left
+	return errors.Join(errs...)
+}
+
+// settle waits until the readiness probes have put the killed pods back
+// into their endpoints (or ends them when stop closes) and records what
+// they did.
+func (f *podKill) settle(stop <-chan struct{}, rec *results.FaultRecord) error {
+	f.mu.Lock()
+	probers := f.probers
+	f.probers = nil
+	f.mu.Unlock()
+	if len(probers) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, p := range probers {
+		errs = append(errs, p.wait(stop))
+	}
+	rec.Readiness = readinessRecord(probers[0].spec, probers)
 	return errors.Join(errs...)
 }
 
@@ -167,6 +209,12 @@ func (f *proxyKill) Inject(ctx context.Context, t Target) error {
 	f.killed = append(f.killed, procs...)
 	f.mu.Unlock()
 	return err
+}
+
+func (f *proxyKill) Activity(ctx context.Context) (results.FaultActivity, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return killActivity(f.killed, nil, "datapath processes"), nil
 }
 
 func (f *proxyKill) Recover(ctx context.Context, t Target) error {
@@ -220,7 +268,8 @@ func (f *loss) Inject(ctx context.Context, t Target) error {
 		}
 	}
 	if t.Direction == "to" || t.Direction == "both" {
-		// Packets the selected pods send, dropped where they arrive.
+		// Packets the selected pods send, dropped where they arrive: at the
+		// peers, or at every other pod and every node.
 		receivers := t.Peers
 		if receivers == nil {
 			receivers = t.Others
@@ -235,8 +284,22 @@ func (f *loss) Inject(ctx context.Context, t Target) error {
 				return err
 			}
 		}
+		if t.Peers == nil {
+			// What the pods send to their node itself: a per-node proxy
+			// receives their connections there.
+			for _, n := range t.allNodes {
+				spec := append([]string{"-s", ips(t.Pods, nil)}, stat...)
+				if err := f.rules.add(ctx, rule{n.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
+}
+
+func (f *loss) Activity(ctx context.Context) (results.FaultActivity, error) {
+	return f.rules.activity(ctx, "its DROP rules")
 }
 
 func (f *loss) Recover(ctx context.Context, t Target) error { return f.rules.removeAll(ctx) }
@@ -279,6 +342,10 @@ func (f *partition) block(ctx context.Context, p *testbed.Pod, src string, drop 
 		return nil
 	}
 	return f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append([]string{"-s", src}, drop...)})
+}
+
+func (f *partition) Activity(ctx context.Context) (results.FaultActivity, error) {
+	return f.rules.activity(ctx, "its DROP rules")
 }
 
 func (f *partition) Recover(ctx context.Context, t Target) error { return f.rules.removeAll(ctx) }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/scenarios"
 )
@@ -19,6 +20,9 @@ func (f unsupported) Inject(ctx context.Context, t Target) error {
 	return fmt.Errorf("%s: %w: faults need Linux", f.kind, testbed.ErrNotSupported)
 }
 func (f unsupported) Recover(ctx context.Context, t Target) error { return nil }
+func (f unsupported) Activity(ctx context.Context) (results.FaultActivity, error) {
+	return results.FaultActivity{}, nil
+}
 
 func newPodKill(env *Env) Fault                 { return unsupported{scenarios.FaultPodKill} }
 func newProxyKill(env *Env) Fault               { return unsupported{scenarios.FaultProxyKill} }

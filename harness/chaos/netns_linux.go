@@ -3,10 +3,13 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/internal/iptables"
 )
 
@@ -65,6 +68,35 @@ func (rs *ruleSet) removeAll(ctx context.Context) error {
 	}
 	rs.applied = kept
 	return errors.Join(errs...)
+}
+
+// activity sums what the inserted rules have matched, from their
+// counters (each rule's comment names its fault): what says whose rules
+// they are, for the detail.
+func (rs *ruleSet) activity(ctx context.Context, what string) (results.FaultActivity, error) {
+	rs.mu.Lock()
+	rules := slices.Clone(rs.applied)
+	rs.mu.Unlock()
+	type place struct{ netns, comment string }
+	seen := map[place]bool{}
+	var n int64
+	for _, r := range rules {
+		i := slices.Index(r.spec, "--comment")
+		if i < 0 || i+1 >= len(r.spec) {
+			continue
+		}
+		k := place{r.netns, r.spec[i+1]}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		p, _, _, err := iptables.Matched(ctx, r.netns, "filter", k.comment)
+		if err != nil {
+			return results.FaultActivity{}, fmt.Errorf("read rule counters: %w", err)
+		}
+		n += p
+	}
+	return dropActivity("rule_packets", n, what), nil
 }
 
 // comment tags a rule with the fault's name so that an operator can tell

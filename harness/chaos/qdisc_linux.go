@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/nsutil"
 	"github.com/meshbench/meshbench/scenarios"
@@ -107,6 +108,43 @@ func (q *rootQdiscs) removeAll() error {
 	return errors.Join(errs...)
 }
 
+// stats sums the statistics of the installed qdiscs.
+func (q *rootQdiscs) stats() (packets, drops, overlimits int64, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range q.installed {
+		err := nsutil.Do(r.netns, func() error {
+			l, err := netlink.LinkByName(r.link)
+			if err != nil {
+				return fmt.Errorf("link %s: %w", r.link, err)
+			}
+			list, err := netlink.QdiscList(l)
+			if err != nil {
+				return fmt.Errorf("list qdiscs of %s: %w", r.link, err)
+			}
+			for _, qd := range list {
+				a := qd.Attrs()
+				if a.Parent != netlink.HANDLE_ROOT || a.Handle != netlink.MakeHandle(0x4d42, 0) || a.Statistics == nil {
+					continue
+				}
+				st := a.Statistics
+				if st.Basic != nil {
+					packets += int64(st.Basic.Packets)
+				}
+				if st.Queue != nil {
+					drops += int64(st.Queue.Drops)
+					overlimits += int64(st.Queue.Overlimits)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("qdisc statistics: %w", err)
+		}
+	}
+	return packets, drops, overlimits, nil
+}
+
 // egressLinks returns, for each selected pod, the interfaces whose egress
 // carries the traffic of direction: the pod's eth0 for "to", the node-side
 // veth for "from" (traffic toward the pod), both for "both".
@@ -178,6 +216,23 @@ func (f *bandwidth) Inject(ctx context.Context, t Target) error {
 	return nil
 }
 
+// Activity: a token bucket acts when it runs out of tokens (overlimits:
+// packets it held back) or drops; one the traffic never fills does
+// nothing.
+func (f *bandwidth) Activity(ctx context.Context) (results.FaultActivity, error) {
+	p, d, o, err := f.qdiscs.stats()
+	if err != nil {
+		return results.FaultActivity{}, err
+	}
+	a := results.FaultActivity{Active: d+o > 0, Counters: map[string]int64{"qdisc_packets": p, "qdisc_drops": d, "qdisc_overlimits": o}}
+	if a.Active {
+		a.Detail = fmt.Sprintf("the token bucket held back packets %d times and dropped %d of %d", o, d, p)
+	} else {
+		a.Detail = fmt.Sprintf("the token bucket passed all %d packets without holding one back: the traffic stayed under %d bytes/s", p, f.rateBytes)
+	}
+	return a, nil
+}
+
 func (f *bandwidth) Recover(ctx context.Context, t Target) error { return f.qdiscs.removeAll() }
 
 // netemDelay delays packets with sch_netem (on hosts that have it).
@@ -204,6 +259,19 @@ func (f *netemDelay) Inject(ctx context.Context, t Target) error {
 		}
 	}
 	return nil
+}
+
+func (f *netemDelay) Activity(ctx context.Context) (results.FaultActivity, error) {
+	p, d, _, err := f.qdiscs.stats()
+	if err != nil {
+		return results.FaultActivity{}, err
+	}
+	a := dropActivity("qdisc_packets", p, "the netem qdisc")
+	a.Counters["qdisc_drops"] = d
+	if p > 0 {
+		a.Detail = fmt.Sprintf("netem delayed %d packets by %s", p, f.latency)
+	}
+	return a, nil
 }
 
 func (f *netemDelay) Recover(ctx context.Context, t Target) error { return f.qdiscs.removeAll() }

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/nsutil"
 	"github.com/meshbench/meshbench/scenarios"
@@ -31,9 +32,10 @@ const (
 )
 
 // dropProgram builds a tc program that drops IPv4 packets whose source is
-// one of srcs (any source when srcs is empty) with probability p, and hands
+// one of srcs (any source when srcs is empty) with probability p, counting
+// each drop in element 0 of the array map counter (a uint64), and hands
 // every other packet to the next program.
-func dropProgram(p float64, srcs []net.IP) asm.Instructions {
+func dropProgram(p float64, srcs []net.IP, counter int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, skbProtocol, asm.Word),
@@ -64,7 +66,16 @@ func dropProgram(p float64, srcs []net.IP) asm.Instructions {
 		)
 	}
 	return append(insns,
-		asm.Mov.Imm(asm.R0, tcxDrop),
+		// counter[0] += 1, atomically: several CPUs may drop at once.
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, counter),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, tcxDrop).WithSymbol("drop"),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("pass"),
 		asm.Return(),
@@ -79,8 +90,9 @@ type tcDrops struct {
 }
 
 type tcAttached struct {
-	prog *ebpf.Program
-	l    link.Link
+	prog    *ebpf.Program
+	counter *ebpf.Map
+	l       link.Link
 }
 
 // add attaches a program dropping packets from srcs with probability p to
@@ -98,11 +110,16 @@ func (d *tcDrops) add(pod *testbed.Pod, at ebpf.AttachType, p float64, srcs []*t
 	if srcs != nil && len(addrs) == 0 {
 		return nil
 	}
+	counter, err := ebpf.NewMap(&ebpf.MapSpec{Name: "mb_chaos_drops", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("create drop counter: %w", err)
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "mb_chaos_drop", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: dropProgram(p, addrs),
+		Instructions: dropProgram(p, addrs, counter.FD()),
 	})
 	if err != nil {
+		counter.Close()
 		return fmt.Errorf("load drop program: %w", err)
 	}
 	var l link.Link
@@ -119,10 +136,11 @@ func (d *tcDrops) add(pod *testbed.Pod, at ebpf.AttachType, p float64, srcs []*t
 	})
 	if err != nil {
 		prog.Close()
+		counter.Close()
 		return err
 	}
 	d.mu.Lock()
-	d.links = append(d.links, tcAttached{prog, l})
+	d.links = append(d.links, tcAttached{prog, counter, l})
 	d.mu.Unlock()
 	return nil
 }
@@ -136,9 +154,34 @@ func (d *tcDrops) removeAll() error {
 			errs = append(errs, fmt.Errorf("detach drop program: %w", err))
 		}
 		a.prog.Close()
+		a.counter.Close()
 	}
 	d.links = nil
 	return errors.Join(errs...)
+}
+
+// dropped returns the packets the attached programs have dropped.
+func (d *tcDrops) dropped() (int64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var n uint64
+	for _, a := range d.links {
+		var v uint64
+		if err := a.counter.Lookup(uint32(0), &v); err != nil {
+			return 0, fmt.Errorf("read drop counter: %w", err)
+		}
+		n += v
+	}
+	return int64(n), nil
+}
+
+// activity is the drop programs' activity: active when they dropped.
+func (d *tcDrops) activity(what string) (results.FaultActivity, error) {
+	n, err := d.dropped()
+	if err != nil {
+		return results.FaultActivity{}, err
+	}
+	return dropActivity("dropped", n, what+" programs"), nil
 }
 
 // tcLoss is loss by tc BPF: on the receiving pods' ingress, except for
@@ -189,6 +232,13 @@ func (f *tcLoss) Inject(ctx context.Context, t Target) error {
 		return f.fallback.Inject(ctx, t)
 	}
 	return err
+}
+
+func (f *tcLoss) Activity(ctx context.Context) (results.FaultActivity, error) {
+	if f.fallback != nil {
+		return f.fallback.Activity(ctx)
+	}
+	return f.drops.activity("its tc drop")
 }
 
 func (f *tcLoss) Recover(ctx context.Context, t Target) error {
@@ -254,6 +304,13 @@ func (f *tcPartition) Inject(ctx context.Context, t Target) error {
 		return f.fallback.Inject(ctx, t)
 	}
 	return err
+}
+
+func (f *tcPartition) Activity(ctx context.Context) (results.FaultActivity, error) {
+	if f.fallback != nil {
+		return f.fallback.Activity(ctx)
+	}
+	return f.drops.activity("its tc drop")
 }
 
 func (f *tcPartition) Recover(ctx context.Context, t Target) error {

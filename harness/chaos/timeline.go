@@ -82,6 +82,7 @@ func (tl *Timeline) Run(ctx context.Context, env Env, start time.Time) <-chan st
 			Name: e.ChaosName(i), Fault: e.Fault, Implementation: impl,
 			Selector: describe(e.Selector, e.Mode, e.Value, e.Direction), Parameters: parameters(e),
 			StartS: -1, EndS: -1, DetectS: -1, RecoverS: -1,
+			AllowInactive: e.AllowInactive,
 		}
 		if e.Target != nil {
 			rec.Target = describe(e.Target.Selector, e.Target.Mode, e.Target.Value, "")
@@ -180,14 +181,38 @@ func (tl *Timeline) recover(ctx context.Context, i int) {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RecoverTimeout)
 	defer cancel()
+	act, aerr := a.fault.Activity(rctx)
 	err := a.fault.Recover(rctx, a.target)
 	tl.mu.Lock()
 	tl.records[i].EndS = tl.since()
+	if aerr == nil {
+		tl.records[i].Activity = &act
+	}
 	tl.mu.Unlock()
-	tl.log.Info("chaos recover", "fault", tl.records[i].Name, "err", err)
+	tl.log.Info("chaos recover", "fault", tl.records[i].Name, "active", act.Active, "activity", act.Detail, "err", err)
+	if aerr != nil {
+		tl.fail(i, fmt.Errorf("read its activity: %w", aerr))
+	}
 	if err != nil {
 		tl.fail(i, fmt.Errorf("recover: %w", err))
 	}
+	if s, ok := a.fault.(settler); ok {
+		var rec results.FaultRecord
+		if err := s.settle(tl.stop, &rec); err != nil {
+			tl.fail(i, err)
+		}
+		tl.mu.Lock()
+		tl.records[i].Readiness = rec.Readiness
+		tl.mu.Unlock()
+	}
+}
+
+// settler is a fault that sets something in motion that outlives its
+// recovery (pod-kill's readiness probes).
+type settler interface {
+	// settle waits until it is done, or ends it when stop closes, and
+	// fills in what it did in rec.
+	settle(stop <-chan struct{}, rec *results.FaultRecord) error
 }
 
 // Stop recovers every fault still active and returns the records of every
@@ -221,8 +246,11 @@ func (tl *Timeline) Stop(ctx context.Context) ([]results.FaultRecord, error) {
 	copy(out, tl.records)
 	var errs []error
 	for _, r := range out {
-		if r.Error != "" && r.StartS >= 0 {
+		switch {
+		case r.Error != "" && r.StartS >= 0:
 			errs = append(errs, fmt.Errorf("chaos %s: %s", r.Name, r.Error))
+		case r.Inactive() && !r.AllowInactive:
+			errs = append(errs, fmt.Errorf("chaos %s: inactive: %s (set allow_inactive on the entry if that is expected)", r.Name, r.Activity.Detail))
 		}
 	}
 	return out, errors.Join(errs...)

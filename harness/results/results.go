@@ -100,8 +100,10 @@ type Step struct {
 	// Client is how the load client ran: whether it kept up and what it
 	// was configured with.
 	Client ClientRun `json:"client"`
-	// Windows are fixed time buckets across the measured window.
+	// Windows are fixed time buckets across the measured window, each
+	// WindowS seconds wide.
 	Windows []Window `json:"windows,omitempty"`
+	WindowS float64  `json:"window_s,omitempty"`
 	// Faults are the chaos timeline's faults, with their effect measured.
 	Faults []FaultRecord `json:"faults,omitempty"`
 	Proof  Proof         `json:"proof"`
