@@ -149,8 +149,8 @@ func (l *Load) validate(p *problems, services []Service) {
 
 // Limits of a readiness probe.
 const (
-	MinProbePeriod   = 10 * time.Millisecond
-	MaxProbePeriod   = time.Minute
+	MinProbePeriod    = 10 * time.Millisecond
+	MaxProbePeriod    = time.Minute
 	MaxProbeThreshold = 100
 )
 
