@@ -86,7 +86,9 @@ type checkRow struct {
 
 // faultRow is one fault of one step.
 type faultRow struct {
-	Datapath, Rate, Rep, Name, Fault, Impl, Window, Errors, Detect, Recover, Error string
+	Datapath, Rate, Rep, Name, Fault, Impl, Window, Evidence, Errors, Detect, Readiness, Recover, Error string
+	// Inactive marks a fault whose own counters show it did nothing.
+	Inactive bool
 }
 
 // errorRow is one step's errors.

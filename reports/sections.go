@@ -2,6 +2,8 @@ package reports
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -412,25 +414,59 @@ func errorRows(steps []results.Step) []errorRow {
 }
 
 // faultRows is the faults table: one row per fault injected in a step.
+// Times are printed to the resolution they were measured at (the step's
+// window width).
 func faultRows(steps []results.Step) []faultRow {
-	secs := func(v float64) string {
-		if v < 0 {
-			return "never"
-		}
-		return fmt.Sprintf("%.2f s", v)
-	}
 	var rows []faultRow
 	for _, s := range steps {
 		for _, f := range s.Faults {
-			rows = append(rows, faultRow{
+			res := f.ResolutionS
+			if res <= 0 {
+				res = s.WindowS
+			}
+			secs := func(v float64) string { return fmtSeconds(v, res) }
+			row := faultRow{
 				Datapath: s.Datapath, Rate: fmtRate(s.OfferedRPS), Rep: fmt.Sprint(s.Repetition),
 				Name: f.Name, Fault: f.Fault + " " + f.Selector, Impl: f.Implementation,
-				Window: fmt.Sprintf("%.1f–%.1f s", f.StartS, f.EndS), Errors: fmt.Sprint(f.Errors),
+				Window: fmt.Sprintf("%s–%s", fmtSeconds(f.StartS, 0.1), fmtSeconds(f.EndS, 0.1)),
+				Errors: fmt.Sprint(f.Errors),
 				Detect: secs(f.DetectS), Recover: secs(f.RecoverS), Error: f.Error,
-			})
+			}
+			if f.SharedErrors > 0 {
+				row.Errors += fmt.Sprintf(" (+%d shared with %s)", f.SharedErrors, strings.Join(f.SharedWith, ", "))
+			}
+			switch a := f.Activity; {
+			case a == nil:
+				row.Evidence = "not read"
+			case !a.Active && f.AllowInactive:
+				row.Evidence = "inactive (allowed): " + a.Detail
+			case !a.Active:
+				row.Evidence = "INACTIVE: " + a.Detail
+				row.Inactive = true
+			default:
+				row.Evidence = a.Detail
+			}
+			if r := f.Readiness; r != nil {
+				row.Readiness = fmt.Sprintf("out %s after the kill, back %s after the restart (probe every %s, %d/%d)",
+					fmtSeconds(r.NotReadyS, 0.01), fmtSeconds(r.ReadyS, 0.01), fmtSeconds(r.PeriodS, r.PeriodS), r.FailureThreshold, r.SuccessThreshold)
+			}
+			rows = append(rows, row)
 		}
 	}
 	return rows
+}
+
+// fmtSeconds writes v seconds with as many decimals as res (a resolution
+// in seconds) warrants; "never" for a negative v.
+func fmtSeconds(v, res float64) string {
+	if v < 0 {
+		return "never"
+	}
+	decimals := 0
+	if res > 0 {
+		decimals = max(0, min(3, int(math.Ceil(-math.Log10(res)-1e-9))))
+	}
+	return strconv.FormatFloat(v, 'f', decimals, 64) + " s"
 }
 
 // calibrationTable is the calibration step's figures, the load client's
