@@ -8,10 +8,14 @@ import (
 	"github.com/meshbench/meshbench/harness/results"
 )
 
-// Recovery thresholds: a window is healthy when its success ratio is at
-// least RecoveredSuccess and its p99 at most RecoveredP99Factor times the
-// baseline, the median p99 of the windows before the first fault; the
-// traffic has recovered once the windows stay healthy for RecoveredHold.
+// Recovery thresholds. A window is slow when its typical latency (p90)
+// is above RecoveredP99Factor times the median p90 of the windows before
+// the first fault, or its tail (p99) above RecoveredP99Factor times the
+// worst p99 of those windows: short windows hold few requests, and one
+// stray slow request must not count as the fault, nor keep the traffic
+// from having recovered. A window is healthy when its success ratio is
+// at least RecoveredSuccess and it is not slow; the traffic has recovered
+// once the windows stay healthy for RecoveredHold.
 const (
 	RecoveredSuccess   = 0.99
 	RecoveredP99Factor = 2.0
@@ -22,20 +26,21 @@ const (
 // ResolutionS from the step's time windows (in StartS order, of equal
 // width) and returns the updated copies; it does not modify its arguments.
 //
-//   - The baseline is the median p99 of the windows that end at or before
-//     the first fault's start and carried requests: windows no fault
-//     touched. With no such window only the success ratio counts.
-//   - A window is degraded when it has a failed request or a p99 above
-//     RecoveredP99Factor × the baseline, healthy when its success ratio is
-//     at least RecoveredSuccess and its p99 at most that.
+//   - The baseline is the windows that end at or before the first fault's
+//     start and carried requests: windows no fault touched. With no such
+//     window only the success ratio counts. (Windows written without a
+//     p90 are held to their p99 alone.)
+//   - A window is degraded when it has a failed request or is slow (see
+//     the thresholds), healthy when its success ratio is at least
+//     RecoveredSuccess and it is not slow.
 //   - DetectS is the start of the first degraded window among those that
 //     overlap or follow the fault's start (up to its recovery), in seconds
 //     after the fault's StartS (0 when that window began before the
 //     fault); -1 when none is degraded.
 //   - RecoverS is the start of the first window at or after the fault's
-//     EndS that begins RecoveredHold of healthy windows (or of healthy
-//     windows to the step's end or to the next fault's start), in seconds
-//     after EndS; -1 when none does (or the fault never ended).
+//     EndS that begins RecoveredHold of healthy windows (fewer when the
+//     step ends, or another fault starts, first), in seconds after EndS;
+//     -1 when none does (or the fault never ended).
 //   - A fault claims the windows from the one that holds its StartS up
 //     to, not including, its recovered window (or to the step's end). The
 //     failed requests of a window only one fault claims count in its
@@ -56,14 +61,17 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 			first = min(first, f.StartS)
 		}
 	}
-	var pre []float64
+	var p90s, p99s []float64
 	for _, w := range windows {
 		if w.StartS+width <= first+eps && w.Requests > 0 {
-			pre = append(pre, w.P99US)
+			p90s = append(p90s, w.P90US)
+			p99s = append(p99s, w.P99US)
 		}
 	}
-	baseline := median(pre)
-	slow := func(w results.Window) bool { return baseline > 0 && w.P99US > RecoveredP99Factor*baseline }
+	typical, worst := median(p90s), slices.Max(append([]float64{0}, p99s...))
+	slow := func(w results.Window) bool {
+		return (typical > 0 && w.P90US > RecoveredP99Factor*typical) || (worst > 0 && w.P99US > RecoveredP99Factor*worst)
+	}
 	healthy := func(w results.Window) bool { return w.SuccessRatio >= RecoveredSuccess && !slow(w) }
 	degraded := func(w results.Window) bool { return w.Requests > w.Successes || slow(w) }
 	hold := max(1, int(math.Ceil(RecoveredHold.Seconds()/width-eps)))
@@ -130,9 +138,13 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 }
 
 // holds reports whether the first n windows of ws that carried requests
-// are healthy, stopping early (and holding) at the step's end or at the
-// first window that begins at or after next.
+// are healthy, stopping early (and holding) at the step's end or, when
+// ws begins before next, at the first window that begins at or after
+// next (another fault's start).
 func holds(ws []results.Window, n int, next float64, healthy func(results.Window) bool) bool {
+	if len(ws) > 0 && ws[0].StartS >= next {
+		next = math.Inf(1)
+	}
 	for _, w := range ws {
 		if n == 0 || w.StartS >= next {
 			return true

@@ -127,6 +127,33 @@ func TestAnalyzeFineWindows(t *testing.T) {
 	}
 }
 
+// TestAnalyzeNoise checks the two latency thresholds on short windows: a
+// stray slow request, no worse than the worst before the faults, neither
+// detects a fault nor delays a recovery; a shift of the typical latency
+// (p90) does both.
+func TestAnalyzeNoise(t *testing.T) {
+	w := func(p90, p99 float64) [3]float64 { return [3]float64{20, 20, p99*1000 + p90} }
+	ws := win100(w(100, 150), w(100, 900), w(110, 160), w(90, 140), // before: worst p99 900
+		w(100, 1500), w(2000, 2100), w(2100, 2200), // a stray 1.5 ms at 0.4 s; the fault shows at 0.5 s
+		w(100, 1700), w(100, 150), w(100, 160), w(100, 150), w(100, 150), w(100, 150))
+	for i := range ws {
+		v := ws[i].P99US
+		ws[i].P99US, ws[i].P90US = math.Floor(v/1000), math.Mod(v, 1000)
+	}
+	got := Analyze(ws, []results.FaultRecord{{Name: "slow", StartS: 0.4, EndS: 0.7}})[0]
+	if !near(got.DetectS, 0.1) || !near(got.RecoverS, 0) {
+		t.Errorf("detect %v recover %v, want 0.1 (the p90 shift, not the stray request) and 0", got.DetectS, got.RecoverS)
+	}
+	// A recovery that comes only after the next fault began must still
+	// hold for RecoveredHold.
+	ok, bad := [3]float64{20, 20, 100}, [3]float64{20, 10, 100}
+	ws = win100(ok, ok, bad, bad, bad, ok, bad, ok, ok, ok, ok, ok, ok)
+	got = Analyze(ws, []results.FaultRecord{{Name: "a", StartS: 0.2, EndS: 0.3}, {Name: "b", StartS: 0.4, EndS: 0.5}})[0]
+	if !near(got.RecoverS, 0.4) {
+		t.Errorf("recover %v, want 0.4 (the one healthy window at 0.5 s does not hold)", got.RecoverS)
+	}
+}
+
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
 // TestAnalyzeOverlap checks that the baseline comes from windows before

@@ -32,13 +32,15 @@ type FaultRecord struct {
 	SharedErrors int64    `json:"shared_errors,omitempty"`
 	SharedWith   []string `json:"shared_with,omitempty"`
 	// DetectS is the time from StartS to the start of the first window
-	// that shows the fault: a failed request, or a p99 above
-	// RecoveredP99Factor × the pre-fault baseline; -1 when none does.
+	// that shows the fault: a failed request, or a latency above twice
+	// the pre-fault baseline (p90 above twice the median p90, or p99 above
+	// twice the worst p99, of the windows before the first fault; see
+	// chaos.Analyze); -1 when none does.
 	DetectS float64 `json:"detect_s"`
 	// RecoverS is the time from EndS to the start of the first window at
 	// or after EndS from which the traffic stays healthy (success ratio >=
-	// 0.99 and p99 at most twice the pre-fault p99) for the hold time or
-	// to the step's end; -1 when the traffic never recovered in the step.
+	// 0.99, latency within those bounds) for 0.5 s or to the step's end;
+	// -1 when the traffic never recovered in the step.
 	RecoverS float64 `json:"recover_s"`
 	// ResolutionS is the width of the windows DetectS and RecoverS are
 	// measured in: they are exact to this.

@@ -179,6 +179,7 @@ type Window struct {
 	Successes    int64   `json:"successes"`
 	SuccessRatio float64 `json:"success_ratio"`
 	P50US        float64 `json:"p50_us"`
+	P90US        float64 `json:"p90_us,omitempty"`
 	P99US        float64 `json:"p99_us"`
 }
 

@@ -550,6 +550,7 @@ func (r *recorder) window(i int) results.Window {
 	if w.hdr != nil {
 		h := stream.HistogramFromHDR(w.hdr)
 		rw.P50US = stream.Percentile(h, 0.50)
+		rw.P90US = stream.Percentile(h, 0.90)
 		rw.P99US = stream.Percentile(h, 0.99)
 	}
 	w.hdr = nil
