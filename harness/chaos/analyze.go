@@ -39,10 +39,14 @@ const (
 //     fault); -1 when none is degraded.
 //   - RecoverS is the start of the first window at or after the fault's
 //     EndS that begins RecoveredHold of healthy windows (fewer when the
-//     step ends, or another fault starts, first), in seconds after EndS;
+//     step ends, or another fault starts, first: the hold ends before the
+//     window whose requests were in flight at that fault's start), in
+//     seconds after EndS;
 //     -1 when none does (or the fault never ended).
 //   - A fault claims the windows from the one that holds its StartS up
-//     to, not including, its recovered window (or to the step's end). The
+//     to, not including, its recovered window (or to the step's end), and
+//     the window before when requests of it failed and failures go on in
+//     the fault's first window: they were in flight when it began. The
 //     failed requests of a window only one fault claims count in its
 //     Errors; those of a window several claim count in the SharedErrors of
 //     each, with the others named in SharedWith.
@@ -73,7 +77,8 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 		return (typical > 0 && w.P90US > RecoveredP99Factor*typical) || (worst > 0 && w.P99US > RecoveredP99Factor*worst)
 	}
 	healthy := func(w results.Window) bool { return w.SuccessRatio >= RecoveredSuccess && !slow(w) }
-	degraded := func(w results.Window) bool { return w.Requests > w.Successes || slow(w) }
+	failed := func(w results.Window) bool { return w.Requests > w.Successes }
+	degraded := func(w results.Window) bool { return failed(w) || slow(w) }
 	hold := max(1, int(math.Ceil(RecoveredHold.Seconds()/width-eps)))
 
 	// claims[j] lists the faults that claim window j.
@@ -98,7 +103,7 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 				if w.StartS+eps < f.EndS || w.Requests == 0 || !healthy(w) {
 					continue
 				}
-				if holds(windows[j:], hold, next, healthy) {
+				if holds(windows[j:], hold, width, next, healthy) {
 					recovered = j
 					f.RecoverS = w.StartS - f.EndS
 					break
@@ -107,8 +112,15 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 		}
 		for j := range recovered {
 			w := windows[j]
-			if w.StartS+width <= f.StartS+eps {
-				continue // ended before the fault
+			if w.StartS+2*width <= f.StartS+eps {
+				// Ended before the fault, and before the window whose
+				// requests were in flight when it began.
+				continue
+			}
+			if w.StartS+width <= f.StartS+eps && !(failed(w) && j+1 < len(windows) && failed(windows[j+1])) {
+				// That window counts only when requests failed in it and
+				// go on failing in the fault's first window.
+				continue
 			}
 			claims[j] = append(claims[j], i)
 			if f.DetectS < 0 && w.Requests > 0 && degraded(w) {
@@ -139,14 +151,17 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 
 // holds reports whether the first n windows of ws that carried requests
 // are healthy, stopping early (and holding) at the step's end or, when
-// ws begins before next, at the first window that begins at or after
-// next (another fault's start).
-func holds(ws []results.Window, n int, next float64, healthy func(results.Window) bool) bool {
-	if len(ws) > 0 && ws[0].StartS >= next {
+// ws begins before it, at the first window whose requests may still have
+// been in flight when another fault started at next (the window that ends
+// at or after next).
+func holds(ws []results.Window, n int, width, next float64, healthy func(results.Window) bool) bool {
+	const eps = 1e-9
+	inFlightAt := func(w results.Window) bool { return w.StartS+width >= next-eps }
+	if len(ws) > 0 && inFlightAt(ws[0]) {
 		next = math.Inf(1)
 	}
 	for _, w := range ws {
-		if n == 0 || w.StartS >= next {
+		if n == 0 || inFlightAt(w) {
 			return true
 		}
 		if w.Requests == 0 {

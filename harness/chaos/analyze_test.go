@@ -154,6 +154,21 @@ func TestAnalyzeNoise(t *testing.T) {
 	}
 }
 
+// TestAnalyzeInFlight checks that requests in flight when a fault began
+// count for it, and do not keep an earlier fault from having recovered.
+func TestAnalyzeInFlight(t *testing.T) {
+	ok, some, half := [3]float64{20, 20, 100}, [3]float64{20, 18, 100}, [3]float64{20, 10, 100}
+	// loss ends at 0.4, recovers at 0.5; the kill at 1.0 has 2 casualties
+	// in the window before it.
+	slow := [3]float64{20, 20, 5000}
+	ws := win100(ok, ok, ok, slow, slow, ok, ok, ok, ok, some, half, half, ok, ok, ok, ok, ok, ok)
+	got := Analyze(ws, []results.FaultRecord{{Name: "loss", StartS: 0.3, EndS: 0.4}, {Name: "kill", StartS: 1.0, EndS: 1.2}})
+	if loss, kill := got[0], got[1]; !near(loss.RecoverS, 0.1) || loss.Errors != 0 || kill.Errors != 22 || kill.DetectS != 0 {
+		t.Errorf("loss recovered after %v with %d errors, kill %d errors detected after %v; want 0.1, 0, 22, 0",
+			loss.RecoverS, loss.Errors, kill.Errors, kill.DetectS)
+	}
+}
+
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
 // TestAnalyzeOverlap checks that the baseline comes from windows before

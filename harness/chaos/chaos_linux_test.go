@@ -881,10 +881,14 @@ func proxyKillTest(t *testing.T, b *bed) {
 	if !slices.Equal(restarted, []string{"node-proxy", "sidecar"}) {
 		t.Errorf("restarted %v", restarted)
 	}
-	// No datapath process: the fault fails instead of doing nothing.
+	// No datapath process: the fault is inactive and says why.
 	tg, _ := Resolve(scenarios.ChaosEntry{Fault: "proxy-kill", Selector: sel("n0-p0")}, b.env)
-	if err := newProxyKill(b.env).Inject(ctx, tg); err == nil {
-		t.Error("proxy-kill without a datapath process succeeded")
+	f := newProxyKill(b.env)
+	if err := f.Inject(ctx, tg); err != nil {
+		t.Errorf("proxy-kill without a datapath process: %v", err)
+	}
+	if a, err := f.Activity(ctx); err != nil || a.Active || !strings.Contains(a.Detail, "nothing to kill") {
+		t.Errorf("activity %+v, %v; want inactive, nothing to kill", a, err)
 	}
 }
 

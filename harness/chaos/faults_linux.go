@@ -202,7 +202,9 @@ func (f *proxyKill) Inject(ctx context.Context, t Target) error {
 		}
 	}
 	if len(procs) == 0 {
-		return errors.New("no datapath process (sidecar or node proxy) runs on the selected pods or nodes")
+		// Nothing to kill (the none datapath runs no process): the fault
+		// is inactive, which Activity says.
+		return nil
 	}
 	err := killAll(ctx, procs)
 	f.mu.Lock()
@@ -214,7 +216,11 @@ func (f *proxyKill) Inject(ctx context.Context, t Target) error {
 func (f *proxyKill) Activity(ctx context.Context) (results.FaultActivity, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return killActivity(f.killed, nil, "datapath processes"), nil
+	a := killActivity(f.killed, nil, "datapath processes")
+	if len(f.killed) == 0 {
+		a.Detail = "no datapath process (sidecar, node proxy or forwarder) runs on the selected pods or nodes: nothing to kill"
+	}
+	return a, nil
 }
 
 func (f *proxyKill) Recover(ctx context.Context, t Target) error {
