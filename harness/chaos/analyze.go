@@ -26,8 +26,9 @@ const (
 // ResolutionS from the step's time windows (in StartS order, of equal
 // width) and returns the updated copies; it does not modify its arguments.
 //
-//   - The baseline is the windows that end at or before the first fault's
-//     start and carried requests: windows no fault touched. With no such
+//   - The baseline is the windows that end before the first fault's start
+//     (but for the last of them, whose requests may have been in flight
+//     when it began) and carried requests: windows no fault touched. With no such
 //     window only the success ratio counts. (Windows written without a
 //     p90 are held to their p99 alone.)
 //   - A window is degraded when it has a failed request or is slow (see
@@ -67,7 +68,9 @@ func Analyze(windows []results.Window, faults []results.FaultRecord) []results.F
 	}
 	var p90s, p99s []float64
 	for _, w := range windows {
-		if w.StartS+width <= first+eps && w.Requests > 0 {
+		// Not the window just before the first fault: its requests were
+		// in flight when it began.
+		if w.StartS+2*width <= first+eps && w.Requests > 0 {
 			p90s = append(p90s, w.P90US)
 			p99s = append(p99s, w.P99US)
 		}
