@@ -14,8 +14,11 @@ import (
 type procStatLine struct {
 	comm       string
 	state      byte
+	ppid       int
 	utime      uint64
 	stime      uint64
+	cutime     uint64 // children waited for
+	cstime     uint64
 	threads    int
 	startTicks uint64
 }
@@ -52,8 +55,11 @@ func parseStat(b []byte) (procStatLine, error) {
 		}
 		return v
 	}
+	s.ppid = int(u(4))
 	s.utime = u(14)
 	s.stime = u(15)
+	s.cutime = u(16)
+	s.cstime = u(17)
 	s.threads = int(u(20))
 	s.startTicks = u(22)
 	return s, err

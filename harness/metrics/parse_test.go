@@ -23,9 +23,9 @@ func TestParseStat(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "comm with spaces and parens", in: readFixture(t, "stat"),
-			want: procStatLine{comm: "my (odd) name", state: 'S', utime: 250, stime: 75, threads: 7, startTicks: 123456}},
+			want: procStatLine{comm: "my (odd) name", state: 'S', ppid: 1, utime: 250, stime: 75, cutime: 30, cstime: 5, threads: 7, startTicks: 123456}},
 		{name: "zombie", in: readFixture(t, "stat-zombie"),
-			want: procStatLine{comm: "zombie", state: 'Z', utime: 250, stime: 75, threads: 1, startTicks: 123456}},
+			want: procStatLine{comm: "zombie", state: 'Z', ppid: 1, utime: 250, stime: 75, threads: 1, startTicks: 123456}},
 		{name: "no comm", in: []byte("12 S 1 2 3"), wantErr: true},
 		{name: "truncated", in: []byte("12 (x) S 1 2 3"), wantErr: true},
 		{name: "bad number", in: []byte("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 75 0 0 20 0 7 0 123456 0"), wantErr: true},
