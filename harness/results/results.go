@@ -255,7 +255,8 @@ const (
 	RoleDatapath = "datapath" // a proxy or forwarder of the datapath
 )
 
-// Process is one process in the testbed, measured over a step.
+// Process is one process in the testbed, measured over a step, with every
+// process it started: its figures are summed over itself and Descendants.
 type Process struct {
 	Pod  string `json:"pod"`
 	Node string `json:"node"`
@@ -267,6 +268,17 @@ type Process struct {
 	PSSBytes        int64   `json:"pss_bytes"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	ContextSwitches int64   `json:"context_switches"`
+	// Descendants are the processes below this one at the end of the step,
+	// whose figures are included above: a sidecar or node proxy running
+	// the Envoy engine is the meshbench wrapper and its Envoy child, and
+	// the proxy's cost is both.
+	Descendants []Descendant `json:"descendants,omitempty"`
+}
+
+// Descendant names a process counted in an ancestor's Process.
+type Descendant struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
 }
 
 // Summary aggregates the repetitions of one datapath × rate.
