@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"github.com/meshbench/meshbench/datapaths"
-	"github.com/meshbench/meshbench/datapaths/controlplane"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
@@ -120,7 +118,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
 		}
 		d.rules = append(d.rules, p)
-		engine, err := ResolveEngine(d.engineFor(p), d.opts.EnvoyBinary)
+		engine, err := proxy.ResolveEngine(d.engineFor(p), d.opts.EnvoyBinary)
 		if err != nil {
 			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
 		}
@@ -134,7 +132,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
-		if engine == "envoy" {
+		if engine == proxy.EngineEnvoy {
 			if envoy == "" {
 				if envoy, err = d.envoyCopy(env.Cluster.RunID()); err != nil {
 					return err
@@ -298,24 +296,9 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 }
 
 // readCounters reads one sidecar's counters, flat, and the proof's view of
-// them, from the builtin engine's JSON /stats or Envoy's text /stats.
+// them.
 func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
-	if sp.engine == "envoy" {
-		body, err := datapaths.Get(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
-		if err != nil {
-			return nil, proxy.View{}, err
-		}
-		st, err := proxy.ParseEnvoyStats(bytes.NewReader(body))
-		if err != nil {
-			return nil, proxy.View{}, err
-		}
-		return st, proxy.EnvoyView(st), nil
-	}
-	st, err := proxy.ReadStats(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
-	if err != nil {
-		return nil, proxy.View{}, err
-	}
-	return st.Flatten(), st.View(controlplane.OutboundListener, controlplane.InboundListener), nil
+	return proxy.ReadCounters(ctx, sp.engine, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
 }
 
 // Verify implements datapaths.Datapath. HTTP: the client's sidecar answered
