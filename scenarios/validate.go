@@ -70,6 +70,7 @@ func (s *Scenario) validate(p *problems) {
 	checkRange(p, "repetitions", s.Repetitions, 1, MaxRepetitions)
 	s.validateChaos(p)
 	s.NodeProxy.validate(p)
+	s.nodeProxyEngineConflict(p.addf)
 }
 
 func (t *Topology) validate(p *problems) {
@@ -220,6 +221,13 @@ func (s *Scenario) WithDatapaths(list []string) error {
 			names = nil
 		}
 		checkDatapaths(names, add)
+	}
+	if len(errs) == 0 {
+		with := *s
+		with.Datapaths = names
+		with.nodeProxyEngineConflict(func(path, format string, args ...any) {
+			errs = append(errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
+		})
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
