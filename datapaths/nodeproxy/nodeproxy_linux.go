@@ -37,7 +37,10 @@ type nodeState struct {
 	rules bool
 }
 
-var _ datapaths.Datapath = (*Datapath)(nil)
+var (
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
+)
 
 // New returns the nodeproxy datapath.
 func New(opts Options) *Datapath {
@@ -278,6 +281,27 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 	m := d.fleet.Metrics()
 	m["proxies_"+d.engine] = float64(len(d.nodes))
 	return m
+}
+
+// Footprint implements datapaths.FootprintReporter: a proxy per node,
+// whose process the harness measures (with its Envoy child, if any), and
+// each node's steering programs and maps, kernel memory no process shows
+// (mostly two preallocated LRU maps of original destinations).
+func (d *Datapath) Footprint() results.Footprint {
+	fp := results.Footprint{Basis: "per node: its proxy (the wrapper with its Envoy child, if any) as measured serving this testbed's pods, and its connect4/getsockopt steering programs and maps (kernel memory)"}
+	for _, ns := range d.nodes {
+		if ns.objs == nil {
+			continue
+		}
+		n, err := ns.objs.MemlockBytes()
+		if err != nil {
+			fp.Basis += "; node " + ns.Node.Name + "'s steering memory could not be read: " + err.Error()
+			continue
+		}
+		fp.BPFBytes += n
+		fp.BPFCopies++
+	}
+	return fp
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.

@@ -51,6 +51,10 @@ type Steering interface {
 	Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Source names where the counters come from.
 	Source() string
+	// BPFBytes returns the kernel memory of the steering's BPF programs
+	// and maps (their memlock), one copy for every pod it was installed
+	// for.
+	BPFBytes() (int64, error)
 	// Uninstall removes everything Install set up; safe to call twice.
 	Uninstall(ctx context.Context) error
 }
@@ -74,7 +78,10 @@ type sidecarProc struct {
 	engine string
 }
 
-var _ datapaths.Datapath = (*Datapath)(nil)
+var (
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
+)
 
 // New returns a sidecar datapath.
 func New(opts Options) *Datapath {
@@ -203,6 +210,25 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 		m["proxies_"+e] = float64(n)
 	}
 	return m
+}
+
+// Footprint implements datapaths.FootprintReporter: a sidecar per pod,
+// whose processes the harness measures (with their Envoy child, if any);
+// and, with steering, the steering's BPF programs and maps, kernel memory
+// no process shows, loaded once for the whole testbed (a cluster loads
+// them once per node).
+func (d *Datapath) Footprint() results.Footprint {
+	fp := results.Footprint{Basis: "per pod: its sidecar (the wrapper with its Envoy child, if any); iptables rules, no BPF"}
+	if st := d.opts.Steering; st != nil && d.steering {
+		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the " + st.Source() + " programs and maps (kernel memory; one copy served the whole testbed, a cluster loads one per node)"
+		n, err := st.BPFBytes()
+		if err != nil {
+			fp.Basis += "; their memory could not be read: " + err.Error()
+			return fp
+		}
+		fp.BPFBytes, fp.BPFCopies = n, 1
+	}
+	return fp
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.
