@@ -52,7 +52,8 @@ type memoryRow struct {
 	RoleRSS map[string]float64 `json:"role_rss_bytes"`
 }
 
-// scaleCost is one datapath's proxy memory at one cluster size.
+// scaleCost is one datapath's memory at one cluster size: Nodes ×
+// (PerNodeBytes + PodsPerNode × PerPodBytes) of its row.
 type scaleCost struct {
 	Nodes       int     `json:"nodes"`
 	PodsPerNode int     `json:"pods_per_node"`
@@ -60,17 +61,31 @@ type scaleCost struct {
 	Bytes       float64 `json:"bytes"`
 }
 
-// extrapolationRow is one datapath's proxy memory extrapolated to larger
-// clusters from its measured per-proxy memory.
+// extrapolationRow is one datapath's memory extrapolated to larger
+// clusters: what each pod and each node needs, from its measured proxy
+// memory and its footprint (results.Footprint).
 type extrapolationRow struct {
 	Datapath string `json:"datapath"`
 	Model    string `json:"model"`
 	// Measured is false when the datapath runs proxies but none was
 	// measured; its costs are then unknown, not zero.
-	Measured      bool        `json:"measured"`
-	PerProxyBytes float64     `json:"per_proxy_bytes"`
-	Basis         string      `json:"basis"` // "PSS" or "RSS"
-	Scales        []scaleCost `json:"scales"`
+	Measured bool `json:"measured"`
+	// PerProxyBytes is a datapath process's measured memory (median), of
+	// Basis "PSS" or "RSS".
+	PerProxyBytes float64 `json:"per_proxy_bytes"`
+	Basis         string  `json:"basis"`
+	// PerPodBytes is what every pod adds: its sidecar (per-pod model), or
+	// its share inside the node's process (afxdp's AF_XDP socket).
+	PerPodBytes float64 `json:"per_pod_bytes"`
+	// PerNodeBytes is what every node needs whatever its pods: its proxy
+	// or forwarder less the per-pod shares measured inside it, and
+	// BPFPerNodeBytes of BPF programs and maps (kernel memory).
+	PerNodeBytes    float64 `json:"per_node_bytes"`
+	BPFPerNodeBytes float64 `json:"bpf_per_node_bytes"`
+	// Counts says what the two terms count: the datapath's own account
+	// (Footprint.Basis), or what the report could not count.
+	Counts string      `json:"counts"`
+	Scales []scaleCost `json:"scales"`
 }
 
 // extrapolation is the memory extrapolation table; Note says why it is
@@ -380,6 +395,7 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 					row.PerProxyBytes, row.Basis = mr.ProxyRSS, "RSS"
 				}
 				measured++
+				row.splitTerms(mr, footprintOf(m.byDP[dp]))
 			}
 		}
 		for _, sc := range scales {
@@ -391,7 +407,7 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 				c.Proxies = int64(sc.Nodes)
 			}
 			if row.Measured {
-				c.Bytes = float64(c.Proxies) * row.PerProxyBytes
+				c.Bytes = float64(sc.Nodes) * (row.PerNodeBytes + float64(sc.PodsPerNode)*row.PerPodBytes)
 			}
 			row.Scales = append(row.Scales, c)
 		}
@@ -409,6 +425,69 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 		ex.Rows = nil
 	}
 	return ex
+}
+
+// footprint is a datapath's results.Footprint, medians over its steps.
+type footprint struct {
+	steps              int     // steps that recorded one
+	bpfPerNode         float64 // BPFBytes / BPFCopies
+	podBytes, podsHeld float64
+	basis              string
+}
+
+// footprintOf summarises the footprints of steps (zero when none has one).
+func footprintOf(steps []results.Step) footprint {
+	var bpf, pod, held []float64
+	var fp footprint
+	for _, s := range steps {
+		f := s.Footprint
+		if f == nil {
+			continue
+		}
+		fp.steps++
+		if f.BPFCopies > 0 {
+			bpf = append(bpf, float64(f.BPFBytes)/float64(f.BPFCopies))
+		}
+		pod = append(pod, float64(f.PodBytes))
+		held = append(held, float64(f.PodUnits))
+		if f.Basis != "" {
+			fp.basis = f.Basis
+		}
+	}
+	if fp.steps > 0 {
+		if len(bpf) > 0 {
+			fp.bpfPerNode = median(bpf)
+		}
+		fp.podBytes, fp.podsHeld = median(pod), median(held)
+	}
+	return fp
+}
+
+// splitTerms sets the row's per-pod and per-node terms from the measured
+// proxy memory mr and the datapath's footprint fp. Per pod: the sidecar.
+// Per node: the node's process less the per-pod memory measured inside it
+// (afxdp's sockets of the testbed's pods on that node), which grows with
+// the pods instead; and, in either model, the BPF programs and maps of one
+// node.
+func (row *extrapolationRow) splitTerms(mr memoryRow, fp footprint) {
+	row.BPFPerNodeBytes = fp.bpfPerNode
+	row.PerNodeBytes = fp.bpfPerNode
+	switch row.Model {
+	case modelPerPod:
+		row.PerPodBytes = row.PerProxyBytes
+	default:
+		held := fp.podBytes * fp.podsHeld / mr.Proxies // per node process
+		row.PerNodeBytes += max(0, row.PerProxyBytes-held)
+		row.PerPodBytes = fp.podBytes
+	}
+	switch {
+	case fp.steps == 0:
+		row.Counts = "the datapath processes' memory only: these results record no footprint, so BPF programs and maps and any per-pod memory inside a per-node process are not counted"
+	case fp.basis != "":
+		row.Counts = fp.basis
+	default:
+		row.Counts = "the datapath processes' memory and its recorded footprint"
+	}
 }
 
 // memoryByDatapath indexes memory rows by their datapath.

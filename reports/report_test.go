@@ -132,6 +132,21 @@ func fiveRun(t *testing.T) *results.Run {
 			}
 			s.Processes = procs
 			s.Windows = nil
+			switch dp.name {
+			case "sockmap":
+				s.Footprint = &results.Footprint{BPFBytes: 11 << 20, BPFCopies: 1, Basis: "per pod: its sidecar; per node: the steer and sockmap programs and maps"}
+			case "nodeproxy":
+				s.Footprint = &results.Footprint{BPFBytes: 21 << 20, BPFCopies: 2, Basis: "per node: its proxy and its steering programs and maps"}
+			case "afxdp":
+				pods := map[string]bool{}
+				for _, p := range procs {
+					if p.Pod != "" {
+						pods[p.Pod] = true
+					}
+				}
+				s.Footprint = &results.Footprint{BPFBytes: 54 << 10, BPFCopies: 2, PodBytes: 12 << 20, PodUnits: len(pods),
+					Basis: "per node: the forwarder with its uplink's socket, and its XDP program and maps; per pod: the AF_XDP socket on its veth"}
+			}
 			extra = append(extra, s)
 		}
 	}
