@@ -42,7 +42,7 @@ func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Proce
 		switches += pd.ContextSwitches()
 		rp := results.Process{
 			Pod: p.Pod, Node: p.Node, Name: p.Name, Role: p.Role, PID: pid,
-			RSSBytes: pd.RSSBytes, PSSBytes: pd.PSSBytes,
+			RSSBytes: pd.RSSBytes, PSSBytes: pd.PSSBytes, USSBytes: pd.USSBytes,
 			CPUSeconds: pd.CPUSeconds, ContextSwitches: pd.ContextSwitches(),
 		}
 		for _, m := range pd.Descendants {

@@ -51,9 +51,13 @@ type ProcStat struct {
 	// VoluntaryCtxt and NonvoluntaryCtxt are summed over the live threads.
 	VoluntaryCtxt    int64 `json:"voluntary_ctxt_switches"`
 	NonvoluntaryCtxt int64 `json:"nonvoluntary_ctxt_switches"`
-	// RSSBytes and PSSBytes come from /proc/PID/smaps_rollup.
+	// RSSBytes, PSSBytes and USSBytes come from /proc/PID/smaps_rollup;
+	// USSBytes is Private_Clean + Private_Dirty: the pages no other process
+	// maps. RSS − USS are pages it shares (with other processes running the
+	// same binary, say).
 	RSSBytes int64 `json:"rss_bytes"`
 	PSSBytes int64 `json:"pss_bytes"`
+	USSBytes int64 `json:"uss_bytes"`
 	// Tasks are the per-thread counters the totals were summed from, so that
 	// Diff can count threads that started or ended between two reads.
 	Tasks []TaskStat `json:"tasks,omitempty"`
@@ -180,9 +184,11 @@ type ProcDelta struct {
 	// CPUNanos.
 	VoluntaryCtxt    int64 `json:"voluntary_ctxt_switches"`
 	NonvoluntaryCtxt int64 `json:"nonvoluntary_ctxt_switches"`
-	// RSSBytes and PSSBytes are the values at the second snapshot.
+	// RSSBytes, PSSBytes and USSBytes are the values at the second
+	// snapshot.
 	RSSBytes int64 `json:"rss_bytes"`
 	PSSBytes int64 `json:"pss_bytes"`
+	USSBytes int64 `json:"uss_bytes"`
 	// Descendants are the processes counted with this one at the second
 	// snapshot (see ProcStat).
 	Descendants []Member `json:"descendants,omitempty"`
@@ -275,6 +281,7 @@ func diffProc(b, a ProcStat) ProcDelta {
 		CPUSeconds:  max(0, a.CPUSeconds-b.CPUSeconds),
 		RSSBytes:    a.RSSBytes,
 		PSSBytes:    a.PSSBytes,
+		USSBytes:    a.USSBytes,
 		Descendants: a.Descendants,
 	}
 	prev := make(map[int]TaskStat, len(b.Tasks))

@@ -75,6 +75,7 @@ func ReadTree(pid int, skip map[int]bool) (ProcStat, error) {
 			root.NonvoluntaryCtxt += p.NonvoluntaryCtxt
 			root.RSSBytes += p.RSSBytes
 			root.PSSBytes += p.PSSBytes
+			root.USSBytes += p.USSBytes
 			root.Tasks = append(root.Tasks, p.Tasks...)
 			root.Descendants = append(root.Descendants, Member{PID: c, PPID: cst.ppid, Comm: p.Comm, StartTicks: p.StartTicks})
 			queue = append(queue, c)
@@ -122,7 +123,7 @@ func readProc(pid int, zombieOK bool) (ProcStat, procStatLine, error) {
 	if err != nil {
 		return ProcStat{}, st, err
 	}
-	if p.RSSBytes, p.PSSBytes, err = parseSmapsRollup(b); err != nil {
+	if p.RSSBytes, p.PSSBytes, p.USSBytes, err = parseSmapsRollup(b); err != nil {
 		return ProcStat{}, st, err
 	}
 	tids, err := os.ReadDir(dir + "/task")

@@ -267,9 +267,13 @@ type Process struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
 	PID  int    `json:"pid"`
-	// RSSBytes and PSSBytes are read at the end of the step.
+	// RSSBytes, PSSBytes and USSBytes are read at the end of the step.
+	// USSBytes is the private memory (no other process maps those pages);
+	// RSS − USS is shared, here mostly with the other processes that run
+	// the same binary. 0 in results from before it was recorded.
 	RSSBytes        int64   `json:"rss_bytes"`
 	PSSBytes        int64   `json:"pss_bytes"`
+	USSBytes        int64   `json:"uss_bytes,omitempty"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	ContextSwitches int64   `json:"context_switches"`
 	// Descendants are the processes below this one at the end of the step,
