@@ -40,9 +40,11 @@ type memoryRow struct {
 	Samples int `json:"samples"`
 	// Proxies is the number of datapath-role processes per step.
 	Proxies float64 `json:"proxies"`
-	// ProxyRSS and ProxyPSS are per datapath-role process.
+	// ProxyRSS, ProxyPSS and ProxyUSS are per datapath-role process
+	// (ProxyUSS is 0 in results that did not record it).
 	ProxyRSS float64 `json:"proxy_rss_bytes"`
 	ProxyPSS float64 `json:"proxy_pss_bytes"`
+	ProxyUSS float64 `json:"proxy_uss_bytes"`
 	// Pods is the number of pods with processes; PodPSS is the PSS of all
 	// processes in a pod (app and sidecar), per pod.
 	Pods   float64 `json:"pods"`
@@ -286,11 +288,11 @@ func throughputData(m *model) []series {
 
 // processMemory is the memory of one step's processes.
 type processMemory struct {
-	proxies            int
-	proxyRSS, proxyPSS float64 // means per datapath process
-	pods               int
-	podPSS             float64 // mean per pod
-	rolePSS, roleRSS   map[string]float64
+	proxies                      int
+	proxyRSS, proxyPSS, proxyUSS float64 // means per datapath process
+	pods                         int
+	podPSS                       float64 // mean per pod
+	rolePSS, roleRSS             map[string]float64
 }
 
 func stepMemory(s results.Step) processMemory {
@@ -307,6 +309,7 @@ func stepMemory(s results.Step) processMemory {
 			pm.proxies++
 			pm.proxyRSS += float64(p.RSSBytes)
 			pm.proxyPSS += float64(p.PSSBytes)
+			pm.proxyUSS += float64(p.USSBytes)
 		}
 		if p.Pod != "" {
 			pods[p.Pod] += float64(p.PSSBytes)
@@ -315,6 +318,7 @@ func stepMemory(s results.Step) processMemory {
 	if pm.proxies > 0 {
 		pm.proxyRSS /= float64(pm.proxies)
 		pm.proxyPSS /= float64(pm.proxies)
+		pm.proxyUSS /= float64(pm.proxies)
 	}
 	pm.pods = len(pods)
 	for _, v := range pods {
@@ -351,6 +355,7 @@ func memoryData(m *model) []memoryRow {
 			Proxies:  pick(func(pm processMemory) float64 { return float64(pm.proxies) }),
 			ProxyRSS: pick(func(pm processMemory) float64 { return pm.proxyRSS }),
 			ProxyPSS: pick(func(pm processMemory) float64 { return pm.proxyPSS }),
+			ProxyUSS: pick(func(pm processMemory) float64 { return pm.proxyUSS }),
 			Pods:     pick(func(pm processMemory) float64 { return float64(pm.pods) }),
 			PodPSS:   pick(func(pm processMemory) float64 { return pm.podPSS }),
 			RolePSS:  map[string]float64{},
@@ -464,29 +469,48 @@ func footprintOf(steps []results.Step) footprint {
 }
 
 // splitTerms sets the row's per-pod and per-node terms from the measured
-// proxy memory mr and the datapath's footprint fp. Per pod: the sidecar.
-// Per node: the node's process less the per-pod memory measured inside it
-// (afxdp's sockets of the testbed's pods on that node), which grows with
-// the pods instead; and, in either model, the BPF programs and maps of one
-// node.
+// proxy memory mr and the datapath's footprint fp.
+//
+// Process memory, where the results hold USS: a sidecar is paid per pod
+// with its private memory (USS), and the pages the sidecars share (RSS −
+// USS: mostly their binary, shared here with every process that runs the
+// same binary) once per node, as a node's sidecars share them; a per-node
+// process is paid per node with its RSS, for it shares its pages with no
+// other of its kind on the node. Older results have PSS only, which splits
+// the shared pages among the testbed's processes, apps included.
+//
+// Per-pod memory inside a per-node process (afxdp's sockets of the
+// testbed's pods) moves from the per-node term to the per-pod one, and
+// every node pays for its BPF programs and maps.
 func (row *extrapolationRow) splitTerms(mr memoryRow, fp footprint) {
 	row.BPFPerNodeBytes = fp.bpfPerNode
 	row.PerNodeBytes = fp.bpfPerNode
-	switch row.Model {
-	case modelPerPod:
-		row.PerPodBytes = row.PerProxyBytes
-	default:
-		held := fp.podBytes * fp.podsHeld / mr.Proxies // per node process
-		row.PerNodeBytes += max(0, row.PerProxyBytes-held)
+	var method string
+	perPod := row.Model == modelPerPod
+	switch {
+	case mr.ProxyUSS > 0 && perPod:
+		row.PerPodBytes = mr.ProxyUSS
+		row.PerNodeBytes += max(0, mr.ProxyRSS-mr.ProxyUSS)
+		method = "process memory: each sidecar's private memory (USS) per pod, and the pages the sidecars share (RSS − USS) once per node"
+	case mr.ProxyUSS > 0:
+		row.PerNodeBytes += max(0, mr.ProxyRSS-fp.podBytes*fp.podsHeld/mr.Proxies)
 		row.PerPodBytes = fp.podBytes
+		method = "process memory: the node process's RSS (no other process of its kind on a node shares its pages)"
+	case perPod:
+		row.PerPodBytes = row.PerProxyBytes
+		method = "process memory: " + row.Basis + " per proxy (these results record no USS)"
+	default:
+		row.PerNodeBytes += max(0, row.PerProxyBytes-fp.podBytes*fp.podsHeld/mr.Proxies)
+		row.PerPodBytes = fp.podBytes
+		method = "process memory: " + row.Basis + " per proxy (these results record no USS)"
 	}
 	switch {
 	case fp.steps == 0:
-		row.Counts = "the datapath processes' memory only: these results record no footprint, so BPF programs and maps and any per-pod memory inside a per-node process are not counted"
+		row.Counts = method + "; no footprint in these results, so BPF programs and maps and any per-pod memory inside a per-node process are not counted"
 	case fp.basis != "":
-		row.Counts = fp.basis
+		row.Counts = method + "; " + fp.basis
 	default:
-		row.Counts = "the datapath processes' memory and its recorded footprint"
+		row.Counts = method
 	}
 }
 

@@ -120,12 +120,12 @@ func fiveRun(t *testing.T) *results.Run {
 			if dp.perNode {
 				for n := range 2 {
 					procs = append(procs, results.Process{Node: fmt.Sprintf("node-%d", n), Name: dp.name + "-forwarder",
-						Role: results.RoleDatapath, PID: 9000 + n, RSSBytes: dp.proxyBytes, PSSBytes: dp.proxyBytes * 9 / 10})
+						Role: results.RoleDatapath, PID: 9000 + n, RSSBytes: dp.proxyBytes, PSSBytes: dp.proxyBytes * 9 / 10, USSBytes: dp.proxyBytes * 8 / 10})
 				}
 			} else {
 				for _, p := range s.Processes {
 					if p.Role == results.RoleDatapath {
-						p.RSSBytes, p.PSSBytes = dp.proxyBytes, dp.proxyBytes*7/10
+						p.RSSBytes, p.PSSBytes, p.USSBytes = dp.proxyBytes, dp.proxyBytes*7/10, dp.proxyBytes*4/10
 						procs = append(procs, p)
 					}
 				}

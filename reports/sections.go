@@ -221,7 +221,7 @@ func evidenceFigures(r rendered) []figure {
 			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
 			"No process memory was recorded in this run."),
 		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
-			"Nodes × (per node + pods per node × per pod). Per pod: a sidecar architecture's proxy (with its Envoy child, if any), or what each pod adds inside a per-node process (afxdp: the AF_XDP socket on its veth, UMEM and rings). Per node: a per-node proxy or forwarder less those per-pod shares, and the BPF programs and maps a node loads (kernel memory no process shows; a preallocated map counts in full). Proxy memory is PSS, measured with this testbed's pods and connections: a proxy serving more of them, or a larger mesh configuration, may need more.",
+			"Nodes × (per node + pods per node × per pod). Per pod: a sidecar's private memory (USS, with its Envoy child, if any), or what each pod adds inside a per-node process (afxdp: the AF_XDP socket on its veth, UMEM and rings). Per node: the pages a node's sidecars share (their binary: RSS − USS, once), or a per-node proxy's or forwarder's RSS less those per-pod shares; and the BPF programs and maps a node loads (kernel memory no process shows; a preallocated map counts in full). Results without USS fall back to PSS per proxy. Measured with this testbed's pods, connections and configuration: a proxy serving more of them may need more.",
 			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
 	}
 }
