@@ -32,7 +32,7 @@ func TestExtrapolationTerms(t *testing.T) {
 		// Two forwarders holding three pod sockets of 12 MiB between them.
 		{Datapath: "afxdp", Processes: []results.Process{proc("", "n0", 70, 50), proc("", "n1", 58, 38), echo("a", "n0"), echo("b", "n0"), echo("c", "n1")},
 			Footprint: &results.Footprint{BPFBytes: 2 * mib, BPFCopies: 2, PodBytes: 12 * mib, PodUnits: 3, Basis: "forwarder, sockets, BPF"}},
-		// Result files from before USS and footprints: PSS only.
+		// Result files from before USS and footprints: PSS for a sidecar.
 		{Datapath: "old-pod", Processes: []results.Process{{Pod: "a", Name: "p", Role: results.RoleDatapath, RSSBytes: 30 * mib, PSSBytes: 20 * mib}}},
 		{Datapath: "old-node", Processes: []results.Process{{Node: "n0", Name: "p", Role: results.RoleDatapath, RSSBytes: 50 * mib, PSSBytes: 40 * mib}}},
 	}
@@ -51,7 +51,7 @@ func TestExtrapolationTerms(t *testing.T) {
 		// Median forwarder RSS 64 MiB less 1.5 sockets × 12 MiB, plus 1 MiB BPF.
 		{"afxdp", 12, 64 - 18 + 1, []string{"RSS", "forwarder, sockets, BPF"}},
 		{"old-pod", 20, 0, []string{"PSS per proxy (these results record no USS)", "no footprint"}},
-		{"old-node", 0, 40, []string{"PSS per proxy", "no footprint"}},
+		{"old-node", 0, 50, []string{"RSS", "no footprint"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dp, func(t *testing.T) {

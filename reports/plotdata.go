@@ -471,13 +471,13 @@ func footprintOf(steps []results.Step) footprint {
 // splitTerms sets the row's per-pod and per-node terms from the measured
 // proxy memory mr and the datapath's footprint fp.
 //
-// Process memory, where the results hold USS: a sidecar is paid per pod
-// with its private memory (USS), and the pages the sidecars share (RSS −
-// USS: mostly their binary, shared here with every process that runs the
-// same binary) once per node, as a node's sidecars share them; a per-node
-// process is paid per node with its RSS, for it shares its pages with no
-// other of its kind on the node. Older results have PSS only, which splits
-// the shared pages among the testbed's processes, apps included.
+// Process memory: a sidecar is paid per pod with its private memory (USS),
+// and the pages the sidecars share (RSS − USS: mostly their binary, shared
+// here with every process that runs the same binary) once per node, as a
+// node's sidecars share them; results without USS fall back to PSS, which
+// splits the shared pages among the testbed's processes, apps included. A
+// per-node process is paid per node with its RSS, for it shares its pages
+// with no other of its kind on the node.
 //
 // Per-pod memory inside a per-node process (afxdp's sockets of the
 // testbed's pods) moves from the per-node term to the per-pod one, and
@@ -492,17 +492,17 @@ func (row *extrapolationRow) splitTerms(mr memoryRow, fp footprint) {
 		row.PerPodBytes = mr.ProxyUSS
 		row.PerNodeBytes += max(0, mr.ProxyRSS-mr.ProxyUSS)
 		method = "process memory: each sidecar's private memory (USS) per pod, and the pages the sidecars share (RSS − USS) once per node"
-	case mr.ProxyUSS > 0:
-		row.PerNodeBytes += max(0, mr.ProxyRSS-fp.podBytes*fp.podsHeld/mr.Proxies)
-		row.PerPodBytes = fp.podBytes
-		method = "process memory: the node process's RSS (no other process of its kind on a node shares its pages)"
 	case perPod:
 		row.PerPodBytes = row.PerProxyBytes
 		method = "process memory: " + row.Basis + " per proxy (these results record no USS)"
 	default:
-		row.PerNodeBytes += max(0, row.PerProxyBytes-fp.podBytes*fp.podsHeld/mr.Proxies)
+		rss := mr.ProxyRSS
+		if rss <= 0 {
+			rss = row.PerProxyBytes
+		}
+		row.PerNodeBytes += max(0, rss-fp.podBytes*fp.podsHeld/mr.Proxies)
 		row.PerPodBytes = fp.podBytes
-		method = "process memory: " + row.Basis + " per proxy (these results record no USS)"
+		method = "process memory: the node process's RSS (no other process of its kind on a node shares its pages)"
 	}
 	switch {
 	case fp.steps == 0:

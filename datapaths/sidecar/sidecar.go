@@ -220,7 +220,7 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 func (d *Datapath) Footprint() results.Footprint {
 	fp := results.Footprint{Basis: "per pod: its sidecar (the wrapper with its Envoy child, if any); iptables rules, no BPF"}
 	if st := d.opts.Steering; st != nil && d.steering {
-		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the " + st.Source() + " programs and maps (kernel memory; one copy served the whole testbed, a cluster loads one per node)"
+		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the steering's BPF programs and maps (kernel memory; one copy served the whole testbed, a cluster loads one per node)"
 		n, err := st.BPFBytes()
 		if err != nil {
 			fp.Basis += "; their memory could not be read: " + err.Error()
