@@ -53,6 +53,18 @@ type MetricsReporter interface {
 	DatapathMetrics() map[string]float64
 }
 
+// FootprintReporter is implemented by datapaths that hold memory their
+// processes' RSS does not show (BPF programs and maps), or whose per-node
+// processes grow with the pods they serve (afxdp's socket per pod). The
+// runner records the footprint with every step; reports extrapolate memory
+// to larger clusters from it and the processes' PSS.
+type FootprintReporter interface {
+	// Footprint returns what the datapath holds now, from its own objects
+	// or its last Counters read; it does not fail: what it could not read
+	// is left 0 and Basis says so.
+	Footprint() results.Footprint
+}
+
 // EndpointUpdater is implemented by datapaths with a control plane: the
 // runner tells them when a pod's workload goes down and comes back (chaos
 // pod-kill), as a Kubernetes endpoints controller would.

@@ -13,7 +13,9 @@ import (
 // fillCost fills step's per-request cost and process records from the
 // measured window's deltas. The load client reports its own CPU time and
 // context switches over the measured window (it exits before the harness's
-// closing snapshot); every other process comes from the snapshots.
+// closing snapshot); every other process comes from the snapshots, each
+// with its descendants (metrics.ReadTree): a proxy wrapper's Envoy child is
+// charged to the datapath.
 func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Process, sum *stream.Summary, d metrics.Delta) {
 	procs := map[int]*testbed.Process{}
 	for _, p := range cluster.Processes() {
@@ -38,11 +40,15 @@ func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Proce
 		}
 		cpu[role(p.Role)] += pd.CPUSeconds
 		switches += pd.ContextSwitches()
-		step.Processes = append(step.Processes, results.Process{
+		rp := results.Process{
 			Pod: p.Pod, Node: p.Node, Name: p.Name, Role: p.Role, PID: pid,
-			RSSBytes: pd.RSSBytes, PSSBytes: pd.PSSBytes,
+			RSSBytes: pd.RSSBytes, PSSBytes: pd.PSSBytes, USSBytes: pd.USSBytes,
 			CPUSeconds: pd.CPUSeconds, ContextSwitches: pd.ContextSwitches(),
-		})
+		}
+		for _, m := range pd.Descendants {
+			rp.Descendants = append(rp.Descendants, results.Descendant{PID: m.PID, Comm: m.Comm})
+		}
+		step.Processes = append(step.Processes, rp)
 	}
 	if client != nil {
 		cpu[0] += sum.ClientCPUSeconds

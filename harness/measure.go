@@ -349,6 +349,11 @@ func (r *runner) judge(step *results.Step, w *window, cluster testbed.Cluster, d
 	if mr, isMR := dp.(datapaths.MetricsReporter); isMR {
 		step.DatapathMetrics = mr.DatapathMetrics()
 	}
+	if fr, ok := dp.(datapaths.FootprintReporter); ok {
+		if fp := fr.Footprint(); fp != (results.Footprint{}) {
+			step.Footprint = &fp
+		}
+	}
 	fillCost(step, cluster, w.client, sum, metrics.Diff(w.before, w.after))
 }
 

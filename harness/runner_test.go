@@ -104,6 +104,9 @@ func (f *fakeRun) progress(ev harness.Event) {
 
 func (f *fakeRun) newDatapath(name string) (datapaths.Datapath, error) {
 	d := &dpfake.Datapath{ID: name, InstallErr: f.installErr[name], Trace: f.record}
+	if name == "sidecar" {
+		d.Memory = &results.Footprint{BPFBytes: 4096, BPFCopies: 1, Basis: "fake"}
+	}
 	d.VerifyFunc = func(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
 		f.mu.Lock()
 		fail := f.current == f.failProof && w.Successes != warmupOf(rateOf(f.current))
@@ -684,6 +687,9 @@ load: {rates: [100, 200], warmup: 1s, duration: 2s}
 		}
 		if s.Cost.SegmentsPerRequest <= 0 || s.Cost.ClientCPUMicrosPerReq <= 0 || s.Cost.ServerCPUMicrosPerReq <= 0 {
 			t.Errorf("step %d: cost %+v", i, s.Cost)
+		}
+		if fp := s.Footprint; (s.Datapath == "sidecar") != (fp != nil && fp.BPFBytes == 4096) {
+			t.Errorf("step %d (%s): footprint %+v, want the datapath's own (none for none)", i, s.Datapath, fp)
 		}
 	}
 	// The datapath's proof was given what the client counted in each

@@ -107,8 +107,8 @@ type memoryTableRow struct {
 
 // extrapolationTableRow is one datapath of the extrapolation table.
 type extrapolationTableRow struct {
-	Datapath, Model, PerProxy string
-	Cells                     []string
+	Datapath, Model, PerProxy, PerPod, PerNode, Counts string
+	Cells                                              []string
 }
 
 // page is everything the HTML template shows.

@@ -200,8 +200,10 @@ func fmtBytes(b float64) string {
 		return fmt.Sprintf("%.1f GiB", b/gib)
 	case b >= 10*mib:
 		return fmt.Sprintf("%.0f MiB", b/mib)
-	case b > 0:
+	case b >= mib/10:
 		return fmt.Sprintf("%.1f MiB", b/mib)
+	case b > 0:
+		return fmt.Sprintf("%.0f KiB", b/1024)
 	default:
 		return "0"
 	}

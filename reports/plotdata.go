@@ -40,9 +40,11 @@ type memoryRow struct {
 	Samples int `json:"samples"`
 	// Proxies is the number of datapath-role processes per step.
 	Proxies float64 `json:"proxies"`
-	// ProxyRSS and ProxyPSS are per datapath-role process.
+	// ProxyRSS, ProxyPSS and ProxyUSS are per datapath-role process
+	// (ProxyUSS is 0 in results that did not record it).
 	ProxyRSS float64 `json:"proxy_rss_bytes"`
 	ProxyPSS float64 `json:"proxy_pss_bytes"`
+	ProxyUSS float64 `json:"proxy_uss_bytes"`
 	// Pods is the number of pods with processes; PodPSS is the PSS of all
 	// processes in a pod (app and sidecar), per pod.
 	Pods   float64 `json:"pods"`
@@ -52,7 +54,8 @@ type memoryRow struct {
 	RoleRSS map[string]float64 `json:"role_rss_bytes"`
 }
 
-// scaleCost is one datapath's proxy memory at one cluster size.
+// scaleCost is one datapath's memory at one cluster size: Nodes ×
+// (PerNodeBytes + PodsPerNode × PerPodBytes) of its row.
 type scaleCost struct {
 	Nodes       int     `json:"nodes"`
 	PodsPerNode int     `json:"pods_per_node"`
@@ -60,17 +63,31 @@ type scaleCost struct {
 	Bytes       float64 `json:"bytes"`
 }
 
-// extrapolationRow is one datapath's proxy memory extrapolated to larger
-// clusters from its measured per-proxy memory.
+// extrapolationRow is one datapath's memory extrapolated to larger
+// clusters: what each pod and each node needs, from its measured proxy
+// memory and its footprint (results.Footprint).
 type extrapolationRow struct {
 	Datapath string `json:"datapath"`
 	Model    string `json:"model"`
 	// Measured is false when the datapath runs proxies but none was
 	// measured; its costs are then unknown, not zero.
-	Measured      bool        `json:"measured"`
-	PerProxyBytes float64     `json:"per_proxy_bytes"`
-	Basis         string      `json:"basis"` // "PSS" or "RSS"
-	Scales        []scaleCost `json:"scales"`
+	Measured bool `json:"measured"`
+	// PerProxyBytes is a datapath process's measured memory (median), of
+	// Basis "PSS" or "RSS".
+	PerProxyBytes float64 `json:"per_proxy_bytes"`
+	Basis         string  `json:"basis"`
+	// PerPodBytes is what every pod adds: its sidecar (per-pod model), or
+	// its share inside the node's process (afxdp's AF_XDP socket).
+	PerPodBytes float64 `json:"per_pod_bytes"`
+	// PerNodeBytes is what every node needs whatever its pods: its proxy
+	// or forwarder less the per-pod shares measured inside it, and
+	// BPFPerNodeBytes of BPF programs and maps (kernel memory).
+	PerNodeBytes    float64 `json:"per_node_bytes"`
+	BPFPerNodeBytes float64 `json:"bpf_per_node_bytes"`
+	// Counts says what the two terms count: the datapath's own account
+	// (Footprint.Basis), or what the report could not count.
+	Counts string      `json:"counts"`
+	Scales []scaleCost `json:"scales"`
 }
 
 // extrapolation is the memory extrapolation table; Note says why it is
@@ -271,11 +288,11 @@ func throughputData(m *model) []series {
 
 // processMemory is the memory of one step's processes.
 type processMemory struct {
-	proxies            int
-	proxyRSS, proxyPSS float64 // means per datapath process
-	pods               int
-	podPSS             float64 // mean per pod
-	rolePSS, roleRSS   map[string]float64
+	proxies                      int
+	proxyRSS, proxyPSS, proxyUSS float64 // means per datapath process
+	pods                         int
+	podPSS                       float64 // mean per pod
+	rolePSS, roleRSS             map[string]float64
 }
 
 func stepMemory(s results.Step) processMemory {
@@ -292,6 +309,7 @@ func stepMemory(s results.Step) processMemory {
 			pm.proxies++
 			pm.proxyRSS += float64(p.RSSBytes)
 			pm.proxyPSS += float64(p.PSSBytes)
+			pm.proxyUSS += float64(p.USSBytes)
 		}
 		if p.Pod != "" {
 			pods[p.Pod] += float64(p.PSSBytes)
@@ -300,6 +318,7 @@ func stepMemory(s results.Step) processMemory {
 	if pm.proxies > 0 {
 		pm.proxyRSS /= float64(pm.proxies)
 		pm.proxyPSS /= float64(pm.proxies)
+		pm.proxyUSS /= float64(pm.proxies)
 	}
 	pm.pods = len(pods)
 	for _, v := range pods {
@@ -336,6 +355,7 @@ func memoryData(m *model) []memoryRow {
 			Proxies:  pick(func(pm processMemory) float64 { return float64(pm.proxies) }),
 			ProxyRSS: pick(func(pm processMemory) float64 { return pm.proxyRSS }),
 			ProxyPSS: pick(func(pm processMemory) float64 { return pm.proxyPSS }),
+			ProxyUSS: pick(func(pm processMemory) float64 { return pm.proxyUSS }),
 			Pods:     pick(func(pm processMemory) float64 { return float64(pm.pods) }),
 			PodPSS:   pick(func(pm processMemory) float64 { return pm.podPSS }),
 			RolePSS:  map[string]float64{},
@@ -380,6 +400,7 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 					row.PerProxyBytes, row.Basis = mr.ProxyRSS, "RSS"
 				}
 				measured++
+				row.splitTerms(mr, footprintOf(m.byDP[dp]))
 			}
 		}
 		for _, sc := range scales {
@@ -391,7 +412,7 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 				c.Proxies = int64(sc.Nodes)
 			}
 			if row.Measured {
-				c.Bytes = float64(c.Proxies) * row.PerProxyBytes
+				c.Bytes = float64(sc.Nodes) * (row.PerNodeBytes + float64(sc.PodsPerNode)*row.PerPodBytes)
 			}
 			row.Scales = append(row.Scales, c)
 		}
@@ -409,6 +430,88 @@ func extrapolationData(m *model, mem []memoryRow, scales []Scale) extrapolation 
 		ex.Rows = nil
 	}
 	return ex
+}
+
+// footprint is a datapath's results.Footprint, medians over its steps.
+type footprint struct {
+	steps              int     // steps that recorded one
+	bpfPerNode         float64 // BPFBytes / BPFCopies
+	podBytes, podsHeld float64
+	basis              string
+}
+
+// footprintOf summarises the footprints of steps (zero when none has one).
+func footprintOf(steps []results.Step) footprint {
+	var bpf, pod, held []float64
+	var fp footprint
+	for _, s := range steps {
+		f := s.Footprint
+		if f == nil {
+			continue
+		}
+		fp.steps++
+		if f.BPFCopies > 0 {
+			bpf = append(bpf, float64(f.BPFBytes)/float64(f.BPFCopies))
+		}
+		pod = append(pod, float64(f.PodBytes))
+		held = append(held, float64(f.PodUnits))
+		if f.Basis != "" {
+			fp.basis = f.Basis
+		}
+	}
+	if fp.steps > 0 {
+		if len(bpf) > 0 {
+			fp.bpfPerNode = median(bpf)
+		}
+		fp.podBytes, fp.podsHeld = median(pod), median(held)
+	}
+	return fp
+}
+
+// splitTerms sets the row's per-pod and per-node terms from the measured
+// proxy memory mr and the datapath's footprint fp.
+//
+// Process memory: a sidecar is paid per pod with its private memory (USS),
+// and the pages the sidecars share (RSS − USS: mostly their binary, shared
+// here with every process that runs the same binary) once per node, as a
+// node's sidecars share them; results without USS fall back to PSS, which
+// splits the shared pages among the testbed's processes, apps included. A
+// per-node process is paid per node with its RSS, for it shares its pages
+// with no other of its kind on the node.
+//
+// Per-pod memory inside a per-node process (afxdp's sockets of the
+// testbed's pods) moves from the per-node term to the per-pod one, and
+// every node pays for its BPF programs and maps.
+func (row *extrapolationRow) splitTerms(mr memoryRow, fp footprint) {
+	row.BPFPerNodeBytes = fp.bpfPerNode
+	row.PerNodeBytes = fp.bpfPerNode
+	var method string
+	perPod := row.Model == modelPerPod
+	switch {
+	case mr.ProxyUSS > 0 && perPod:
+		row.PerPodBytes = mr.ProxyUSS
+		row.PerNodeBytes += max(0, mr.ProxyRSS-mr.ProxyUSS)
+		method = "process memory: each sidecar's private memory (USS) per pod, and the pages the sidecars share (RSS − USS) once per node"
+	case perPod:
+		row.PerPodBytes = row.PerProxyBytes
+		method = "process memory: " + row.Basis + " per proxy (these results record no USS)"
+	default:
+		rss := mr.ProxyRSS
+		if rss <= 0 {
+			rss = row.PerProxyBytes
+		}
+		row.PerNodeBytes += max(0, rss-fp.podBytes*fp.podsHeld/mr.Proxies)
+		row.PerPodBytes = fp.podBytes
+		method = "process memory: the node process's RSS (no other process of its kind on a node shares its pages)"
+	}
+	switch {
+	case fp.steps == 0:
+		row.Counts = method + "; no footprint in these results, so BPF programs and maps and any per-pod memory inside a per-node process are not counted"
+	case fp.basis != "":
+		row.Counts = method + "; " + fp.basis
+	default:
+		row.Counts = method
+	}
 }
 
 // memoryByDatapath indexes memory rows by their datapath.

@@ -498,9 +498,9 @@ func drawExtrapolation(ex extrapolation, pal palette) ([]byte, error) {
 	if len(ex.Rows) == 0 || len(ex.Scales) == 0 {
 		return nil, nil
 	}
-	title := "Proxy memory extrapolated"
+	title := "Datapath memory extrapolated"
 	if len(ex.Scales) == 1 {
-		title = fmt.Sprintf("Proxy memory at %d nodes × %d pods per node", ex.Scales[0].Nodes, ex.Scales[0].PodsPerNode)
+		title = fmt.Sprintf("Datapath memory at %d nodes × %d pods per node", ex.Scales[0].Nodes, ex.Scales[0].PodsPerNode)
 	}
 	p := newPlot(title, "", "GiB")
 	var names []string

@@ -120,18 +120,33 @@ func fiveRun(t *testing.T) *results.Run {
 			if dp.perNode {
 				for n := range 2 {
 					procs = append(procs, results.Process{Node: fmt.Sprintf("node-%d", n), Name: dp.name + "-forwarder",
-						Role: results.RoleDatapath, PID: 9000 + n, RSSBytes: dp.proxyBytes, PSSBytes: dp.proxyBytes * 9 / 10})
+						Role: results.RoleDatapath, PID: 9000 + n, RSSBytes: dp.proxyBytes, PSSBytes: dp.proxyBytes * 9 / 10, USSBytes: dp.proxyBytes * 8 / 10})
 				}
 			} else {
 				for _, p := range s.Processes {
 					if p.Role == results.RoleDatapath {
-						p.RSSBytes, p.PSSBytes = dp.proxyBytes, dp.proxyBytes*7/10
+						p.RSSBytes, p.PSSBytes, p.USSBytes = dp.proxyBytes, dp.proxyBytes*7/10, dp.proxyBytes*4/10
 						procs = append(procs, p)
 					}
 				}
 			}
 			s.Processes = procs
 			s.Windows = nil
+			switch dp.name {
+			case "sockmap":
+				s.Footprint = &results.Footprint{BPFBytes: 11 << 20, BPFCopies: 1, Basis: "per pod: its sidecar; per node: the steer and sockmap programs and maps"}
+			case "nodeproxy":
+				s.Footprint = &results.Footprint{BPFBytes: 21 << 20, BPFCopies: 2, Basis: "per node: its proxy and its steering programs and maps"}
+			case "afxdp":
+				pods := map[string]bool{}
+				for _, p := range procs {
+					if p.Pod != "" {
+						pods[p.Pod] = true
+					}
+				}
+				s.Footprint = &results.Footprint{BPFBytes: 54 << 10, BPFCopies: 2, PodBytes: 12 << 20, PodUnits: len(pods),
+					Basis: "per node: the forwarder with its uplink's socket, and its XDP program and maps; per pod: the AF_XDP socket on its veth"}
+			}
 			extra = append(extra, s)
 		}
 	}

@@ -223,7 +223,7 @@ func evidenceFigures(r rendered) []figure {
 			"Measured at the end of each step (median over steps). PSS divides shared pages among the processes that share them; RSS counts them in full.",
 			"No process memory was recorded in this run."),
 		r.figure("fig-memory-extrapolation", fileExtrapolation, "Memory extrapolation",
-			"Measured per-proxy memory × proxy count: sidecar architectures run one proxy per pod, per-node architectures one per node, none runs no proxy. A per-node proxy was measured serving this testbed's pods; one serving more pods and connections may need more.",
+			"Nodes × (per node + pods per node × per pod). Per pod: a sidecar's private memory (USS, with its Envoy child, if any), or what each pod adds inside a per-node process (afxdp: the AF_XDP socket on its veth, UMEM and rings). Per node: the pages a node's sidecars share (their binary: RSS − USS, once), or a per-node proxy's or forwarder's RSS less those per-pod shares; and the BPF programs and maps a node loads (kernel memory no process shows; a preallocated map counts in full). Results without USS fall back to PSS per proxy. Measured with this testbed's pods, connections and configuration: a proxy serving more of them may need more.",
 			orDefault(data.Extrapolation.Note, "Nothing to extrapolate.")),
 	}
 }
@@ -267,11 +267,17 @@ func extrapolationTable(ex extrapolation) (headers []string, rows []extrapolatio
 		row := extrapolationTableRow{Datapath: er.Datapath, Model: er.Model}
 		switch {
 		case er.Model == modelNone:
-			row.Model, row.PerProxy = "no proxy", "—"
+			row.Model, row.PerProxy, row.PerPod, row.PerNode, row.Counts = "no proxy", "—", "0", "0", "nothing: no proxy, no BPF"
 		case er.Measured:
 			row.PerProxy = fmtBytes(er.PerProxyBytes) + " " + er.Basis
+			row.PerPod = fmtBytes(er.PerPodBytes)
+			row.PerNode = fmtBytes(er.PerNodeBytes)
+			if er.BPFPerNodeBytes > 0 {
+				row.PerNode += " (BPF " + fmtBytes(er.BPFPerNodeBytes) + ")"
+			}
+			row.Counts = er.Counts
 		default:
-			row.PerProxy = "not measured"
+			row.PerProxy, row.PerPod, row.PerNode = "not measured", "?", "?"
 		}
 		for _, sc := range er.Scales {
 			switch {

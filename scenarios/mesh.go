@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshbench/meshbench/datapaths/catalog"
 )
 
 // MeshPolicy is how a proxy-based datapath treats one service: the settings an
@@ -135,4 +137,48 @@ func (n *NodeProxy) validate(p *problems) {
 	if !slices.Contains(NodeProxyHops, n.Hops) {
 		p.addf("nodeproxy.hops", "unknown value %q (want one of %s)", n.Hops, strings.Join(NodeProxyHops, ", "))
 	}
+}
+
+// NodeProxyEngine returns the engine the nodeproxy datapath runs for
+// services whose mesh.engine values are engines, in topology order. One
+// proxy per node serves every service, so it runs one engine: the one the
+// services name ("auto" defers to the others), or "auto" when none names
+// one. When two services name different engines, conflict is the index of
+// the later one and by the index of the first service that named an engine;
+// otherwise conflict is -1.
+func NodeProxyEngine(engines []string) (engine string, by, conflict int) {
+	engine, by = "auto", -1
+	for i, e := range engines {
+		if e == "" || e == "auto" {
+			continue
+		}
+		if by < 0 {
+			engine, by = e, i
+			continue
+		}
+		if e != engine {
+			return engine, by, i
+		}
+	}
+	return engine, by, -1
+}
+
+// nodeProxyEngineConflict checks, when nodeproxy is among the datapaths,
+// that the services agree on one engine (NodeProxyEngine), and reports the
+// disagreement at the field that breaks it.
+func (s *Scenario) nodeProxyEngineConflict(add func(path, format string, args ...any)) {
+	if !slices.Contains(s.Datapaths, catalog.NodeProxy) {
+		return
+	}
+	engines := make([]string, len(s.Topology.Services))
+	for i, svc := range s.Topology.Services {
+		engines[i] = svc.Mesh.Engine
+	}
+	engine, by, c := NodeProxyEngine(engines)
+	if c < 0 {
+		return
+	}
+	add(indexPath("topology.services", c)+".mesh.engine",
+		"%q, but topology.services[%d].mesh.engine is %q: nodeproxy runs one proxy per node for every service, so it runs one engine; make the services agree (or use \"auto\"), or leave nodeproxy out of datapaths",
+		engines[c], by, engine)
 }

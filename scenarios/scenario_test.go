@@ -32,6 +32,9 @@ func TestBadFiles(t *testing.T) {
 		{"nodeproxy_hops.yaml", []string{
 			`:4: nodeproxy.hops: unknown value "three" (want one of both, source)`,
 		}},
+		{"nodeproxy_engines.yaml", []string{
+			`:13: topology.services[2].mesh.engine: "envoy", but topology.services[0].mesh.engine is "builtin": nodeproxy runs one proxy per node for every service, so it runs one engine; make the services agree (or use "auto"), or leave nodeproxy out of datapaths`,
+		}},
 		{"mesh.yaml", []string{
 			`:6: topology.services[0].mesh.lb_policy: unknown value "ROUND_ROBINN" (want one of ROUND_ROBIN, LEAST_REQUEST, MAGLEV, RANDOM)`,
 			`:8: topology.services[0].mesh.circuit_breakers.max_requests: must be between 0 and 1048576, got -1`,
@@ -363,10 +366,20 @@ func TestWithDatapaths(t *testing.T) {
 		{"empty entry", []string{"none", ""}, nil, `entry 2 is empty`},
 		{"empty", []string{""}, nil, `must list at least one datapath (known: none, sidecar, sockmap, nodeproxy, afxdp)`},
 		{"nil", nil, nil, `must list at least one datapath (known: none, sidecar, sockmap, nodeproxy, afxdp)`},
+		{"nodeproxy with services on two engines", []string{"none", "nodeproxy"}, nil,
+			`topology.services[1].mesh.engine: "envoy", but topology.services[0].mesh.engine is "builtin": nodeproxy runs one proxy per node for every service, so it runs one engine; make the services agree (or use "auto"), or leave nodeproxy out of datapaths`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sc, err := Parse("x.yaml", []byte("datapaths: [nodeproxy]\nload: {rates: [1]}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(tt.name, "nodeproxy with") {
+				sc.Topology.Services = append(sc.Topology.Services, sc.Topology.Services[0])
+				sc.Topology.Services[0].Mesh.Engine = "builtin"
+				sc.Topology.Services[1].Name, sc.Topology.Services[1].Mesh.Engine = "other", "envoy"
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -655,6 +668,29 @@ func TestExamplesLoad(t *testing.T) {
 				t.Errorf("name %q, want the file's base name", sc.Name)
 			}
 			t.Logf("%s: %d datapaths, estimated %s", f, len(sc.Datapaths), sc.EstimatedDuration())
+		})
+	}
+}
+
+func TestNodeProxyEngine(t *testing.T) {
+	tests := []struct {
+		name             string
+		engines          []string
+		want             string
+		by, wantConflict int
+	}{
+		{"none", nil, "auto", -1, -1},
+		{"all auto", []string{"auto", ""}, "auto", -1, -1},
+		{"one names it", []string{"auto", "envoy", "auto"}, "envoy", 1, -1},
+		{"agree", []string{"builtin", "auto", "builtin"}, "builtin", 0, -1},
+		{"disagree", []string{"auto", "builtin", "auto", "envoy"}, "builtin", 1, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, by, c := NodeProxyEngine(tt.engines)
+			if got != tt.want || by != tt.by || c != tt.wantConflict {
+				t.Errorf("NodeProxyEngine(%q) = %q, %d, %d; want %q, %d, %d", tt.engines, got, by, c, tt.want, tt.by, tt.wantConflict)
+			}
 		})
 	}
 }

@@ -70,6 +70,7 @@ func (s *Scenario) validate(p *problems) {
 	checkRange(p, "repetitions", s.Repetitions, 1, MaxRepetitions)
 	s.validateChaos(p)
 	s.NodeProxy.validate(p)
+	s.nodeProxyEngineConflict(p.addf)
 }
 
 func (t *Topology) validate(p *problems) {
@@ -242,9 +243,11 @@ func (s *Scenario) WithDatapaths(list []string) error {
 	if len(errs) == 0 {
 		with := *s
 		with.Datapaths = names
-		with.checkChaosDatapaths(func(path, format string, args ...any) {
+		addAt := func(path, format string, args ...any) {
 			errs = append(errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...)})
-		})
+		}
+		with.checkChaosDatapaths(addAt)
+		with.nodeProxyEngineConflict(addAt)
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/meshbench/meshbench/bpf/internal/memlock"
 	"github.com/meshbench/meshbench/bpf/internal/percpu"
 
 	"github.com/cilium/ebpf"
@@ -202,4 +203,10 @@ func (o *Objects) Close() error {
 		return fmt.Errorf("close sockmap objects: %w", err)
 	}
 	return nil
+}
+
+// MemlockBytes returns the kernel memory its maps and programs hold (their
+// memlock, as the kernel accounts it): memory no process's RSS shows.
+func (o *Objects) MemlockBytes() (int64, error) {
+	return memlock.Bytes(&o.objs.sockmapMaps, &o.objs.sockmapPrograms)
 }

@@ -265,3 +265,17 @@ func TestSockmapPodsShareNoKeys(t *testing.T) {
 		t.Errorf("counter deltas %v, want 4 inserted and every message of both pods spliced (>= %d redirects, 0 misses)", d, 2*2*rounds)
 	}
 }
+
+func TestMemlock(t *testing.T) {
+	objs, err := Load(Config{})
+	bpftest.RequireLoaded(t, "load sockmap", err)
+	defer objs.Close()
+	n, err := objs.MemlockBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sockmap programs and maps: %d KiB", n>>10)
+	if n <= 0 {
+		t.Errorf("memlock %d bytes, want > 0", n)
+	}
+}

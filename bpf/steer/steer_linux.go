@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/bpf/internal/memlock"
 	"github.com/meshbench/meshbench/bpf/internal/percpu"
 
 	"github.com/meshbench/meshbench/internal/uids"
@@ -257,4 +258,10 @@ func (o *Objects) Close() error {
 		return fmt.Errorf("close steer objects: %w", err)
 	}
 	return nil
+}
+
+// MemlockBytes returns the kernel memory its maps and programs hold (their
+// memlock, as the kernel accounts it): memory no process's RSS shows.
+func (o *Objects) MemlockBytes() (int64, error) {
+	return memlock.Bytes(&o.objs.steerMaps, &o.objs.steerPrograms)
 }

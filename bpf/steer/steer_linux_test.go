@@ -280,3 +280,20 @@ func TestSteerToNodeProxy(t *testing.T) {
 func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+// TestMemlock: the kernel memory of the loaded objects, which no process's
+// RSS shows, is read; the two preallocated 65536-entry LRU maps of original
+// destinations hold at least their keys and values.
+func TestMemlock(t *testing.T) {
+	objs, err := Load(Config{Proxy: netip.MustParseAddrPort("127.0.0.1:15001")})
+	bpftest.RequireLoaded(t, "load steer", err)
+	defer objs.Close()
+	n, err := objs.MemlockBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("steer programs and maps: %d KiB", n>>10)
+	if floor := int64(65536 * (8 + 8 + 12 + 8)); n < floor {
+		t.Errorf("memlock %d bytes, want at least %d (keys and values of orig_by_cookie and orig_by_tuple)", n, floor)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/bpf/internal/memlock"
 	"github.com/meshbench/meshbench/bpf/internal/percpu"
 
 	"github.com/cilium/ebpf/link"
@@ -107,4 +108,10 @@ func (p *Program) Close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// MemlockBytes returns the kernel memory its maps and programs hold (their
+// memlock, as the kernel accounts it): memory no process's RSS shows.
+func (p *Program) MemlockBytes() (int64, error) {
+	return memlock.Bytes(&p.objs.xdpMaps, &p.objs.xdpPrograms)
 }

@@ -112,3 +112,25 @@ func TestProgram(t *testing.T) {
 		})
 	}
 }
+
+func TestMemlock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load BPF programs")
+	}
+	p, err := Load()
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			t.Skipf("kernel cannot load the XDP program: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n, err := p.MemlockBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("xdp program and maps: %d KiB", n>>10)
+	if n <= 0 {
+		t.Errorf("memlock %d bytes, want > 0", n)
+	}
+}

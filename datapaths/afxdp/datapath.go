@@ -25,11 +25,15 @@ type Datapath struct {
 	nodes []*testbed.Node
 	cfgs  []*Config
 	logs  []*tailBuffer
+
+	mu   sync.Mutex
+	last map[string]Stats // each node's forwarder's last /stats, by node
 }
 
 var (
-	_ datapaths.Datapath         = (*Datapath)(nil)
-	_ datapaths.ProcessRestarter = (*Datapath)(nil)
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.ProcessRestarter  = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
 )
 
 // New returns the AF_XDP datapath.
@@ -63,8 +67,45 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 			return nil, fmt.Errorf("read forwarder stats of node %s: %w", n.Name, err)
 		}
 		addStats(out, n.Name, &st)
+		d.mu.Lock()
+		if d.last == nil {
+			d.last = map[string]Stats{}
+		}
+		d.last[n.Name] = st
+		d.mu.Unlock()
 	}
 	return out, nil
+}
+
+// Footprint implements datapaths.FootprintReporter from the forwarders'
+// last /stats (read by Counters): each node's XDP program and maps, one
+// copy per node, which the forwarder's RSS does not show; and the AF_XDP
+// socket each pod's veth adds to its node's forwarder (UMEM and rings, in
+// the forwarder's PSS already). A node's uplink socket is one per node, so
+// it stays in the forwarder's own share.
+func (d *Datapath) Footprint() results.Footprint {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fp := results.Footprint{
+		BPFCopies: len(d.nodes),
+		Basis:     "per node: the forwarder with its uplink's AF_XDP socket, and its XDP program and maps (kernel); per pod: the AF_XDP socket on the pod's veth (UMEM and rings, mapped at open)",
+	}
+	for _, n := range d.nodes {
+		st, ok := d.last[n.Name]
+		if !ok {
+			fp.Basis += fmt.Sprintf("; node %s's forwarder stats were never read, its figures are missing", n.Name)
+			continue
+		}
+		fp.BPFBytes += st.BPFBytes
+		for _, s := range st.Sockets {
+			if s.Interface == n.Uplink {
+				continue
+			}
+			fp.PodUnits++
+			fp.PodBytes = max(fp.PodBytes, s.MappedBytes)
+		}
+	}
+	return fp
 }
 
 // addStats adds st's counters into out.

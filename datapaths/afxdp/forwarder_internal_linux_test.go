@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
@@ -46,6 +47,10 @@ func TestForwarderInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before, err := metrics.ReadProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var f *Forwarder
 	if err := nsutil.Do(node.NetnsPath, func() (err error) {
 		f, err = NewForwarder(cfgs[0], nil)
@@ -59,6 +64,29 @@ func TestForwarderInProcess(t *testing.T) {
 			_ = f.Close()
 		}
 	}()
+	// The sockets' UMEM and rings are mapped and populated at open: the
+	// forwarder's RSS (here this process's) holds them before any traffic,
+	// so its measured PSS already counts them, per socket.
+	after, err := metrics.ReadProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mapped int64
+	for _, ss := range f.Stats().Sockets {
+		if ss.MappedBytes < numFrames*frameSize {
+			t.Errorf("socket %s maps %d bytes, less than its UMEM (%d)", ss.Interface, ss.MappedBytes, numFrames*frameSize)
+		}
+		mapped += ss.MappedBytes
+	}
+	t.Logf("%d sockets map %.1f MiB (%.2f MiB each); RSS grew by %.1f MiB, PSS by %.1f MiB; XDP program and maps %d KiB",
+		len(f.outs), float64(mapped)/(1<<20), float64(mapped)/float64(len(f.outs))/(1<<20),
+		float64(after.RSSBytes-before.RSSBytes)/(1<<20), float64(after.PSSBytes-before.PSSBytes)/(1<<20), f.Stats().BPFBytes>>10)
+	if grew := after.PSSBytes - before.PSSBytes; grew < mapped-(4<<20) {
+		t.Errorf("PSS grew by %d bytes when the sockets mapped %d: the UMEM is not resident", grew, mapped)
+	}
+	if f.Stats().BPFBytes <= 0 {
+		t.Errorf("no BPF memory reported")
+	}
 	inodes := map[int]string{}
 	for _, s := range f.outs {
 		l, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(s.FD()))

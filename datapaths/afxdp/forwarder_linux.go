@@ -200,6 +200,9 @@ func (f *Forwarder) Stats() Stats {
 		if c, err := f.prog.Counters(); err == nil {
 			st.XDP = c
 		}
+		if n, err := f.prog.MemlockBytes(); err == nil {
+			st.BPFBytes = n
+		}
 	}
 	return st
 }

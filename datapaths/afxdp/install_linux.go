@@ -27,6 +27,7 @@ const readyTimeout = 15 * time.Second
 // sockets.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
+	d.last = nil
 	if len(env.Exec) == 0 {
 		return fmt.Errorf("datapath %s: no command to run the forwarder with (Env.Exec)", Name)
 	}

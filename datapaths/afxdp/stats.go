@@ -23,6 +23,9 @@ type Stats struct {
 	// XDP are the XDP program's counters (xdp_seen, xdp_redirected,
 	// xdp_passed, xdp_no_socket).
 	XDP map[string]int64 `json:"xdp"`
+	// BPFBytes is the kernel memory of the XDP program and its maps
+	// (memlock), which the forwarder's RSS does not show.
+	BPFBytes int64 `json:"bpf_bytes"`
 }
 
 // SocketStats are one socket's counters.
@@ -42,4 +45,8 @@ type SocketStats struct {
 	// KernelRxDropped and RxRingFull are the kernel's own socket counters.
 	KernelRxDropped int64 `json:"kernel_rx_dropped"`
 	RxRingFull      int64 `json:"rx_ring_full"`
+	// MappedBytes is the memory the socket maps into the forwarder: its
+	// UMEM and its four rings, populated at open (MAP_POPULATE) and so in
+	// the forwarder's RSS and PSS from the start, whatever the traffic.
+	MappedBytes int64 `json:"mapped_bytes"`
 }

@@ -246,7 +246,7 @@ func (s *Socket) flush() {
 
 // Stats returns the socket's counters, the kernel's included.
 func (s *Socket) Stats() SocketStats {
-	st := SocketStats{Interface: s.iface, RxFrames: s.rxFrames.Load(), TxFrames: s.txFrames.Load(), Dropped: s.dropped.Load()}
+	st := SocketStats{Interface: s.iface, RxFrames: s.rxFrames.Load(), TxFrames: s.txFrames.Load(), Dropped: s.dropped.Load(), MappedBytes: s.MappedBytes()}
 	var ks unix.XDPStatistics
 	if s.fd >= 0 && getsockoptStruct(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)) == nil {
 		st.FillRingEmpty = int64(ks.Rx_fill_ring_empty_descs)
@@ -255,6 +255,16 @@ func (s *Socket) Stats() SocketStats {
 		st.Dropped += int64(ks.Rx_dropped + ks.Rx_invalid_descs + ks.Tx_invalid_descs + ks.Rx_ring_full)
 	}
 	return st
+}
+
+// MappedBytes returns the bytes the socket maps: its UMEM (numFrames ×
+// frameSize) and its fill, completion, RX and TX rings.
+func (s *Socket) MappedBytes() int64 {
+	n := int64(len(s.umem))
+	for _, r := range []*ring{&s.fill, &s.comp, &s.rx, &s.tx} {
+		n += int64(len(r.mem))
+	}
+	return n
 }
 
 // Close closes the socket and unmaps its rings and UMEM.

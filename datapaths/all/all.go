@@ -31,11 +31,11 @@ func New(name string, sc *scenarios.Scenario, opts Options) (datapaths.Datapath,
 	case sockmap.Name:
 		return sockmap.New(sockmap.Options{EnvoyBinary: opts.EnvoyBinary}), nil
 	case nodeproxy.Name:
-		var opts nodeproxy.Options
+		npo := nodeproxy.Options{EnvoyBinary: opts.EnvoyBinary}
 		if sc != nil {
-			opts.Hops = sc.NodeProxy.Hops
+			npo.Hops = sc.NodeProxy.Hops
 		}
-		return nodeproxy.New(opts), nil
+		return nodeproxy.New(npo), nil
 	case afxdp.Name:
 		return afxdp.New(), nil
 	default:

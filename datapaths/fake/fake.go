@@ -29,6 +29,9 @@ type Datapath struct {
 	VerifyFunc func(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Metrics, when set, is what DatapathMetrics returns.
 	Metrics map[string]float64
+	// Memory, when set, is what Footprint returns (else the zero
+	// Footprint: nothing to report).
+	Memory *results.Footprint
 	// Trace, when set, is called with every call ("install <name>",
 	// "target <name>", "counters <name>", "verify <name>", "uninstall
 	// <name>"), in order;
@@ -43,8 +46,9 @@ type Datapath struct {
 }
 
 var (
-	_ datapaths.Datapath        = (*Datapath)(nil)
-	_ datapaths.MetricsReporter = (*Datapath)(nil)
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.MetricsReporter   = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
 )
 
 // Calls counts the calls made to a Datapath.
@@ -110,6 +114,14 @@ func (d *Datapath) ProofSource() string { return "the fake datapath's counters" 
 
 // DatapathMetrics returns Metrics.
 func (d *Datapath) DatapathMetrics() map[string]float64 { return maps.Clone(d.Metrics) }
+
+// Footprint returns *Memory, or the zero Footprint.
+func (d *Datapath) Footprint() results.Footprint {
+	if d.Memory == nil {
+		return results.Footprint{}
+	}
+	return *d.Memory
+}
 
 // Uninstall returns UninstallErr.
 func (d *Datapath) Uninstall(ctx context.Context) error {

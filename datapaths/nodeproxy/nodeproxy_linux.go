@@ -10,20 +10,12 @@ import (
 	"github.com/meshbench/meshbench/datapaths/fleet"
 
 	"github.com/meshbench/meshbench/internal/iptables"
-	"github.com/meshbench/meshbench/internal/ports"
 
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
-	"github.com/meshbench/meshbench/datapaths/controlplane"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
-)
-
-// Ports the node proxy listens on in its node's namespace.
-const (
-	OutboundPort = ports.ProxyOutbound
-	InboundPort  = ports.ProxyInbound
 )
 
 // Datapath is the eBPF-steered per-node proxy datapath.
@@ -33,6 +25,8 @@ type Datapath struct {
 	env   *datapaths.Env
 	fleet *fleet.Fleet
 	nodes []*nodeState
+	// engine is the proxies' engine, "builtin" or "envoy".
+	engine string
 }
 
 // nodeState is what the datapath set up on one node.
@@ -43,7 +37,10 @@ type nodeState struct {
 	rules bool
 }
 
-var _ datapaths.Datapath = (*Datapath)(nil)
+var (
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
+)
 
 // New returns the nodeproxy datapath.
 func New(opts Options) *Datapath {
@@ -66,25 +63,26 @@ func (d *Datapath) Name() string { return Name }
 // captures inbound traffic.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
+	if d.engine, err = Engine(env.Services, d.opts.EnvoyBinary); err != nil {
+		return err
+	}
 	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
 	if d.fleet, err = fleet.Start(ctx, env, "node proxy", fleet.PerNode); err != nil {
 		return err
 	}
+	envoy := ""
+	if d.engine == proxy.EngineEnvoy {
+		if envoy, err = proxy.EnvoyAvailable(d.opts.EnvoyBinary); err != nil {
+			return err
+		}
+	}
 	nodes := env.Cluster.Nodes()
 	for _, n := range nodes {
-		args := append(append([]string{}, env.Exec...), "proxy",
-			"--xds", d.fleet.Socket,
-			"--node-id", fleet.PerNode.NodeID(n.Name),
-			"--engine", "builtin",
-			"--admin", proxy.DefaultAdminAddr,
-			"--outbound-port", strconv.Itoa(OutboundPort),
-			"--inbound-port", strconv.Itoa(InboundPort),
-			"--inbound-original-ip")
 		ns := &nodeState{Proxy: &fleet.Proxy{
 			Node: n,
-			Spec: testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: args},
+			Spec: testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: proxyArgs(env.Exec, d.fleet, n, d.engine, envoy)},
 			Ready: func(ctx context.Context) error {
-				_, err := proxy.ReadStats(ctx, n.NetnsPath, proxy.DefaultAdminAddr)
+				_, _, err := proxy.ReadCounters(ctx, d.engine, n.NetnsPath, proxy.DefaultAdminAddr)
 				return err
 			},
 		}}
@@ -103,7 +101,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		}
 	}
 	if env.Logger != nil {
-		env.Logger.Info("node proxies ready", "nodes", len(nodes), "hops", d.opts.Hops, "push_to_ack", d.fleet.Session.Push)
+		env.Logger.Info("node proxies ready", "nodes", len(nodes), "engine", d.engine, "hops", d.opts.Hops, "push_to_ack", d.fleet.Session.Push)
 	}
 	return nil
 }
@@ -180,14 +178,14 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	views := make([]proxy.View, len(d.nodes))
 	var client *nodeState
 	for i, ns := range d.nodes {
-		st, err := proxy.ReadStats(ctx, ns.Node.NetnsPath, proxy.DefaultAdminAddr)
+		flat, v, err := proxy.ReadCounters(ctx, d.engine, ns.Node.NetnsPath, proxy.DefaultAdminAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy on node %s: %w", ns.Node.Name, err)
 		}
-		for k, v := range st.Flatten() {
-			out[ns.Node.Name+"/"+k] = v
+		for k, val := range flat {
+			out[ns.Node.Name+"/"+k] = val
 		}
-		views[i] = st.View(controlplane.OutboundListener, controlplane.InboundListener)
+		views[i] = v
 		out["outbound_rq"] += views[i].Outbound.Rq
 		out["inbound_rq"] += views[i].Inbound.Rq
 		if c := d.env.Client; c != nil && c.NodeIndex == ns.Node.Index {
@@ -229,6 +227,9 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		n := ns.Node.Name
 		out[datapaths.HopReceived2xx+n] = views[i].Inbound.Rq2xx
 		out[datapaths.HopReceivedBytes+n] = views[i].Inbound.BytesIn
+		if cv.Sent == nil {
+			continue // Envoy: no per-endpoint counts; the receivers are held together
+		}
 		var sent proxy.Outcomes
 		for ip, o := range cv.Sent {
 			if ns.Node.PodCIDR.Contains(ip) {
@@ -274,9 +275,33 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	return checks
 }
 
-// DatapathMetrics implements datapaths.MetricsReporter.
+// DatapathMetrics implements datapaths.MetricsReporter: the control
+// plane's push-to-ACK latency at install and the proxies per engine.
 func (d *Datapath) DatapathMetrics() map[string]float64 {
-	return d.fleet.Metrics()
+	m := d.fleet.Metrics()
+	m["proxies_"+d.engine] = float64(len(d.nodes))
+	return m
+}
+
+// Footprint implements datapaths.FootprintReporter: a proxy per node,
+// whose process the harness measures (with its Envoy child, if any), and
+// each node's steering programs and maps, kernel memory no process shows
+// (mostly two preallocated LRU maps of original destinations).
+func (d *Datapath) Footprint() results.Footprint {
+	fp := results.Footprint{Basis: "per node: its proxy (the wrapper with its Envoy child, if any) as measured serving this testbed's pods, and its connect4/getsockopt steering programs and maps (kernel memory)"}
+	for _, ns := range d.nodes {
+		if ns.objs == nil {
+			continue
+		}
+		n, err := ns.objs.MemlockBytes()
+		if err != nil {
+			fp.Basis += "; node " + ns.Node.Name + "'s steering memory could not be read: " + err.Error()
+			continue
+		}
+		fp.BPFBytes += n
+		fp.BPFCopies++
+	}
+	return fp
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.

@@ -1,6 +1,13 @@
 package proxy
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/datapaths/controlplane"
+)
 
 // Engine is a proxy engine: a process that gets its configuration from the
 // control plane over xDS and carries a pod's (or a node's) traffic.
@@ -24,4 +31,58 @@ type Engine interface {
 	// Stop stops the proxy and waits for it to exit. It is safe to call
 	// more than once and after a failed Start.
 	Stop(ctx context.Context) error
+}
+
+// Engine names, as scenarios and `meshbench proxy --engine` spell them.
+const (
+	EngineBuiltin = "builtin"
+	EngineEnvoy   = "envoy"
+	EngineAuto    = "auto"
+)
+
+// ResolveEngine turns a scenario engine ("auto", "builtin", "envoy") into
+// the engine to run: auto picks Envoy when a binary is found (envoyBinary,
+// or envoy on PATH when it is ""). Envoy without a binary is an error
+// wrapping datapaths.ErrNotSupported.
+func ResolveEngine(engine, envoyBinary string) (string, error) {
+	switch engine {
+	case "", EngineAuto:
+		if _, err := EnvoyAvailable(envoyBinary); err == nil {
+			return EngineEnvoy, nil
+		}
+		return EngineBuiltin, nil
+	case EngineBuiltin:
+		return EngineBuiltin, nil
+	case EngineEnvoy:
+		if _, err := EnvoyAvailable(envoyBinary); err != nil {
+			return "", fmt.Errorf("engine envoy: %w: %w", err, datapaths.ErrNotSupported)
+		}
+		return EngineEnvoy, nil
+	default:
+		return "", fmt.Errorf("unknown proxy engine %q", engine)
+	}
+}
+
+// ReadCounters reads the counters of a running proxy of engine (as
+// ResolveEngine returns it) from its admin address inside the network
+// namespace at netnsPath: flattened to name → value, and the proof's view of
+// them (the builtin engine's JSON /stats, or Envoy's text /stats, whose view
+// has no per-endpoint counts: View.Sent is nil).
+func ReadCounters(ctx context.Context, engine, netnsPath, adminAddr string) (map[string]int64, View, error) {
+	if engine == EngineEnvoy {
+		body, err := datapaths.Get(ctx, netnsPath, adminAddr, "/stats")
+		if err != nil {
+			return nil, View{}, fmt.Errorf("read envoy stats: %w", err)
+		}
+		st, err := ParseEnvoyStats(bytes.NewReader(body))
+		if err != nil {
+			return nil, View{}, err
+		}
+		return st, EnvoyView(st), nil
+	}
+	st, err := ReadStats(ctx, netnsPath, adminAddr)
+	if err != nil {
+		return nil, View{}, err
+	}
+	return st.Flatten(), st.View(controlplane.OutboundListener, controlplane.InboundListener), nil
 }

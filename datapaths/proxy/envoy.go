@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -257,12 +258,28 @@ func (e *Envoy) Start(ctx context.Context) error {
 	e.cmd.Stdout, e.cmd.Stderr = e.opts.Stdout, e.opts.Stderr
 	e.cmd.Cancel = func() error { return e.cmd.Process.Signal(syscall.SIGTERM) }
 	e.cmd.WaitDelay = 5 * time.Second
-	if err := e.cmd.Start(); err != nil {
-		e.cmd = nil
+	// Envoy dies with this process (see dieWithParent), so killing the proxy
+	// (chaos proxy-kill, pod-kill) kills the proxy, not just its wrapper.
+	dieWithParent(e.cmd)
+	e.done = make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		// The parent-death signal fires when the thread that forked the
+		// child ends, not the process: hold this thread for Envoy's life.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := e.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		e.err = e.cmd.Wait()
+		close(e.done)
+	}()
+	if err := <-started; err != nil {
+		e.cmd, e.done = nil, nil
 		return fmt.Errorf("start envoy: %w", err)
 	}
-	e.done = make(chan struct{})
-	go func() { e.err = e.cmd.Wait(); close(e.done) }()
 	return nil
 }
 

@@ -3,11 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"
 	"github.com/meshbench/meshbench/internal/golden"
 )
@@ -84,5 +86,33 @@ func TestEnvoyMissing(t *testing.T) {
 	err := NewEnvoy(EnvoyOptions{XDSSocket: "/x.sock", NodeID: "n"}).Start(context.Background())
 	if !errors.Is(err, ErrEnvoyNotFound) {
 		t.Errorf("Start = %v, want ErrEnvoyNotFound", err)
+	}
+}
+
+func TestResolveEngine(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no envoy anywhere
+	exe := filepath.Join(t.TempDir(), "envoy")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in, binary, want string
+		notSupported     bool
+		err              bool
+	}{
+		{in: "auto", want: "builtin"},
+		{in: "", want: "builtin"},
+		{in: "builtin", want: "builtin"},
+		{in: "envoy", notSupported: true, err: true},
+		{in: "nginx", err: true},
+		{in: "auto", binary: exe, want: "envoy"},
+		{in: "envoy", binary: exe, want: "envoy"},
+		{in: "builtin", binary: exe, want: "builtin"},
+	}
+	for _, tt := range tests {
+		got, err := ResolveEngine(tt.in, tt.binary)
+		if got != tt.want || (err != nil) != tt.err || errors.Is(err, datapaths.ErrNotSupported) != tt.notSupported {
+			t.Errorf("ResolveEngine(%q, %q) = %q, %v", tt.in, tt.binary, got, err)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"github.com/meshbench/meshbench/datapaths/catalog"
 
 	"github.com/meshbench/meshbench/datapaths"
-	"github.com/meshbench/meshbench/datapaths/controlplane"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
@@ -53,6 +51,10 @@ type Steering interface {
 	Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Source names where the counters come from.
 	Source() string
+	// BPFBytes returns the kernel memory of the steering's BPF programs
+	// and maps (their memlock), one copy for every pod it was installed
+	// for.
+	BPFBytes() (int64, error)
 	// Uninstall removes everything Install set up; safe to call twice.
 	Uninstall(ctx context.Context) error
 }
@@ -76,7 +78,10 @@ type sidecarProc struct {
 	engine string
 }
 
-var _ datapaths.Datapath = (*Datapath)(nil)
+var (
+	_ datapaths.Datapath          = (*Datapath)(nil)
+	_ datapaths.FootprintReporter = (*Datapath)(nil)
+)
 
 // New returns a sidecar datapath.
 func New(opts Options) *Datapath {
@@ -120,7 +125,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
 		}
 		d.rules = append(d.rules, p)
-		engine, err := ResolveEngine(d.engineFor(p), d.opts.EnvoyBinary)
+		engine, err := proxy.ResolveEngine(d.engineFor(p), d.opts.EnvoyBinary)
 		if err != nil {
 			return fmt.Errorf("sidecar of pod %s: %w", p.Name, err)
 		}
@@ -134,7 +139,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
-		if engine == "envoy" {
+		if engine == proxy.EngineEnvoy {
 			if envoy == "" {
 				if envoy, err = d.envoyCopy(env.Cluster.RunID()); err != nil {
 					return err
@@ -205,6 +210,25 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 		m["proxies_"+e] = float64(n)
 	}
 	return m
+}
+
+// Footprint implements datapaths.FootprintReporter: a sidecar per pod,
+// whose processes the harness measures (with their Envoy child, if any);
+// and, with steering, the steering's BPF programs and maps, kernel memory
+// no process shows, loaded once for the whole testbed (a cluster loads
+// them once per node).
+func (d *Datapath) Footprint() results.Footprint {
+	fp := results.Footprint{Basis: "per pod: its sidecar (the wrapper with its Envoy child, if any); iptables rules, no BPF"}
+	if st := d.opts.Steering; st != nil && d.steering {
+		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the steering's BPF programs and maps (kernel memory; one copy served the whole testbed, a cluster loads one per node)"
+		n, err := st.BPFBytes()
+		if err != nil {
+			fp.Basis += "; their memory could not be read: " + err.Error()
+			return fp
+		}
+		fp.BPFBytes, fp.BPFCopies = n, 1
+	}
+	return fp
 }
 
 // SetPodHealth implements datapaths.EndpointUpdater.
@@ -298,24 +322,9 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 }
 
 // readCounters reads one sidecar's counters, flat, and the proof's view of
-// them, from the builtin engine's JSON /stats or Envoy's text /stats.
+// them.
 func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
-	if sp.engine == "envoy" {
-		body, err := datapaths.Get(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr, "/stats")
-		if err != nil {
-			return nil, proxy.View{}, err
-		}
-		st, err := proxy.ParseEnvoyStats(bytes.NewReader(body))
-		if err != nil {
-			return nil, proxy.View{}, err
-		}
-		return st, proxy.EnvoyView(st), nil
-	}
-	st, err := proxy.ReadStats(ctx, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
-	if err != nil {
-		return nil, proxy.View{}, err
-	}
-	return st.Flatten(), st.View(controlplane.OutboundListener, controlplane.InboundListener), nil
+	return proxy.ReadCounters(ctx, sp.engine, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
 }
 
 // Verify implements datapaths.Datapath. HTTP: the client's sidecar answered

@@ -48,23 +48,3 @@ func TestMeshModel(t *testing.T) {
 		t.Errorf("a service without settings gets the defaults, got %+v", p)
 	}
 }
-
-func TestResolveEngine(t *testing.T) {
-	t.Setenv("PATH", t.TempDir()) // no envoy anywhere
-	tests := []struct {
-		in, want string
-		err      bool
-	}{
-		{"auto", "builtin", false},
-		{"", "builtin", false},
-		{"builtin", "builtin", false},
-		{"envoy", "", true},
-		{"nginx", "", true},
-	}
-	for _, tt := range tests {
-		got, err := ResolveEngine(tt.in, "")
-		if got != tt.want || (err != nil) != tt.err {
-			t.Errorf("ResolveEngine(%q) = %q, %v", tt.in, got, err)
-		}
-	}
-}

@@ -71,6 +71,20 @@ func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error)
 	return nil
 }
 
+// BPFBytes implements sidecar.Steering: the steer and sockmap programs and
+// maps.
+func (s *Steering) BPFBytes() (int64, error) {
+	var sum int64
+	for _, o := range []interface{ MemlockBytes() (int64, error) }{s.steer, s.sockmap} {
+		n, err := o.MemlockBytes()
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
 // Counters implements sidecar.Steering.
 func (s *Steering) Counters() (map[string]int64, error) {
 	out := map[string]int64{}

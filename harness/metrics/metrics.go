@@ -32,6 +32,12 @@ const ClockTicks = 100
 // 6.18: a Go process with 10 threads showed 1,926 voluntary switches in
 // /proc/self/status and 18,356 summed over its tasks). Exited threads' counts
 // are lost.
+//
+// A ProcStat read by ReadTree covers a process and its descendants: every
+// counter is summed over them (Tasks holds every thread of each), and
+// Descendants names them. CPUSeconds then also holds the CPU time of
+// descendants that exited and were waited for inside the tree (cutime and
+// cstime of /proc/PID/stat), so it does not drop when a child is reaped.
 type ProcStat struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
@@ -45,12 +51,29 @@ type ProcStat struct {
 	// VoluntaryCtxt and NonvoluntaryCtxt are summed over the live threads.
 	VoluntaryCtxt    int64 `json:"voluntary_ctxt_switches"`
 	NonvoluntaryCtxt int64 `json:"nonvoluntary_ctxt_switches"`
-	// RSSBytes and PSSBytes come from /proc/PID/smaps_rollup.
+	// RSSBytes, PSSBytes and USSBytes come from /proc/PID/smaps_rollup;
+	// USSBytes is Private_Clean + Private_Dirty: the pages no other process
+	// maps. RSS − USS are pages it shares (with other processes running the
+	// same binary, say).
 	RSSBytes int64 `json:"rss_bytes"`
 	PSSBytes int64 `json:"pss_bytes"`
+	USSBytes int64 `json:"uss_bytes"`
 	// Tasks are the per-thread counters the totals were summed from, so that
 	// Diff can count threads that started or ended between two reads.
 	Tasks []TaskStat `json:"tasks,omitempty"`
+	// Descendants are the processes below this one whose counters are summed
+	// into it (ReadTree), in the order they were found; none for a process
+	// read alone or one without children.
+	Descendants []Member `json:"descendants,omitempty"`
+}
+
+// Member is a descendant counted in another process's ProcStat: for
+// example the Envoy binary a proxy wrapper runs as its child.
+type Member struct {
+	PID        int    `json:"pid"`
+	PPID       int    `json:"ppid"`
+	Comm       string `json:"comm"`
+	StartTicks uint64 `json:"start_ticks"`
 }
 
 // ContextSwitches returns voluntary plus involuntary switches.
@@ -128,7 +151,8 @@ type CgroupMemory struct {
 // time.
 type Snapshot struct {
 	Time time.Time `json:"time"`
-	// Procs are the processes that were read, by pid.
+	// Procs are the processes that were read, by pid, each with its
+	// descendants (ReadTree).
 	Procs map[int]ProcStat `json:"procs"`
 	// Gone lists the pids that were asked for but no longer existed.
 	Gone []int `json:"gone,omitempty"`
@@ -160,9 +184,14 @@ type ProcDelta struct {
 	// CPUNanos.
 	VoluntaryCtxt    int64 `json:"voluntary_ctxt_switches"`
 	NonvoluntaryCtxt int64 `json:"nonvoluntary_ctxt_switches"`
-	// RSSBytes and PSSBytes are the values at the second snapshot.
+	// RSSBytes, PSSBytes and USSBytes are the values at the second
+	// snapshot.
 	RSSBytes int64 `json:"rss_bytes"`
 	PSSBytes int64 `json:"pss_bytes"`
+	USSBytes int64 `json:"uss_bytes"`
+	// Descendants are the processes counted with this one at the second
+	// snapshot (see ProcStat).
+	Descendants []Member `json:"descendants,omitempty"`
 }
 
 // ContextSwitches returns voluntary plus involuntary switches.
@@ -247,11 +276,13 @@ func Diff(before, after *Snapshot) Delta {
 // full.
 func diffProc(b, a ProcStat) ProcDelta {
 	d := ProcDelta{
-		PID:        a.PID,
-		Comm:       a.Comm,
-		CPUSeconds: max(0, a.CPUSeconds-b.CPUSeconds),
-		RSSBytes:   a.RSSBytes,
-		PSSBytes:   a.PSSBytes,
+		PID:         a.PID,
+		Comm:        a.Comm,
+		CPUSeconds:  max(0, a.CPUSeconds-b.CPUSeconds),
+		RSSBytes:    a.RSSBytes,
+		PSSBytes:    a.PSSBytes,
+		USSBytes:    a.USSBytes,
+		Descendants: a.Descendants,
 	}
 	prev := make(map[int]TaskStat, len(b.Tasks))
 	for _, t := range b.Tasks {

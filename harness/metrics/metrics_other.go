@@ -12,6 +12,11 @@ func ReadProcess(pid int) (ProcStat, error) {
 	return ProcStat{}, fmt.Errorf("read process %d: %w", pid, ErrNotSupported)
 }
 
+// ReadTree is Linux-only; elsewhere it returns ErrNotSupported.
+func ReadTree(pid int, skip map[int]bool) (ProcStat, error) {
+	return ProcStat{}, fmt.Errorf("read process %d: %w", pid, ErrNotSupported)
+}
+
 // ReadSNMP is Linux-only; elsewhere it returns ErrNotSupported.
 func ReadSNMP(netnsPath string) (TCP, error) {
 	return TCP{}, fmt.Errorf("read snmp: %w", ErrNotSupported)

@@ -14,8 +14,11 @@ import (
 type procStatLine struct {
 	comm       string
 	state      byte
+	ppid       int
 	utime      uint64
 	stime      uint64
+	cutime     uint64 // children waited for
+	cstime     uint64
 	threads    int
 	startTicks uint64
 }
@@ -52,8 +55,11 @@ func parseStat(b []byte) (procStatLine, error) {
 		}
 		return v
 	}
+	s.ppid = int(u(4))
 	s.utime = u(14)
 	s.stime = u(15)
+	s.cutime = u(16)
+	s.cstime = u(17)
 	s.threads = int(u(20))
 	s.startTicks = u(22)
 	return s, err
@@ -112,14 +118,16 @@ func parseSchedstat(b []byte) (int64, error) {
 	return n, nil
 }
 
-// parseSmapsRollup returns Rss and Pss of /proc/PID/smaps_rollup in bytes.
+// parseSmapsRollup returns Rss, Pss and Private_Clean + Private_Dirty (the
+// unique set size) of /proc/PID/smaps_rollup in bytes.
 // A process without an address space (a kernel thread) has neither and
 // reads as zero.
-func parseSmapsRollup(b []byte) (rss, pss int64, err error) {
-	if _, err := parseKeyed(b, map[string]*int64{"Rss": &rss, "Pss": &pss}, parseKB); err != nil {
-		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
+func parseSmapsRollup(b []byte) (rss, pss, uss int64, err error) {
+	var clean, dirty int64
+	if _, err := parseKeyed(b, map[string]*int64{"Rss": &rss, "Pss": &pss, "Private_Clean": &clean, "Private_Dirty": &dirty}, parseKB); err != nil {
+		return 0, 0, 0, fmt.Errorf("smaps_rollup: %w", err)
 	}
-	return rss, pss, nil
+	return rss, pss, clean + dirty, nil
 }
 
 // parseKB parses "   1234 kB" into bytes.

@@ -23,9 +23,9 @@ func TestParseStat(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "comm with spaces and parens", in: readFixture(t, "stat"),
-			want: procStatLine{comm: "my (odd) name", state: 'S', utime: 250, stime: 75, threads: 7, startTicks: 123456}},
+			want: procStatLine{comm: "my (odd) name", state: 'S', ppid: 1, utime: 250, stime: 75, cutime: 30, cstime: 5, threads: 7, startTicks: 123456}},
 		{name: "zombie", in: readFixture(t, "stat-zombie"),
-			want: procStatLine{comm: "zombie", state: 'Z', utime: 250, stime: 75, threads: 1, startTicks: 123456}},
+			want: procStatLine{comm: "zombie", state: 'Z', ppid: 1, utime: 250, stime: 75, threads: 1, startTicks: 123456}},
 		{name: "no comm", in: []byte("12 S 1 2 3"), wantErr: true},
 		{name: "truncated", in: []byte("12 (x) S 1 2 3"), wantErr: true},
 		{name: "bad number", in: []byte("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 75 0 0 20 0 7 0 123456 0"), wantErr: true},
@@ -70,23 +70,23 @@ func TestParseStatus(t *testing.T) {
 
 func TestParseSmapsRollup(t *testing.T) {
 	tests := []struct {
-		name     string
-		in       []byte
-		rss, pss int64
-		wantErr  bool
+		name          string
+		in            []byte
+		rss, pss, uss int64
+		wantErr       bool
 	}{
-		{name: "fixture", in: readFixture(t, "smaps_rollup"), rss: 1696 * 1024, pss: 330 * 1024},
+		{name: "fixture", in: readFixture(t, "smaps_rollup"), rss: 1696 * 1024, pss: 330 * 1024, uss: (48 + 112) * 1024},
 		{name: "kernel thread", in: nil},
 		{name: "bad unit", in: []byte("Rss: 12 MB\n"), wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rss, pss, err := parseSmapsRollup(tt.in)
+			rss, pss, uss, err := parseSmapsRollup(tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
-			if rss != tt.rss || pss != tt.pss {
-				t.Errorf("got rss %d pss %d, want %d %d", rss, pss, tt.rss, tt.pss)
+			if rss != tt.rss || pss != tt.pss || uss != tt.uss {
+				t.Errorf("got rss %d pss %d uss %d, want %d %d %d", rss, pss, uss, tt.rss, tt.pss, tt.uss)
 			}
 		})
 	}

@@ -113,6 +113,10 @@ type Step struct {
 	Cost            Cost               `json:"cost"`
 	// Processes lists every process in the testbed's pods and nodes.
 	Processes []Process `json:"processes,omitempty"`
+	// Footprint is the memory the datapath holds besides its processes,
+	// and what each pod adds to them, at the end of the step; nil when the
+	// datapath reports none (it holds nothing its processes do not show).
+	Footprint *Footprint `json:"footprint,omitempty"`
 	// Interrupted is set when the step was cut short by a signal.
 	Interrupted bool   `json:"interrupted,omitempty"`
 	Error       string `json:"error,omitempty"`
@@ -258,18 +262,56 @@ const (
 	RoleDatapath = "datapath" // a proxy or forwarder of the datapath
 )
 
-// Process is one process in the testbed, measured over a step.
+// Process is one process in the testbed, measured over a step, with every
+// process it started: its figures are summed over itself and Descendants.
 type Process struct {
 	Pod  string `json:"pod"`
 	Node string `json:"node"`
 	Name string `json:"name"`
 	Role string `json:"role"`
 	PID  int    `json:"pid"`
-	// RSSBytes and PSSBytes are read at the end of the step.
+	// RSSBytes, PSSBytes and USSBytes are read at the end of the step.
+	// USSBytes is the private memory (no other process maps those pages);
+	// RSS − USS is shared, here mostly with the other processes that run
+	// the same binary. 0 in results from before it was recorded.
 	RSSBytes        int64   `json:"rss_bytes"`
 	PSSBytes        int64   `json:"pss_bytes"`
+	USSBytes        int64   `json:"uss_bytes,omitempty"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	ContextSwitches int64   `json:"context_switches"`
+	// Descendants are the processes below this one at the end of the step,
+	// whose figures are included above: a sidecar or node proxy running
+	// the Envoy engine is the meshbench wrapper and its Envoy child, and
+	// the proxy's cost is both.
+	Descendants []Descendant `json:"descendants,omitempty"`
+}
+
+// Footprint is what a report needs, besides the datapath processes'
+// memory, to extrapolate a datapath's memory to a larger cluster: kernel
+// memory no process shows, and the memory each pod adds to a per-node
+// process.
+type Footprint struct {
+	// BPFBytes is the kernel memory of the datapath's BPF programs and
+	// maps on the testbed (their memlock, as the kernel accounts it: a
+	// preallocated map counts in full, empty or not). BPFCopies is how many
+	// independent copies of them it loaded (one per node, or one for the
+	// whole testbed); a cluster loads one per node.
+	BPFBytes  int64 `json:"bpf_bytes,omitempty"`
+	BPFCopies int   `json:"bpf_copies,omitempty"`
+	// PodBytes is the memory each pod on a node adds to that node's
+	// datapath process, already inside the process's RSS and PSS (afxdp:
+	// the AF_XDP socket on the pod's veth, its UMEM and rings). PodUnits is
+	// how many such pods the testbed's processes held.
+	PodBytes int64 `json:"pod_bytes,omitempty"`
+	PodUnits int   `json:"pod_units,omitempty"`
+	// Basis says in words what the figures count.
+	Basis string `json:"basis,omitempty"`
+}
+
+// Descendant names a process counted in an ancestor's Process.
+type Descendant struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
 }
 
 // Summary aggregates the repetitions of one datapath × rate.

@@ -1,0 +1,2 @@
+// Package memlock sums the kernel memory of loaded BPF maps and programs.
+package memlock

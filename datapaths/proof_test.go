@@ -1,0 +1,27 @@
+package datapaths
+
+import "testing"
+
+func TestDeliveredBytes(t *testing.T) {
+	w := Work{Successes: 100, BytesSent: 10_000, Slack: 2, SlackWhy: "test"}
+	tests := []struct {
+		name  string
+		delta map[string]int64
+		ok    bool
+	}{
+		{"per endpoint, matching", map[string]int64{HopReceivedBytes + "b1": 6000, HopSentBytes + "b1": 6000, HopReceivedBytes + "b2": 4000, HopSentBytes + "b2": 4000}, true},
+		{"per endpoint, one short", map[string]int64{HopReceivedBytes + "b1": 5000, HopSentBytes + "b1": 6000, HopReceivedBytes + "b2": 4000, HopSentBytes + "b2": 4000}, false},
+		{"no sender counts, receivers read what the client wrote", map[string]int64{HopReceivedBytes + "b1": 6000, HopReceivedBytes + "b2": 4000}, true},
+		// Envoy's view counts HTTP bytes only: receivers that read nothing
+		// must not pass against a sender that counted nothing.
+		{"no sender counts, receivers read nothing", map[string]int64{HopReceivedBytes + "b1": 0, HopReceivedBytes + "b2": 0}, false},
+		{"no receivers", map[string]int64{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if c := DeliveredBytes("backend sidecars", tt.delta, w); c.OK != tt.ok {
+				t.Errorf("OK = %v, want %v: %+v", c.OK, tt.ok, c)
+			}
+		})
+	}
+}
