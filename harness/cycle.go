@@ -123,6 +123,9 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 			return fmt.Errorf("calibrate: %w", err)
 		}
 		r.res.Calibration = cal
+		if n := r.res.Environment.Noise; n != nil && cal != nil {
+			n.CalibrationP50US, n.CalibrationP99US = cal.LatencyUS.P50, cal.LatencyUS.P99
+		}
 		if err := r.save(); err != nil {
 			return err
 		}

@@ -69,6 +69,10 @@ type Options struct {
 	// client TCP counters and the step's cost (default
 	// metrics.TakeSnapshot).
 	Snapshot func(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
+	// NoiseProbe measures the machine's timer wake-up lateness at the
+	// start of the run, for the results' noise fingerprint (default
+	// ProbeNoise).
+	NoiseProbe func(ctx context.Context) []results.TimerProbe
 }
 
 // Event reports progress.
@@ -151,6 +155,9 @@ func newRunner(opts Options) (*runner, error) {
 	if opts.Snapshot == nil {
 		opts.Snapshot = metrics.TakeSnapshot
 	}
+	if opts.NoiseProbe == nil {
+		opts.NoiseProbe = ProbeNoise
+	}
 	// Check every datapath exists before creating anything.
 	for _, name := range opts.Scenario.Datapaths {
 		if _, err := opts.NewDatapath(name); err != nil {
@@ -199,6 +206,9 @@ func NewRunID() string {
 func (r *runner) run(ctx context.Context) (*results.Run, error) {
 	r.start = time.Now()
 	r.res.Started = r.start.UTC()
+	// The noise fingerprint is taken first, on an idle machine: nothing of
+	// the run exists yet.
+	r.res.Environment.Noise = &results.Noise{Timer: r.opts.NoiseProbe(ctx)}
 	if err := r.save(); err != nil {
 		return r.res, err
 	}

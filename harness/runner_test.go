@@ -76,8 +76,15 @@ func newFakeRun(t *testing.T, src string) *fakeRun {
 		WaitEcho:       func(context.Context, []*testbed.Pod) error { return nil },
 		ReadEchoStats:  f.readEchoStats,
 		Snapshot:       f.snapshot,
+		NoiseProbe:     fakeNoise,
 	}
 	return f
+}
+
+// fakeNoise stands in for the timer wake-up probe, which takes a fraction
+// of a second of real sleeps.
+func fakeNoise(context.Context) []results.TimerProbe {
+	return []results.TimerProbe{{SleepUS: 100, Samples: 300, OvershootP50US: 55, OvershootP99US: 180}}
 }
 
 func (f *fakeRun) run() (*results.Run, error) {
@@ -652,6 +659,12 @@ load: {rates: [100, 200], warmup: 1s, duration: 2s}
 	}
 	if len(got.Steps) != len(run.Steps) || len(got.Steps) != 8 {
 		t.Fatalf("%d steps in the file, %d returned, want 8", len(got.Steps), len(run.Steps))
+	}
+	// The noise fingerprint holds the timer probe and the calibration's
+	// latency.
+	if n := got.Environment.Noise; n == nil || got.Calibration == nil || len(n.Timer) != 1 || n.Timer[0].OvershootP99US != 180 ||
+		n.CalibrationP50US != got.Calibration.LatencyUS.P50 || n.CalibrationP99US != 120 {
+		t.Errorf("noise fingerprint %+v", n)
 	}
 
 	cal := got.Calibration
