@@ -151,8 +151,11 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 		r.steps++
 		r.progress(Event{Phase: "load", Datapath: dpName, Repetition: rep, Rate: rate,
 			Load: time.Duration(r.sc.Load.Warmup + r.sc.Load.Duration)})
+		started := time.Now()
 		step, err := r.measure(ctx, cluster, env, dp, svc, rate, rep, r.plan())
 		if step != nil {
+			step.Sequence = len(r.res.Steps) + 1
+			step.Started = started.UTC()
 			r.res.Steps = append(r.res.Steps, *step)
 			if serr := r.save(); serr != nil {
 				return serr
