@@ -87,10 +87,20 @@ const (
 	// gateSameEnv: an absolute figure, gated only when the environments
 	// match.
 	gateSameEnv
-	// gateNever: shown for information. p99.9 over a 10 s step at 500
-	// req/s is the 5th-slowest request; its spread over repetitions
-	// (log-sd 0.2-0.7 measured here) is too wide for 5 repetitions to see
-	// a 30% change, so gating it would only spend the false-alarm budget.
+	// gateNever: shown for information, never gated. Every gated test
+	// raises the bar Benjamini-Hochberg sets for all the others, so the
+	// gate holds only what the nightly question is about (latency p50 and
+	// p99, CPU per request, success) and shows the rest:
+	//   - p99.9 over a 10 s step at 500 req/s is the 5th-slowest request;
+	//     its spread over repetitions (log-sd 0.2-0.7 measured here) is too
+	//     wide for 5 repetitions to see a 30% change;
+	//   - achieved req/s falls below the offered rate only when the
+	//     datapath saturates or fails requests, which the latency and the
+	//     success ratio already show;
+	//   - TCP segments per request explain a cost; when they matter it
+	//     shows in CPU and latency.
+	// Dropping the last two raised the power against a 1.3× p99 from
+	// 67% to 74% on synthetic runs, at the same false-alarm rate.
 	gateNever
 )
 
@@ -114,10 +124,10 @@ var metricDefs = []metricDef{
 	{name: MetricP50, label: "p50 (µs)", gate: gateSameEnv, get: func(s results.Step) float64 { return s.LatencyUS.P50 }},
 	{name: MetricP99, label: "p99 (µs)", gate: gateSameEnv, get: func(s results.Step) float64 { return s.LatencyUS.P99 }},
 	{name: MetricP999, label: "p99.9 (µs)", gate: gateNever, get: func(s results.Step) float64 { return s.LatencyUS.P999 }},
-	{name: MetricAchievedRPS, label: "achieved (req/s)", higher: true, gate: gateSameEnv, get: func(s results.Step) float64 { return s.AchievedRPS }},
+	{name: MetricAchievedRPS, label: "achieved (req/s)", higher: true, gate: gateNever, get: func(s results.Step) float64 { return s.AchievedRPS }},
 	{name: MetricSuccessRatio, label: "success ratio", higher: true, gate: gateAlways, get: func(s results.Step) float64 { return s.SuccessRatio }},
 	{name: MetricCPU, label: "CPU (µs/req)", gate: gateSameEnv, get: func(s results.Step) float64 { return s.Cost.CPUMicrosPerRequest }},
-	{name: MetricSegments, label: "TCP segments/req", gate: gateSameEnv, get: func(s results.Step) float64 { return s.Cost.SegmentsPerRequest }},
+	{name: MetricSegments, label: "TCP segments/req", gate: gateNever, get: func(s results.Step) float64 { return s.Cost.SegmentsPerRequest }},
 }
 
 // MetricComparison is one metric of one datapath × rate in both runs.
@@ -573,9 +583,9 @@ type section struct {
 // figures.
 func (c *Comparison) sections() []section {
 	rel := section{title: "Within-run ratios to " + baselineDatapath + ", same rate and repetition (always gated: measured side by side, they travel between machines)"}
-	abs := section{title: "Absolute figures (gated: the environments match; p99.9 for information)"}
+	abs := section{title: "Absolute figures (gated: the environments match; p99.9, achieved req/s and TCP segments for information)"}
 	if !c.AbsoluteGated {
-		abs.title = "Absolute figures (for information: the environments differ; the success ratio is gated)"
+		abs.title = "Absolute figures (for information: the environments differ; the success ratio is still gated)"
 	}
 	for _, m := range c.Metrics {
 		if m.Ratio {

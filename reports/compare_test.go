@@ -85,9 +85,9 @@ func TestCompare(t *testing.T) {
 				if want := 2*(len(metricDefs)-3) + 2*len(metricDefs); len(c.Metrics) != want {
 					t.Errorf("%d metrics compared, want %d", len(c.Metrics), want)
 				}
-				// The fixture has no noise fingerprint: its absolute
-				// figures cannot be shown to be comparable.
-				if c.AbsoluteGated || c.EnvironmentsDiffer() || c.Env.Noise != NoiseUnknown {
+				// The fixture has no noise fingerprint, but a calibration
+				// step, which stands in for it.
+				if !c.AbsoluteGated || c.EnvironmentsDiffer() || c.Env.Noise != NoiseSimilar || len(c.Env.Figures) != 2 {
 					t.Errorf("identical runs: absolute gated %v, environments differ %v, noise %s", c.AbsoluteGated, c.EnvironmentsDiffer(), c.Env.Noise)
 				}
 				for _, m := range c.Metrics {
@@ -306,6 +306,16 @@ func TestCompareEnvironment(t *testing.T) {
 			},
 			wantNoise:     NoiseQuieter,
 			wantTextSubst: []string{"QUIETER"},
+		},
+		{
+			name: "no fingerprint but a calibration step in one run",
+			change: func(r *results.Run) {
+				r.Environment.Noise = nil
+				r.Calibration = &results.Step{LatencyUS: results.Latency{P50: 255, P99: 390}}
+			},
+			wantAbsGated:  true,
+			wantNoise:     NoiseSimilar,
+			wantTextSubst: []string{"calibration latency p50 250 → 255 µs, p99 400 → 390 µs: the machines were about as noisy", "Absolute figures are gated"},
 		},
 		{
 			name:          "no fingerprint in one run",

@@ -108,8 +108,20 @@ func compareEnvironments(base, new *results.Run, tol float64) EnvComparison {
 	if !sameJSON(base.Scenario.Resolved, new.Scenario.Resolved) {
 		add("scenario", orUnknown(scenarioName(base)), orUnknown(scenarioName(new))+" (resolved differently)")
 	}
-	e.Noise, e.Figures = compareNoise(b.Noise, n.Noise, tol)
+	e.Noise, e.Figures = compareNoise(noiseOf(base), noiseOf(new), tol)
 	return e
+}
+
+// noiseOf returns a run's noise fingerprint; for files written before it
+// was recorded, the calibration step's latency, when there is one.
+func noiseOf(r *results.Run) *results.Noise {
+	if n := r.Environment.Noise; n != nil {
+		return n
+	}
+	if c := r.Calibration; c != nil && c.LatencyUS.P50 > 0 {
+		return &results.Noise{CalibrationP50US: c.LatencyUS.P50, CalibrationP99US: c.LatencyUS.P99}
+	}
+	return nil
 }
 
 // compareNoise compares two noise fingerprints: noisier when a decisive
