@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -75,6 +76,10 @@ type CompareOptions struct {
 	AllowMissing bool
 	// NoiseTolerance overrides DefaultNoiseTolerance.
 	NoiseTolerance float64
+
+	// sameMachine gates absolute figures whatever the environments say:
+	// CheckGate's halves are repetitions of the same runs.
+	sameMachine bool
 }
 
 // gatePolicy says when a metric can fail a comparison.
@@ -248,7 +253,7 @@ func Compare(base, new *results.Run, opts CompareOptions) (*Comparison, error) {
 		Env:          compareEnvironments(base, new, tol),
 		allowMissing: opts.AllowMissing,
 	}
-	c.AbsoluteGated = c.Env.Match()
+	c.AbsoluteGated = c.Env.Match() || opts.sameMachine
 	bm, nm := newModel(base), newModel(new)
 	var keys []groupKey
 	seen := map[groupKey]bool{}
@@ -381,6 +386,18 @@ func (c *Comparison) decide() {
 		m.Significant = m.Tested && m.Q < m.Alpha && m.PRank < m.Alpha
 		m.Regression = m.Gated && m.Significant && m.Worse && m.Beyond
 	}
+}
+
+// atAlpha returns a copy of c decided at another significance level.
+func (c *Comparison) atAlpha(alpha float64) *Comparison {
+	out := *c
+	out.Alpha = alpha
+	out.Metrics = slices.Clone(c.Metrics)
+	for i := range out.Metrics {
+		out.Metrics[i].Alpha = alpha
+	}
+	out.decide()
+	return &out
 }
 
 // GatedCount returns how many metrics the gate held (and tested).

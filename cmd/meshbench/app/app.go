@@ -47,7 +47,8 @@ const usage = `meshbench compares service-mesh datapath architectures.
 Usage:
   meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain]
   meshbench report RESULTS.json [--out DIR]
-  meshbench compare BASE.json NEW.json [--markdown FILE] [--strict-env]
+  meshbench compare BASE.json NEW.json [--markdown FILE] [--strict-env] [--alpha A]
+  meshbench gate-check RESULTS.json [RESULTS.json ...] [--splits N] [--seed S]
   meshbench down [--run ID]
   meshbench doctor [--json]
   meshbench version
@@ -69,6 +70,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReport(ctx, rest, stdout, stderr)
 	case "compare":
 		return runCompare(ctx, rest, stdout, stderr)
+	case "gate-check":
+		return runGateCheck(ctx, rest, stdout, stderr)
 	case "down":
 		return runDown(ctx, rest, stdout, stderr)
 	case "doctor":

@@ -94,3 +94,23 @@ func TestCompareCommand(t *testing.T) {
 		t.Errorf("markdown %q (%v)", b, err)
 	}
 }
+
+func TestGateCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	p99 := []float64{200, 204, 198, 202, 199, 201, 203, 197}
+	path := writeRun(t, dir, gateRun("eight", "6.18", p99))
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"gate-check", path, "--half", "4"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"8 repetitions of commit eight", "all 70 ordered splits into 4 base + 4 new", "0.05 (the gate)", "power: sidecar"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, args := range [][]string{{"gate-check"}, {"gate-check", path, "--alpha", "2"}} {
+		if err := Run(context.Background(), args, &bytes.Buffer{}, &bytes.Buffer{}); !errors.Is(err, ErrUsage) {
+			t.Errorf("%q: err %v, want a usage error", args, err)
+		}
+	}
+}
