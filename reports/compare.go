@@ -202,6 +202,8 @@ type Comparison struct {
 	Metrics       []MetricComparison
 	Missing       []Missing
 	allowMissing  bool
+	// baseOrder and newOrder are the runs' repetition orders.
+	baseOrder, newOrder string
 }
 
 // Compare compares each metric of each datapath × rate of two runs over
@@ -252,6 +254,7 @@ func Compare(base, new *results.Run, opts CompareOptions) (*Comparison, error) {
 		Alpha:        alpha,
 		Env:          compareEnvironments(base, new, tol),
 		allowMissing: opts.AllowMissing,
+		baseOrder:    base.RepetitionOrder, newOrder: new.RepetitionOrder,
 	}
 	c.AbsoluteGated = c.Env.Match() || opts.sameMachine
 	bm, nm := newModel(base), newModel(new)

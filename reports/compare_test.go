@@ -15,7 +15,7 @@ import (
 // that they compare as unchanged between two synthRuns.
 func synthRun(id string, p99 map[string][]float64) *results.Run {
 	run := &results.Run{Schema: results.Schema, ID: id, Status: results.StatusOK,
-		Environment: testEnv("c-" + id)}
+		Environment: testEnv("c-" + id), RepetitionOrder: results.OrderInterleaved}
 	noise := []float64{1.00, 1.01, 0.99, 1.02, 0.98, 1.015, 0.985}
 	for _, dp := range sortedKeys(p99) {
 		for i, v := range p99[dp] {
@@ -275,6 +275,13 @@ func TestCompareEnvironment(t *testing.T) {
 			wantTextSubst: []string{"WARNING: THE ENVIRONMENTS DIFFER: kernel 6.18.44 → 6.19.2; cores 2 → 4.", "for information only"},
 		},
 		{
+			name:          "a run from before interleaving",
+			change:        func(r *results.Run) { r.RepetitionOrder = "" },
+			wantAbsGated:  true,
+			wantNoise:     NoiseSimilar,
+			wantTextSubst: []string{"note: the new run measured each datapath's repetitions back to back (not interleaved)"},
+		},
+		{
 			name:          "memory within 2% is the same machine",
 			change:        func(r *results.Run) { r.Environment.MemoryMiB -= 100 },
 			wantAbsGated:  true,
@@ -297,7 +304,7 @@ func TestCompareEnvironment(t *testing.T) {
 				}
 			},
 			wantNoise:     NoiseNoisier,
-			wantTextSubst: []string{"p50 60 → 95 µs", "NOISIER", "for information only"},
+			wantTextSubst: []string{"p50 60 → 95 µs", "NOISIER", "for information only: the machines' noise differs"},
 		},
 		{
 			name: "a quieter machine",

@@ -239,10 +239,28 @@ func (c *Comparison) envLines() []string {
 		}[e.Noise]
 		out = append(out, "noise (base → new): "+strings.Join(f, "; ")+": "+verdict+".")
 	}
-	if c.AbsoluteGated {
+	why := ""
+	switch {
+	case c.AbsoluteGated:
 		out = append(out, "Absolute figures are gated: the environments match.")
-	} else {
-		out = append(out, "Absolute figures are shown for information only: the environments differ. The gate holds the within-run ratios to "+baselineDatapath+" and the success ratio, which travel between machines.")
+	case len(e.Differences) > 0:
+		why = "the environments differ"
+	case e.Noise == NoiseUnknown:
+		why = "a run has no noise fingerprint to show its machine was as quiet"
+	default:
+		why = "the machines' noise differs"
+	}
+	if why != "" {
+		out = append(out, "Absolute figures are shown for information only: "+why+". The gate holds the within-run ratios to "+baselineDatapath+" and the success ratio, which travel between machines.")
+	}
+	for _, r := range []struct {
+		which string
+		run   results.Environment
+		order string
+	}{{"base", c.BaseEnv, c.baseOrder}, {"new", c.NewEnv, c.newOrder}} {
+		if r.order != results.OrderInterleaved {
+			out = append(out, fmt.Sprintf("note: the %s run measured each datapath's repetitions back to back (not interleaved): drift of the machine during the run landed on whichever datapath was running, and its ratios to %s carry it.", r.which, baselineDatapath))
+		}
 	}
 	return out
 }
