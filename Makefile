@@ -47,7 +47,7 @@ lint:
 	@command -v golangci-lint >/dev/null && golangci-lint run ./... || echo "golangci-lint not installed; skipped"
 
 regress: deps build
-	ci/regress.sh
+	BASELINE_DIR=$(BASELINE_DIR) ci/regress.sh
 
 down: build
 	$(BIN) down
@@ -58,10 +58,13 @@ doctor: build
 clean:
 	rm -rf bin
 
-# Run SCENARIO and keep its results as the baseline CI compares against
-# (see ci/baselines/README.md).
+# Run SCENARIO and keep its results as this machine's baseline for
+# `make regress`, which then keeps each good run as the next one (see
+# ci/baselines/README.md). Nothing is committed: a baseline belongs to
+# the machine that measured it.
+BASELINE_DIR ?= results/baseline/$(shell hostname -s)
 baseline: deps build
-	rm -rf results/baseline
-	$(BIN) bench $(SCENARIO) --out results/baseline
-	mkdir -p ci/baselines && cp results/baseline/results.json ci/baselines/default.json
-	@echo "baseline: ci/baselines/default.json (commit it with the reason)"
+	rm -rf results/baseline-run
+	$(BIN) bench $(SCENARIO) --out results/baseline-run
+	mkdir -p $(BASELINE_DIR) && cp results/baseline-run/results.json $(BASELINE_DIR)/results.json
+	@echo "baseline: $(BASELINE_DIR)/results.json"

@@ -123,6 +123,9 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 			return fmt.Errorf("calibrate: %w", err)
 		}
 		r.res.Calibration = cal
+		if n := r.res.Environment.Noise; n != nil && cal != nil {
+			n.CalibrationP50US, n.CalibrationP99US = cal.LatencyUS.P50, cal.LatencyUS.P99
+		}
 		if err := r.save(); err != nil {
 			return err
 		}
@@ -148,8 +151,11 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 		r.steps++
 		r.progress(Event{Phase: "load", Datapath: dpName, Repetition: rep, Rate: rate,
 			Load: time.Duration(r.sc.Load.Warmup + r.sc.Load.Duration)})
+		started := time.Now()
 		step, err := r.measure(ctx, cluster, env, dp, svc, rate, rep, r.plan())
 		if step != nil {
+			step.Sequence = len(r.res.Steps) + 1
+			step.Started = started.UTC()
 			r.res.Steps = append(r.res.Steps, *step)
 			if serr := r.save(); serr != nil {
 				return serr

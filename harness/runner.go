@@ -69,6 +69,10 @@ type Options struct {
 	// client TCP counters and the step's cost (default
 	// metrics.TakeSnapshot).
 	Snapshot func(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
+	// NoiseProbe measures the machine's timer wake-up lateness at the
+	// start of the run, for the results' noise fingerprint (default
+	// ProbeNoise).
+	NoiseProbe func(ctx context.Context) []results.TimerProbe
 }
 
 // Event reports progress.
@@ -151,6 +155,9 @@ func newRunner(opts Options) (*runner, error) {
 	if opts.Snapshot == nil {
 		opts.Snapshot = metrics.TakeSnapshot
 	}
+	if opts.NoiseProbe == nil {
+		opts.NoiseProbe = ProbeNoise
+	}
 	// Check every datapath exists before creating anything.
 	for _, name := range opts.Scenario.Datapaths {
 		if _, err := opts.NewDatapath(name); err != nil {
@@ -199,6 +206,9 @@ func NewRunID() string {
 func (r *runner) run(ctx context.Context) (*results.Run, error) {
 	r.start = time.Now()
 	r.res.Started = r.start.UTC()
+	// The noise fingerprint is taken first, on an idle machine: nothing of
+	// the run exists yet.
+	r.res.Environment.Noise = &results.Noise{Timer: r.opts.NoiseProbe(ctx)}
 	if err := r.save(); err != nil {
 		return r.res, err
 	}
@@ -207,12 +217,28 @@ func (r *runner) run(ctx context.Context) (*results.Run, error) {
 		// uses on this host (the probe creates and removes a namespace).
 		r.faultImpl = chaos.FromDoctor(doctor.Check(ctx, doctor.Options{Logger: r.log}))
 	}
+	// Repetitions are interleaved: repetition 1 of every datapath, then
+	// repetition 2 of every datapath, and so on, so that drift of the
+	// machine over the run (a noisy neighbour, thermal throttling, a
+	// cron job) spreads evenly over the datapaths instead of landing on
+	// whichever one runs at the time. Every repetition builds a fresh
+	// cluster and installs its datapath in either order, so interleaving
+	// costs nothing. Step.Sequence and Step.Started record the order.
+	r.res.RepetitionOrder = results.OrderInterleaved
+	failed := map[string]bool{}
 	var errs []error
 loop:
-	for _, dp := range r.sc.Datapaths {
-		for rep := 1; rep <= r.sc.Repetitions; rep++ {
+	for rep := 1; rep <= r.sc.Repetitions; rep++ {
+		for _, dp := range r.sc.Datapaths {
 			if ctx.Err() != nil {
 				break loop
+			}
+			if failed[dp] {
+				// A datapath that failed would fail the same way again:
+				// its later repetitions are skipped, their steps counted
+				// as done.
+				r.steps += len(r.sc.Load.Rates)
+				continue
 			}
 			done := r.steps // before this repetition's steps
 			if err := r.cycle(ctx, dp, rep); err != nil {
@@ -224,12 +250,10 @@ loop:
 				r.log.Error("datapath failed", "datapath", dp, "err", err)
 				r.progress(Event{Phase: "failed", Datapath: dp, Repetition: rep, Err: err})
 				errs = append(errs, err)
-				// The next repetitions of a failing datapath would fail the
-				// same way: move on to the next datapath, counting the
-				// steps of this repetition and the next ones as done
-				// (cycle counted those it began).
-				r.steps = done + (r.sc.Repetitions-rep+1)*len(r.sc.Load.Rates)
-				continue loop
+				failed[dp] = true
+				// Count this repetition's steps as done (cycle counted
+				// those it began).
+				r.steps = done + len(r.sc.Load.Rates)
 			}
 		}
 	}

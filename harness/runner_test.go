@@ -76,8 +76,15 @@ func newFakeRun(t *testing.T, src string) *fakeRun {
 		WaitEcho:       func(context.Context, []*testbed.Pod) error { return nil },
 		ReadEchoStats:  f.readEchoStats,
 		Snapshot:       f.snapshot,
+		NoiseProbe:     fakeNoise,
 	}
 	return f
+}
+
+// fakeNoise stands in for the timer wake-up probe, which takes a fraction
+// of a second of real sleeps.
+func fakeNoise(context.Context) []results.TimerProbe {
+	return []results.TimerProbe{{SleepUS: 100, Samples: 300, OvershootP50US: 55, OvershootP99US: 180}}
 }
 
 func (f *fakeRun) run() (*results.Run, error) {
@@ -297,18 +304,18 @@ func TestRunnerFlow(t *testing.T) {
 		calib   bool     // a calibration step was recorded
 	}{
 		{
-			name:   "steps in order: datapath × repetition × rate, calibration first",
+			name:   "steps in order: repetition × datapath × rate (interleaved), calibration first",
 			src:    "datapaths: [none, sidecar]\nrepetitions: 2\nload: {rates: [100, 200]}\n",
 			status: results.StatusOK,
 			outline: cycles(
 				"create | load 100 | install none | load 100 | load 200 | uninstall none | destroy",
-				"create | install none | load 100 | load 200 | uninstall none | destroy",
 				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy",
+				"create | install none | load 100 | load 200 | uninstall none | destroy",
 				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy"),
-			loads: []string{"none/1/100#1", "none/1/200#2", "none/2/100#3", "none/2/200#4",
-				"sidecar/1/100#5", "sidecar/1/200#6", "sidecar/2/100#7", "sidecar/2/200#8"},
-			steps: []string{"none/1/100", "none/1/200", "none/2/100", "none/2/200",
-				"sidecar/1/100", "sidecar/1/200", "sidecar/2/100", "sidecar/2/200"},
+			loads: []string{"none/1/100#1", "none/1/200#2", "sidecar/1/100#3", "sidecar/1/200#4",
+				"none/2/100#5", "none/2/200#6", "sidecar/2/100#7", "sidecar/2/200#8"},
+			steps: []string{"none/1/100", "none/1/200", "sidecar/1/100", "sidecar/1/200",
+				"none/2/100", "none/2/200", "sidecar/2/100", "sidecar/2/200"},
 			final: 8, calib: true,
 		},
 		{
@@ -327,14 +334,14 @@ func TestRunnerFlow(t *testing.T) {
 			status: results.StatusFailed, err: "datapath sidecar repetition 1: install: injected",
 			outline: cycles(
 				"create | load 100 | install none | load 100 | load 200 | uninstall none | destroy",
-				"create | install none | load 100 | load 200 | uninstall none | destroy",
 				"create | install sidecar | uninstall sidecar | destroy",
 				"create | install afxdp | load 100 | load 200 | uninstall afxdp | destroy",
+				"create | install none | load 100 | load 200 | uninstall none | destroy",
 				"create | install afxdp | load 100 | load 200 | uninstall afxdp | destroy"),
-			loads: []string{"none/1/100#1", "none/1/200#2", "none/2/100#3", "none/2/200#4",
-				"afxdp/1/100#9", "afxdp/1/200#10", "afxdp/2/100#11", "afxdp/2/200#12"},
-			steps: []string{"none/1/100", "none/1/200", "none/2/100", "none/2/200",
-				"afxdp/1/100", "afxdp/1/200", "afxdp/2/100", "afxdp/2/200"},
+			loads: []string{"none/1/100#1", "none/1/200#2", "afxdp/1/100#5", "afxdp/1/200#6",
+				"none/2/100#7", "none/2/200#8", "afxdp/2/100#11", "afxdp/2/200#12"},
+			steps: []string{"none/1/100", "none/1/200", "afxdp/1/100", "afxdp/1/200",
+				"none/2/100", "none/2/200", "afxdp/2/100", "afxdp/2/200"},
 			final: 12, calib: true,
 		},
 		{
@@ -347,7 +354,7 @@ func TestRunnerFlow(t *testing.T) {
 				"create | install sidecar | load 100 | load 200 | load 300 | uninstall sidecar | destroy",
 				"create | install sidecar | load 100 | load 200 | load 300 | uninstall sidecar | destroy"),
 			loads: []string{"none/1/100#1", "none/1/200#2",
-				"sidecar/1/100#7", "sidecar/1/200#8", "sidecar/1/300#9", "sidecar/2/100#10", "sidecar/2/200#11", "sidecar/2/300#12"},
+				"sidecar/1/100#4", "sidecar/1/200#5", "sidecar/1/300#6", "sidecar/2/100#10", "sidecar/2/200#11", "sidecar/2/300#12"},
 			steps: []string{"none/1/100", "none/1/200",
 				"sidecar/1/100", "sidecar/1/200", "sidecar/1/300", "sidecar/2/100", "sidecar/2/200", "sidecar/2/300"},
 			final: 12, calib: true,
@@ -366,14 +373,14 @@ func TestRunnerFlow(t *testing.T) {
 			status: results.StatusFailed, err: "datapath none repetition 2: injected",
 			outline: cycles(
 				"create | load 100 | install none | load 100 | load 200 | uninstall none | destroy",
+				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy",
 				"create | install none | load 100 | uninstall none | destroy",
 				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy",
-				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy",
 				"create | install sidecar | load 100 | load 200 | uninstall sidecar | destroy"),
-			loads: []string{"none/1/100#1", "none/1/200#2", "none/2/100#3",
-				"sidecar/1/100#7", "sidecar/1/200#8", "sidecar/2/100#9", "sidecar/2/200#10", "sidecar/3/100#11", "sidecar/3/200#12"},
-			steps: []string{"none/1/100", "none/1/200", "none/2/100",
-				"sidecar/1/100", "sidecar/1/200", "sidecar/2/100", "sidecar/2/200", "sidecar/3/100", "sidecar/3/200"},
+			loads: []string{"none/1/100#1", "none/1/200#2", "sidecar/1/100#3", "sidecar/1/200#4",
+				"none/2/100#5", "sidecar/2/100#7", "sidecar/2/200#8", "sidecar/3/100#11", "sidecar/3/200#12"},
+			steps: []string{"none/1/100", "none/1/200", "sidecar/1/100", "sidecar/1/200",
+				"none/2/100", "sidecar/2/100", "sidecar/2/200", "sidecar/3/100", "sidecar/3/200"},
 			final: 12, calib: true,
 		},
 		{
@@ -382,7 +389,7 @@ func TestRunnerFlow(t *testing.T) {
 			setup: func(f *fakeRun) {
 				n := 0
 				f.prov.FailCreate = func(testbed.Spec) error {
-					if n++; n == 2 {
+					if n++; n == 3 {
 						return injected
 					}
 					return nil
@@ -391,10 +398,10 @@ func TestRunnerFlow(t *testing.T) {
 			status: results.StatusFailed, err: "datapath none repetition 2: create cluster: injected",
 			outline: cycles(
 				"create | load 100 | install none | load 100 | uninstall none | destroy",
-				"create",
 				"create | install sidecar | load 100 | uninstall sidecar | destroy",
+				"create",
 				"create | install sidecar | load 100 | uninstall sidecar | destroy"),
-			loads: []string{"none/1/100#1", "sidecar/1/100#3", "sidecar/2/100#4"},
+			loads: []string{"none/1/100#1", "sidecar/1/100#2", "sidecar/2/100#4"},
 			steps: []string{"none/1/100", "sidecar/1/100", "sidecar/2/100"},
 			final: 4, calib: true,
 		},
@@ -426,7 +433,7 @@ func TestRunnerFlow(t *testing.T) {
 				"create | load 100 | install none | load 100 | uninstall none | destroy",
 				"create | install sidecar | load 100 | uninstall sidecar | destroy",
 				"create | install sidecar | load 100 | uninstall sidecar | destroy"),
-			loads: []string{"none/1/100#1", "sidecar/1/100#3", "sidecar/2/100#4"},
+			loads: []string{"none/1/100#1", "sidecar/1/100#2", "sidecar/2/100#4"},
 			steps: []string{"none/1/100", "sidecar/1/100", "sidecar/2/100"},
 			final: 4, calib: true,
 		},
@@ -655,6 +662,23 @@ load: {rates: [100, 200], warmup: 1s, duration: 2s}
 	}
 	if len(got.Steps) != len(run.Steps) || len(got.Steps) != 8 {
 		t.Fatalf("%d steps in the file, %d returned, want 8", len(got.Steps), len(run.Steps))
+	}
+	// The order the steps ran in is recorded: interleaved repetitions,
+	// each step's place and start time.
+	if got.RepetitionOrder != results.OrderInterleaved {
+		t.Errorf("repetition order %q, want %q", got.RepetitionOrder, results.OrderInterleaved)
+	}
+	for i, s := range got.Steps {
+		if s.Sequence != i+1 || s.Started.IsZero() || s.Started.Before(got.Started) ||
+			i > 0 && s.Started.Before(got.Steps[i-1].Started) {
+			t.Errorf("step %d (%s/%d/%.0f): sequence %d, started %s", i, s.Datapath, s.Repetition, s.OfferedRPS, s.Sequence, s.Started)
+		}
+	}
+	// The noise fingerprint holds the timer probe and the calibration's
+	// latency.
+	if n := got.Environment.Noise; n == nil || got.Calibration == nil || len(n.Timer) != 1 || n.Timer[0].OvershootP99US != 180 ||
+		n.CalibrationP50US != got.Calibration.LatencyUS.P50 || n.CalibrationP99US != 120 {
+		t.Errorf("noise fingerprint %+v", n)
 	}
 
 	cal := got.Calibration

@@ -1,7 +1,9 @@
 package reports
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/meshbench/meshbench/harness/results"
@@ -138,7 +140,9 @@ func joinAnd(parts []string) string {
 }
 
 // headlineLines names the best mesh datapath by tail latency, CPU and
-// memory when the run measured more than one.
+// memory when the run measured more than one. A datapath is named best by
+// latency or CPU only when its repetitions are significantly below every
+// other mesh's (see lowerSignificantly); otherwise the line names the tie.
 func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	if len(m.datapaths) == 0 {
 		return []string{"No step was measured: there is nothing to compare."}
@@ -162,34 +166,28 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 		return nil
 	}
 	base, hasBase := m.summary(baselineDatapath, ref)
-	best := func(get func(results.Summary) float64) (string, float64) {
-		bestDP, bestV := "", 0.0
-		for _, dp := range meshes {
-			s, _ := m.summary(dp, ref)
-			v := get(s)
-			if v <= 0 {
-				continue
-			}
-			if bestDP == "" || v < bestV {
-				bestDP, bestV = dp, v
-			}
-		}
-		return bestDP, bestV
-	}
 	var out []string
-	if dp, v := best(func(s results.Summary) float64 { return s.P99US.Median }); dp != "" {
-		line := fmt.Sprintf("Lowest tail latency of the meshes at %s req/s: %s (p99 %s µs", fmtRate(ref), dp, fmtNum(v))
-		if hasBase && base.P99US.Median > 0 {
-			line += ", " + fmtRatio(v/base.P99US.Median) + " " + baselineDatapath
-		}
-		out = append(out, line+").")
+	p99 := func(s results.Summary) results.Spread { return s.P99US }
+	if line := rankLine(m, meshes, ref, p99, fmt.Sprintf("Lowest tail latency of the meshes at %s req/s", fmtRate(ref)),
+		func(dp string, v float64) string {
+			t := fmt.Sprintf("%s (p99 %s µs", dp, fmtNum(v))
+			if hasBase && base.P99US.Median > 0 {
+				t += ", " + fmtRatio(v/base.P99US.Median) + " " + baselineDatapath
+			}
+			return t + ")"
+		}); line != "" {
+		out = append(out, line)
 	}
-	if dp, v := best(func(s results.Summary) float64 { return s.CPUMicrosPerReq.Median }); dp != "" {
-		line := fmt.Sprintf("Lowest CPU per request of the meshes: %s (%s µs", dp, fmtNum(v))
-		if hasBase && base.CPUMicrosPerReq.Median > 0 {
-			line += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " " + baselineDatapath
-		}
-		out = append(out, line+").")
+	cpu := func(s results.Summary) results.Spread { return s.CPUMicrosPerReq }
+	if line := rankLine(m, meshes, ref, cpu, "Lowest CPU per request of the meshes",
+		func(dp string, v float64) string {
+			t := fmt.Sprintf("%s (%s µs", dp, fmtNum(v))
+			if hasBase && base.CPUMicrosPerReq.Median > 0 {
+				t += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " " + baselineDatapath
+			}
+			return t + ")"
+		}); line != "" {
+		out = append(out, line)
 	}
 	var memDP string
 	var memV float64
@@ -209,4 +207,48 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 		out = append(out, fmt.Sprintf("Smallest proxy memory at %d nodes × %d pods: %s (%s).", sc.Nodes, sc.PodsPerNode, memDP, fmtBytes(memV)))
 	}
 	return out
+}
+
+// rankLine is the headline's sentence for one figure: the mesh with the
+// lowest median at rate ref, when its repetitions are significantly below
+// every other mesh's, else the meshes it ties with. describe formats a
+// mesh and its median. It is "" when no mesh has the figure.
+func rankLine(m *model, meshes []string, ref float64, get func(results.Summary) results.Spread, title string, describe func(dp string, v float64) string) string {
+	type cand struct {
+		dp     string
+		spread results.Spread
+	}
+	var cs []cand
+	for _, dp := range meshes {
+		s, _ := m.summary(dp, ref)
+		if sp := get(s); sp.Median > 0 {
+			cs = append(cs, cand{dp, sp})
+		}
+	}
+	if len(cs) == 0 {
+		return ""
+	}
+	// Lowest median first; ties keep the run's order.
+	slices.SortStableFunc(cs, func(a, b cand) int { return cmp.Compare(a.spread.Median, b.spread.Median) })
+	best := cs[0]
+	tied := []cand{best}
+	reps := len(best.spread.Values)
+	for _, c := range cs[1:] {
+		if !lowerSignificantly(best.spread.Values, c.spread.Values, DefaultAlpha) {
+			tied = append(tied, c)
+			reps = min(reps, len(c.spread.Values))
+		}
+	}
+	if len(tied) == 1 {
+		return title + ": " + describe(best.dp, best.spread.Median) + "."
+	}
+	var names []string
+	for _, c := range tied {
+		names = append(names, describe(c.dp, c.spread.Median))
+	}
+	why := "their repetitions do not differ significantly"
+	if reps < 3 {
+		why = fmt.Sprintf("%d repetition(s) are too few to tell them apart (3 or more are needed)", reps)
+	}
+	return fmt.Sprintf("%s: a tie between %s: %s.", title, joinAnd(names), why)
 }

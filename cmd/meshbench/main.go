@@ -31,8 +31,11 @@ func main() {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "meshbench: %v\n", err)
-	if errors.Is(err, app.ErrUsage) {
+	switch {
+	case errors.Is(err, app.ErrUsage):
 		os.Exit(2)
+	case errors.Is(err, app.ErrEnvironment):
+		os.Exit(3)
 	}
 	os.Exit(1)
 }

@@ -30,12 +30,22 @@ type Run struct {
 	// Calibration is the load client's own floor on this machine: the same
 	// client against an echo server in its own pod, over loopback.
 	Calibration *Step `json:"calibration,omitempty"`
+	// RepetitionOrder says how the runner ordered repetitions:
+	// OrderInterleaved (repetition 1 of every datapath, then repetition 2
+	// …), or empty for files written before it was recorded, whose
+	// repetitions of a datapath ran back to back.
+	RepetitionOrder string `json:"repetition_order,omitempty"`
 	// Steps holds one record per datapath × offered rate × repetition, in
-	// the order they ran.
+	// the order they ran (Step.Sequence and Step.Started make it explicit).
 	Steps []Step `json:"steps"`
 	// Summaries aggregates Steps over repetitions: one per datapath × rate.
 	Summaries []Summary `json:"summaries"`
 }
+
+// OrderInterleaved is Run.RepetitionOrder when the runner ran repetition 1
+// of every datapath, then repetition 2 of every datapath, and so on, so
+// that drift of the machine over the run spreads over all datapaths.
+const OrderInterleaved = "interleaved"
 
 // Environment describes the machine a run was measured on.
 type Environment struct {
@@ -52,6 +62,35 @@ type Environment struct {
 	Commit   string `json:"commit"`
 	Version  string `json:"version"`
 	Provider string `json:"provider"`
+	// Noise is how noisy the machine was when the run began (nil in files
+	// written before it was measured).
+	Noise *Noise `json:"noise,omitempty"`
+}
+
+// Noise is a fingerprint of the machine's noise, measured at the start of
+// every run, so that a comparison can tell a quieter or noisier machine
+// from a faster or slower datapath.
+type Noise struct {
+	// Timer is the timer wake-up probe: for each sleep length, how late
+	// the kernel woke a thread that slept that long, over many sleeps.
+	// On a VM this lateness (waking an idle vCPU) dominates open-loop
+	// latency at moderate rates.
+	Timer []TimerProbe `json:"timer,omitempty"`
+	// CalibrationP50US and CalibrationP99US are the calibration step's
+	// latency: the load client against its own pod's echo server (0 when
+	// the run had no calibration).
+	CalibrationP50US float64 `json:"calibration_p50_us,omitempty"`
+	CalibrationP99US float64 `json:"calibration_p99_us,omitempty"`
+}
+
+// TimerProbe is how late sleeps of one length woke up.
+type TimerProbe struct {
+	SleepUS float64 `json:"sleep_us"`
+	Samples int     `json:"samples"`
+	// OvershootP50US and OvershootP99US are percentiles of the time
+	// slept beyond SleepUS, in microseconds.
+	OvershootP50US float64 `json:"overshoot_p50_us"`
+	OvershootP99US float64 `json:"overshoot_p99_us"`
 }
 
 // ScenarioCopy keeps the scenario a run used, both as written and as
@@ -67,6 +106,11 @@ type Step struct {
 	Datapath   string `json:"datapath"`
 	Service    string `json:"service"`
 	Repetition int    `json:"repetition"` // 1-based
+	// Sequence is the step's place in the order the run measured its
+	// steps (1-based; 0 in files written before it was recorded), and
+	// Started when its load (warm-up included) began.
+	Sequence int       `json:"sequence,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
 	// OfferedRPS is the rate the open-loop client was asked to send at.
 	OfferedRPS float64 `json:"offered_rps"`
 	// AchievedRPS is successful responses per second of the measured window.

@@ -14,9 +14,15 @@ import (
 func TestRoundTrip(t *testing.T) {
 	run := &Run{
 		Schema: Schema, ID: "abc123", Status: StatusOK,
-		Started: time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC),
+		Started:         time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC),
+		RepetitionOrder: OrderInterleaved,
+		Environment: Environment{Noise: &Noise{
+			Timer:            []TimerProbe{{SleepUS: 100, Samples: 300, OvershootP50US: 60, OvershootP99US: 340}},
+			CalibrationP50US: 230, CalibrationP99US: 375,
+		}},
 		Steps: []Step{{
 			Datapath: "none", OfferedRPS: 500, Repetition: 1, Duration: Duration(6 * time.Second),
+			Sequence: 1, Started: time.Date(2026, 11, 22, 0, 0, 5, 0, time.UTC),
 			LatencyUS: Latency{P50: 40, P99: 90},
 			Histogram: Histogram{SignificantFigures: 3, Buckets: []Bucket{{UpperUS: 40, Count: 10}}},
 			Proof:     Proof{Source: "x", Counters: map[string]int64{"echo_requests": 10}, Verified: true},
@@ -30,7 +36,8 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.Steps, run.Steps) || got.ID != run.ID {
+	if !reflect.DeepEqual(got.Steps, run.Steps) || got.ID != run.ID || got.RepetitionOrder != OrderInterleaved ||
+		!reflect.DeepEqual(got.Environment.Noise, run.Environment.Noise) {
 		t.Errorf("round trip changed the run:\n got %+v\nwant %+v", got.Steps, run.Steps)
 	}
 	// The write is atomic: no temporary file is left beside it.
@@ -42,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := Encode(&buf, run); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"schema": "meshbench/v1"`, `"offered_rps": 500`, `"latency_us"`, `"p999"`, `"duration": "6s"`} {
+	for _, key := range []string{`"schema": "meshbench/v1"`, `"offered_rps": 500`, `"latency_us"`, `"p999"`, `"duration": "6s"`, `"repetition_order": "interleaved"`, `"overshoot_p99_us": 340`, `"sequence": 1`} {
 		if !strings.Contains(buf.String(), key) {
 			t.Errorf("encoded results lack %s", key)
 		}

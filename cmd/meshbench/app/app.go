@@ -36,12 +36,19 @@ var ErrUsage = errors.New("usage")
 // regression.
 var ErrRegression = errors.New("significant regression")
 
+// ErrEnvironment is returned by compare --strict-env when the two runs
+// were measured on different machines or scenarios; main exits with
+// status 3 for it (before ErrRegression's 1, as such a comparison is not
+// to be trusted either way).
+var ErrEnvironment = errors.New("the runs' environments differ")
+
 const usage = `meshbench compares service-mesh datapath architectures.
 
 Usage:
   meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain]
   meshbench report RESULTS.json [--out DIR]
-  meshbench compare BASE.json NEW.json [--markdown FILE]
+  meshbench compare BASE.json NEW.json [--markdown FILE] [--strict-env] [--alpha A]
+  meshbench gate-check RESULTS.json [RESULTS.json ...] [--splits N] [--seed S]
   meshbench down [--run ID]
   meshbench doctor [--json]
   meshbench version
@@ -63,6 +70,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReport(ctx, rest, stdout, stderr)
 	case "compare":
 		return runCompare(ctx, rest, stdout, stderr)
+	case "gate-check":
+		return runGateCheck(ctx, rest, stdout, stderr)
 	case "down":
 		return runDown(ctx, rest, stdout, stderr)
 	case "doctor":

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,8 +12,10 @@ import (
 )
 
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("compare", stderr, "compare BASE.json NEW.json [--markdown FILE]")
+	fs := newFlagSet("compare", stderr, "compare BASE.json NEW.json [--markdown FILE] [--strict-env] [--alpha A]")
 	md := fs.String("markdown", "", "also write the comparison as markdown to FILE (for CI comments)")
+	strict := fs.Bool("strict-env", false, "fail (exit status 3) when the two runs' machines or scenarios differ, instead of warning")
+	alpha := fs.Float64("alpha", reports.DefaultAlpha, "significance level: of the Benjamini-Hochberg adjusted p-values and of the rank check")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -20,6 +23,9 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(pos) != 2 {
 		fs.Usage()
 		return fmt.Errorf("%w: compare takes a base and a new results file", ErrUsage)
+	}
+	if *alpha <= 0 || *alpha >= 1 {
+		return fmt.Errorf("%w: --alpha %g is not between 0 and 1", ErrUsage, *alpha)
 	}
 	base, err := results.ReadFile(pos[0])
 	if err != nil {
@@ -29,7 +35,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	cmp, err := reports.Compare(base, cur, reports.CompareOptions{})
+	cmp, err := reports.Compare(base, cur, reports.CompareOptions{Alpha: *alpha})
 	if err != nil {
 		return err
 	}
@@ -49,8 +55,16 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("write %s: %w", *md, werr)
 		}
 	}
-	if cmp.Regressed() {
-		return ErrRegression
+	var errs []error
+	if cmp.EnvironmentsDiffer() {
+		// Loud on stderr too, where CI logs put it next to the exit status.
+		fmt.Fprintln(stderr, "meshbench: WARNING: the two runs were measured on different machines or scenarios: absolute figures were not gated (see the comparison)")
+		if *strict {
+			errs = append(errs, fmt.Errorf("%w (--strict-env)", ErrEnvironment))
+		}
 	}
-	return nil
+	if cmp.Regressed() {
+		errs = append(errs, ErrRegression)
+	}
+	return errors.Join(errs...)
 }
