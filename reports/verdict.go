@@ -189,25 +189,39 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 		}); line != "" {
 		out = append(out, line)
 	}
-	var memDP string
-	var memV float64
-	var sc scaleCost
-	measured := 0
+	type mem struct {
+		dp    string
+		bytes float64
+		sc    scaleCost
+	}
+	var mems []mem
 	for _, r := range ex.Rows {
 		if r.Model == modelNone || !r.Measured || len(r.Scales) == 0 {
 			continue
 		}
-		measured++
 		last := r.Scales[len(r.Scales)-1]
-		if memDP == "" || last.Bytes < memV {
-			memDP, memV, sc = r.Datapath, last.Bytes, last
-		}
+		mems = append(mems, mem{r.Datapath, last.Bytes, last})
 	}
-	if measured >= 2 {
-		out = append(out, fmt.Sprintf("Smallest proxy memory at %d nodes × %d pods: %s (%s).", sc.Nodes, sc.PodsPerNode, memDP, fmtBytes(memV)))
+	if len(mems) >= 2 {
+		slices.SortStableFunc(mems, func(a, b mem) int { return cmp.Compare(a.bytes, b.bytes) })
+		a, b := mems[0], mems[1]
+		at := fmt.Sprintf("at %d nodes × %d pods", a.sc.Nodes, a.sc.PodsPerNode)
+		if b.bytes <= a.bytes*(1+memoryTie) {
+			// A proxy's memory varies by about this much between pods and
+			// runs: closer than that is no difference.
+			out = append(out, fmt.Sprintf("Datapath memory %s: a tie between %s (%s) and %s (%s), within %.0f%%.",
+				at, a.dp, fmtBytes(a.bytes), b.dp, fmtBytes(b.bytes), memoryTie*100))
+		} else {
+			out = append(out, fmt.Sprintf("Smallest datapath memory %s: %s (%s; next %s, %s).", at, a.dp, fmtBytes(a.bytes), b.dp, fmtBytes(b.bytes)))
+		}
 	}
 	return out
 }
+
+// memoryTie is how close two extrapolated memory totals may be and still
+// tie: the spread of one proxy's RSS across the pods of one run (32–35 MiB
+// for the builtin sidecar).
+const memoryTie = 0.10
 
 // rankLine is the headline's sentence for one figure: the mesh with the
 // lowest median at rate ref, when its repetitions are significantly below

@@ -65,3 +65,25 @@ func TestHeadlineTies(t *testing.T) {
 		})
 	}
 }
+
+// The memory line names the smallest datapath only when the next is more
+// than memoryTie larger.
+func TestHeadlineMemoryTie(t *testing.T) {
+	m := newModel(synthRun("r", map[string][]float64{"none": {100}, "sidecar": {200}, "sockmap": {150}}))
+	row := func(dp string, gib float64) extrapolationRow {
+		return extrapolationRow{Datapath: dp, Model: "per-pod", Measured: true,
+			Scales: []scaleCost{{Nodes: 500, PodsPerNode: 30, Bytes: gib * (1 << 30)}}}
+	}
+	for _, tc := range []struct {
+		rows []extrapolationRow
+		want string
+	}{
+		{[]extrapolationRow{row("sidecar", 150), row("nodeproxy", 25)}, "Smallest datapath memory at 500 nodes × 30 pods: nodeproxy (25.0 GiB; next sidecar, 150 GiB)."},
+		{[]extrapolationRow{row("sidecar", 150), row("sockmap", 143)}, "Datapath memory at 500 nodes × 30 pods: a tie between sockmap (143 GiB) and sidecar (150 GiB), within 10%."},
+	} {
+		lines := headlineLines(m, m.refRate(), extrapolation{Rows: tc.rows})
+		if got := lines[len(lines)-1]; got != tc.want {
+			t.Errorf("memory line\n%s\nwant\n%s", got, tc.want)
+		}
+	}
+}
