@@ -46,8 +46,10 @@ lint:
 	gofmt -l .
 	@command -v golangci-lint >/dev/null && golangci-lint run ./... || echo "golangci-lint not installed; skipped"
 
+# regress and baseline run REGRESS_SCENARIO, what the nightly job runs.
+REGRESS_SCENARIO ?= scenarios/nightly.yaml
 regress: deps build
-	BASELINE_DIR=$(BASELINE_DIR) ci/regress.sh
+	SCENARIO=$(REGRESS_SCENARIO) BASELINE_DIR=$(BASELINE_DIR) ci/regress.sh
 
 down: build
 	$(BIN) down
@@ -58,13 +60,13 @@ doctor: build
 clean:
 	rm -rf bin
 
-# Run SCENARIO and keep its results as this machine's baseline for
+# Run REGRESS_SCENARIO and keep its results as this machine's baseline for
 # `make regress`, which then keeps each good run as the next one (see
 # ci/baselines/README.md). Nothing is committed: a baseline belongs to
 # the machine that measured it.
 BASELINE_DIR ?= results/baseline/$(shell hostname -s)
 baseline: deps build
 	rm -rf results/baseline-run
-	$(BIN) bench $(SCENARIO) --out results/baseline-run
+	$(BIN) bench $(REGRESS_SCENARIO) --out results/baseline-run
 	mkdir -p $(BASELINE_DIR) && cp results/baseline-run/results.json $(BASELINE_DIR)/results.json
 	@echo "baseline: $(BASELINE_DIR)/results.json"

@@ -6,7 +6,7 @@
 #   ci/regress.sh [SCENARIO [OUT]]
 #
 # Environment (arguments win):
-#   SCENARIO      scenario file              (default scenarios/default.yaml)
+#   SCENARIO      scenario file              (default scenarios/nightly.yaml)
 #   OUT           output directory           (default results/regress-<time>)
 #   BASELINE_DIR  where the last good run is kept
 #                 (default results/baseline/<hostname>: never another machine's)
@@ -32,7 +32,7 @@ if (($# > 2)); then
 	sed -n '2,25p' "$0" >&2
 	exit 2
 fi
-SCENARIO=${1:-${SCENARIO:-scenarios/default.yaml}}
+SCENARIO=${1:-${SCENARIO:-scenarios/nightly.yaml}}
 OUT=${2:-${OUT:-results/regress-$(date +%Y%m%d-%H%M%S)}}
 BASELINE_DIR=${BASELINE_DIR:-results/baseline/$(hostname -s 2>/dev/null || hostname)}
 BASELINE=${BASELINE:-$BASELINE_DIR/results.json}
