@@ -167,26 +167,24 @@ func headlineLines(m *model, ref float64, ex extrapolation) []string {
 	}
 	base, hasBase := m.summary(baselineDatapath, ref)
 	var out []string
-	p99 := func(s results.Summary) results.Spread { return s.P99US }
-	if line := rankLine(m, meshes, ref, p99, fmt.Sprintf("Lowest tail latency of the meshes at %s req/s", fmtRate(ref)),
-		func(dp string, v float64) string {
-			t := fmt.Sprintf("%s (p99 %s µs", dp, fmtNum(v))
-			if hasBase && base.P99US.Median > 0 {
-				t += ", " + fmtRatio(v/base.P99US.Median) + " " + baselineDatapath
+	// describe names a datapath with its figure and, when the baseline
+	// has one, the figure's ratio to it.
+	describe := func(metric func(results.Summary) results.Spread, unit string) func(string, float64) string {
+		return func(dp string, v float64) string {
+			t := fmt.Sprintf("%s (%s%s µs", dp, unit, fmtNum(v))
+			if b := metric(base).Median; hasBase && b > 0 {
+				t += ", " + fmtRatio(v/b) + " " + baselineDatapath
 			}
 			return t + ")"
-		}); line != "" {
+		}
+	}
+	p99 := func(s results.Summary) results.Spread { return s.P99US }
+	if line := rankLine(m, meshes, ref, p99, fmt.Sprintf("Lowest tail latency of the meshes at %s req/s", fmtRate(ref)),
+		describe(p99, "p99 ")); line != "" {
 		out = append(out, line)
 	}
 	cpu := func(s results.Summary) results.Spread { return s.CPUMicrosPerReq }
-	if line := rankLine(m, meshes, ref, cpu, "Lowest CPU per request of the meshes",
-		func(dp string, v float64) string {
-			t := fmt.Sprintf("%s (%s µs", dp, fmtNum(v))
-			if hasBase && base.CPUMicrosPerReq.Median > 0 {
-				t += ", " + fmtRatio(v/base.CPUMicrosPerReq.Median) + " " + baselineDatapath
-			}
-			return t + ")"
-		}); line != "" {
+	if line := rankLine(m, meshes, ref, cpu, "Lowest CPU per request of the meshes", describe(cpu, "")); line != "" {
 		out = append(out, line)
 	}
 	type mem struct {
