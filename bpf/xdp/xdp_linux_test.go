@@ -38,16 +38,7 @@ func frame(etherType uint16, proto byte, dst string, fragOff uint16) []byte {
 // such and passed too (redirection itself is tested end to end in
 // datapaths/afxdp).
 func TestProgram(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load BPF programs")
-	}
-	p, err := Load()
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			t.Skipf("kernel cannot load the XDP program: %v", err)
-		}
-		t.Fatal(err)
-	}
+	p := load(t)
 	defer p.Close()
 	for _, r := range []struct {
 		prefix   string
@@ -114,6 +105,22 @@ func TestProgram(t *testing.T) {
 }
 
 func TestMemlock(t *testing.T) {
+	p := load(t)
+	defer p.Close()
+	n, err := p.MemlockBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("xdp program and maps: %d KiB", n>>10)
+	if n <= 0 {
+		t.Errorf("memlock %d bytes, want > 0", n)
+	}
+}
+
+// load loads the program, skipping when not root or when the kernel
+// cannot load it.
+func load(t *testing.T) *Program {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to load BPF programs")
 	}
@@ -124,13 +131,5 @@ func TestMemlock(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	defer p.Close()
-	n, err := p.MemlockBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("xdp program and maps: %d KiB", n>>10)
-	if n <= 0 {
-		t.Errorf("memlock %d bytes, want > 0", n)
-	}
+	return p
 }
