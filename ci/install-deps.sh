@@ -2,7 +2,8 @@
 # Installs, with apt and only when missing, the Debian packages meshbench
 # needs. Idempotent; safe to run on every `make`.
 #   ci/install-deps.sh run       what `make bench` needs
-#   ci/install-deps.sh test      also what the tests need (a browser for the report test)
+#   ci/install-deps.sh test      also what the tests need (a browser for the report test;
+#                                containerd, runc and CNI plugins for the real Kubernetes node)
 #   ci/install-deps.sh generate  also clang and libbpf headers for `make generate`
 set -euo pipefail
 
@@ -19,6 +20,10 @@ case "${1:-run}" in
 run) ;;
 test)
 	need /usr/bin/chromium chromium
+	need containerd containerd
+	need ctr containerd
+	need runc runc
+	need /usr/lib/cni/bridge containernetworking-plugins
 	;;
 generate)
 	need clang clang
