@@ -202,6 +202,22 @@ func dumpState(t *testing.T, cp *ControlPlane) {
 			t.Logf("event %s %s: %s %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
 		}
 	}
+	procs := append([]*proc(nil), cp.procs...)
+	for _, n := range cp.Nodes() {
+		procs = append(procs, n.containerd, n.kubelet, n.kubeProxy)
+	}
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		state := "running"
+		if p.exited() {
+			state = fmt.Sprintf("exited: %v", p.err)
+		} else if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)); err == nil {
+			state = "running, stat: " + string(b)
+		}
+		t.Logf("process %s (pid %d): %s", p.name, p.cmd.Process.Pid, state)
+	}
 	logs, _ := filepath.Glob(filepath.Join(cp.Dir(), "*", "*.log"))
 	more, _ := filepath.Glob(filepath.Join(cp.Dir(), "*", "logs", "*.log"))
 	for _, l := range append(logs, more...) {

@@ -45,19 +45,32 @@ func createNetns(name string, sysctls map[string]string) (_ *netnsHandle, err er
 	}()
 	errc := make(chan error, 1)
 	go func() {
-		// A fresh locked thread: it unshares, and is thrown away afterwards
-		// (the goroutine ends locked), so no other goroutine runs in the
-		// new namespace by accident.
+		// A locked thread enters the new namespace and returns to its own;
+		// if it cannot return, the goroutine ends locked and the runtime
+		// discards the thread.
 		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
-		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
+		merr := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("return to the original netns: %w", err)
 			return
 		}
-		errc <- nil
+		runtime.UnlockOSThread()
+		if merr != nil {
+			merr = fmt.Errorf("bind mount: %w", merr)
+		}
+		errc <- merr
 	}()
 	if err := <-errc; err != nil {
 		return nil, fmt.Errorf("create netns %s: %w", name, err)

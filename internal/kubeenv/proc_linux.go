@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -37,7 +39,7 @@ func startProc(name string, argv []string, env []string, logDir string, cg *cgro
 	cmd.Stderr = f
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd.Start); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
@@ -121,3 +123,29 @@ func poll(ctx context.Context, what string, timeout time.Duration, procs []*proc
 }
 
 var errStopped = errors.New("environment stopped")
+
+// The parent-death signal is sent when the thread that forked the child
+// ends, not the process: Go ends threads whose goroutine exits while
+// locked to them (as namespace code does), and any such thread may have
+// forked one of ours. So every process is forked from one thread, locked by
+// a goroutine that never returns and never changes namespace.
+var (
+	spawnOnce sync.Once
+	spawnCh   chan func()
+)
+
+// spawn runs start on the spawning thread.
+func spawn(start func() error) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan func())
+		go func() {
+			runtime.LockOSThread()
+			for f := range spawnCh {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnCh <- func() { errc <- start() }
+	return <-errc
+}
