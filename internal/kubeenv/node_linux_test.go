@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
 )
 
 const echoImage = "meshbench.local/echo:v1"
@@ -121,6 +124,18 @@ func TestNodeEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("port-forward through the API server", func(t *testing.T) {
+		start := time.Now()
+		body, err := portForwardGet(ctx, cp, pods[0].Name, 8080)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(body, "echo from "+pods[0].Name) {
+			t.Errorf("answer %q, want one from %s", body, pods[0].Name)
+		}
+		t.Logf("port-forward GET in %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(body))
+	})
+
 	for _, tc := range []struct {
 		name string
 		node int
@@ -169,4 +184,48 @@ func TestNodeEndToEnd(t *testing.T) {
 			t.Logf("%s: %s in %v", NodeName(tc.node), strings.TrimSpace(string(logs)), time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// portForwardGet forwards a local port to the pod's port through the API
+// server (and its egress proxy to the kubelet), as the harness reaches node
+// agents, and GETs / through it.
+func portForwardGet(ctx context.Context, cp *ControlPlane, pod string, port int) (string, error) {
+	cfg := cp.Config()
+	rt, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(cfg.Host + "/api/v1/namespaces/default/pods/" + pod + "/portforward")
+	if err != nil {
+		return "", err
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	defer close(stop)
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		return "", err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- fw.ForwardPorts() }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		return "", fmt.Errorf("port-forward: %w", err)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	ports, err := fw.GetPorts()
+	if err != nil {
+		return "", err
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", ports[0].Local))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
