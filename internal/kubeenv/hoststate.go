@@ -13,8 +13,10 @@ import (
 // mounts; named network namespaces; the cgroups at the top of every
 // hierarchy and any kubepods cgroup; the fixed host paths kubelet,
 // containerd and CNI use; and processes named like the environment's.
-// Objects of other meshbench runs (names carrying another run id) are left
-// out, so that runs in parallel do not disturb the comparison.
+// Objects of other runs and sessions are left out (names carrying another
+// run id; named network namespaces, links and top-level cgroups with names
+// the environment never uses), so that work in parallel on a shared host
+// does not disturb the comparison.
 type HostState struct {
 	Sections map[string][]string
 }

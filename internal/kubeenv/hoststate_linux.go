@@ -31,8 +31,11 @@ var hostSysctls = append(slices.Clone(kubeletSysctls),
 )
 
 var (
-	counterRe   = regexp.MustCompile(`\[\d+:\d+\]`)
-	anyRunRe    = regexp.MustCompile(`(?:^|[^a-z0-9])(?:mb-|meshbench-kube-|meshbench-)([0-9a-f]{1,8})(?:[^0-9a-f]|$)`)
+	counterRe = regexp.MustCompile(`\[\d+:\d+\]`)
+	anyRunRe  = regexp.MustCompile(`(?:^|[^a-z0-9])(?:mb-|meshbench-kube-|meshbench-)([0-9a-f]{1,8})(?:[^0-9a-f]|$)`)
+	// Names kubelet, containerd and CNI plugins give links and cgroups.
+	envLinkRe   = regexp.MustCompile(`^(veth|cni|kube|flannel|cali|k[0-9]|fab|eth0@)`)
+	envCgroupRe = regexp.MustCompile(`kube|k8s|containerd|pod|runtime|system\.slice`)
 	envProcName = regexp.MustCompile(`^(etcd|kube-apiserver|kube-controller|kube-scheduler|kwok|kubelet|kube-proxy|containerd.*|runc|pause)$`)
 )
 
@@ -93,12 +96,18 @@ func SnapshotHost(ctx context.Context, runID string) (HostState, error) {
 		}
 	}
 	// Interface statistics and neighbour-driven flags change on their own;
-	// keep the identity of links only.
-	for i, l := range h.Sections["links"] {
+	// keep the identity of links only, and only links the environment could
+	// have made (other sessions on a shared host add their own).
+	var links []string
+	for _, l := range h.Sections["links"] {
 		if j := strings.Index(l, " qlen"); j > 0 {
-			h.Sections["links"][i] = l[:j]
+			l = l[:j]
+		}
+		if f := strings.Fields(l); len(f) > 1 && (envLinkRe.MatchString(strings.TrimSuffix(f[1], ":")) || strings.Contains(l, runID)) {
+			links = append(links, l)
 		}
 	}
+	h.Sections["links"] = links
 	var sys []string
 	for _, k := range hostSysctls {
 		b, err := os.ReadFile(filepath.Join("/proc/sys", k))
@@ -123,6 +132,11 @@ func SnapshotHost(ctx context.Context, runID string) (HostState, error) {
 		if i < 0 || i+2 >= len(f) {
 			continue
 		}
+		// Named network namespaces of others (not this run's) come and go
+		// on a shared host.
+		if strings.HasPrefix(f[4], netnsDir+"/") && !strings.HasPrefix(f[4], netnsDir+"/mb-"+runID+"-") {
+			continue
+		}
 		// mount point, root, options, type, source (ids and peer groups
 		// left out: they are renumbered by unrelated mounts).
 		mounts = append(mounts, strings.Join([]string{f[4], f[3], f[5], f[i+1], f[i+2]}, " "))
@@ -132,7 +146,9 @@ func SnapshotHost(ctx context.Context, runID string) (HostState, error) {
 	var nsNames []string
 	if ents, err := os.ReadDir(netnsDir); err == nil {
 		for _, e := range ents {
-			nsNames = append(nsNames, e.Name())
+			if strings.HasPrefix(e.Name(), "mb-"+runID+"-") {
+				nsNames = append(nsNames, e.Name())
+			}
 		}
 	}
 	add("netns", nsNames)
@@ -151,7 +167,9 @@ func SnapshotHost(ctx context.Context, runID string) (HostState, error) {
 			if !e.IsDir() {
 				continue
 			}
-			cgs = append(cgs, filepath.Join(root, e.Name()))
+			if envCgroupRe.MatchString(e.Name()) || strings.Contains(e.Name(), runID) {
+				cgs = append(cgs, filepath.Join(root, e.Name()))
+			}
 			filepath.WalkDir(filepath.Join(root, e.Name()), func(p string, d os.DirEntry, err error) error {
 				if err != nil || !d.IsDir() {
 					return nil
