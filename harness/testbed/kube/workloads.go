@@ -1,0 +1,161 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// AppLabel names the app a pod belongs to (its Deployment's name).
+const AppLabel = "app.kubernetes.io/name"
+
+// App is one Deployment: the load client, or one scenario service's echo
+// replicas with their Service.
+type App struct {
+	// Name is the Deployment's (and Service's) name: a DNS label.
+	Name     string
+	Replicas int32
+	// Args is the container's command line; Args[0] is the program in the
+	// image.
+	Args []string
+	// Port, when non-zero, is served by the pods and exposed by a
+	// ClusterIP Service of the same name.
+	Port int32
+	// Nodes the pods may run on; empty: any. Replicas are spread evenly
+	// over them (at most one more on any node than on another).
+	Nodes []string
+	// Readiness, when set, is the pods' readiness probe (a TCP connect to
+	// Port): Kubernetes takes a pod out of the Service's endpoints when it
+	// fails.
+	Readiness *Probe
+}
+
+// Probe mirrors the scenario's readiness_probe.
+type Probe struct {
+	Period, Timeout                    time.Duration
+	FailureThreshold, SuccessThreshold int32
+}
+
+// Image says which image the pods run and how the kubelet gets it.
+type Image struct {
+	Ref string
+	// PullPolicy: IfNotPresent by default; Never for an image loaded into
+	// the nodes (kind load, ctr import).
+	PullPolicy corev1.PullPolicy
+}
+
+func (n *Namespace) labels(app string) map[string]string {
+	return map[string]string{AppLabel: app, RunLabel: n.RunID, ManagedByLabel: managedBy}
+}
+
+// Deployment returns app's Deployment in the namespace.
+func (n *Namespace) Deployment(app App, img Image) *appsv1.Deployment {
+	pull := img.PullPolicy
+	if pull == "" {
+		pull = corev1.PullIfNotPresent
+	}
+	sel := map[string]string{AppLabel: app.Name, RunLabel: n.RunID}
+	c := corev1.Container{
+		Name:            app.Name,
+		Image:           img.Ref,
+		ImagePullPolicy: pull,
+		Command:         app.Args[:1],
+		Args:            app.Args[1:],
+	}
+	if app.Port != 0 {
+		c.Ports = []corev1.ContainerPort{{Name: "serve", ContainerPort: app.Port, Protocol: corev1.ProtocolTCP}}
+	}
+	if app.Readiness != nil && app.Port != 0 {
+		p := app.Readiness
+		c.ReadinessProbe = &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(app.Port)}},
+			PeriodSeconds:    seconds(p.Period),
+			TimeoutSeconds:   seconds(p.Timeout),
+			FailureThreshold: p.FailureThreshold,
+			SuccessThreshold: p.SuccessThreshold,
+		}
+	}
+	spec := corev1.PodSpec{
+		Containers:                    []corev1.Container{c},
+		TerminationGracePeriodSeconds: ptr(int64(1)),
+		EnableServiceLinks:            ptr(false),
+		AutomountServiceAccountToken:  ptr(false),
+	}
+	if len(app.Nodes) > 0 {
+		spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+					Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: app.Nodes,
+				}}}},
+			},
+		}}
+		spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
+			MaxSkew:           1,
+			TopologyKey:       corev1.LabelHostname,
+			WhenUnsatisfiable: corev1.DoNotSchedule,
+			LabelSelector:     &metav1.LabelSelector{MatchLabels: sel},
+		}}
+	}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: n.Name, Labels: n.labels(app.Name)},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr(app.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: sel},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: n.labels(app.Name)},
+				Spec:       spec,
+			},
+		},
+	}
+}
+
+// Service returns app's ClusterIP Service, or nil when app serves no port.
+func (n *Namespace) Service(app App) *corev1.Service {
+	if app.Port == 0 {
+		return nil
+	}
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: n.Name, Labels: n.labels(app.Name)},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: map[string]string{AppLabel: app.Name, RunLabel: n.RunID},
+			Ports: []corev1.ServicePort{{
+				Name: "serve", Port: app.Port, TargetPort: intstr.FromString("serve"), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}
+}
+
+// Create creates the apps' Deployments and Services. The API server
+// validates them; its error names the object.
+func (n *Namespace) Create(ctx context.Context, img Image, apps ...App) error {
+	for _, app := range apps {
+		if len(app.Args) == 0 {
+			return fmt.Errorf("app %s: no command", app.Name)
+		}
+		if _, err := n.c.cs.AppsV1().Deployments(n.Name).Create(ctx, n.Deployment(app, img), metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create deployment %s/%s: %w", n.Name, app.Name, err)
+		}
+		if svc := n.Service(app); svc != nil {
+			if _, err := n.c.cs.CoreV1().Services(n.Name).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+				return fmt.Errorf("create service %s/%s: %w", n.Name, app.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func seconds(d time.Duration) int32 {
+	s := int32((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }
