@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -22,6 +23,11 @@ import (
 // binaries internal/kubeenv builds once into its cache.
 func startControlPlane(t *testing.T, kwokNodes int) *kubeenv.ControlPlane {
 	t.Helper()
+	return startControlPlaneID(t, fmt.Sprintf("%08x", uint32(time.Now().UnixNano())), kwokNodes)
+}
+
+func startControlPlaneID(t *testing.T, runID string, kwokNodes int) *kubeenv.ControlPlane {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a Kubernetes control plane (run the tests as root)")
 	}
@@ -32,7 +38,7 @@ func startControlPlane(t *testing.T, kwokNodes int) *kubeenv.ControlPlane {
 	if err != nil {
 		t.Fatalf("Kubernetes binaries: %v", err)
 	}
-	cp, err := kubeenv.StartControlPlane(ctx, kubeenv.Options{KwokNodes: kwokNodes, Binaries: bins, Log: log})
+	cp, err := kubeenv.StartControlPlane(ctx, kubeenv.Options{RunID: runID, KwokNodes: kwokNodes, Binaries: bins, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,11 +168,12 @@ func TestAPIAgainstControlPlane(t *testing.T) {
 	if err := c.Clientset().CoreV1().Pods(ns).Delete(ctx, killed.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitEndpoints(t, sets, func(e []Endpoint) bool { return !slices.Contains(readyIPs(e), killed.IP) }, "the deleted pod gone")
+	// By pod name: kwok may give the replacement the deleted pod's IP.
+	waitEndpoints(t, sets, func(e []Endpoint) bool { return !slices.Contains(readyPods(e), killed.Name) }, "the deleted pod gone")
 	t.Logf("deleted pod left the endpoints after %s", time.Since(delStart).Round(time.Millisecond))
 	waitEndpoints(t, sets, func(e []Endpoint) bool {
-		ips := readyIPs(e)
-		return len(ips) == 2 && !slices.Contains(ips, killed.IP)
+		names := readyPods(e)
+		return len(names) == 2 && !slices.Contains(names, killed.Name)
 	}, "a replacement ready")
 	t.Logf("replacement ready after %s", time.Since(delStart).Round(time.Millisecond))
 
@@ -199,6 +206,16 @@ func readyIPs(eps []Endpoint) []string {
 		}
 	}
 	return ips
+}
+
+func readyPods(eps []Endpoint) []string {
+	var names []string
+	for _, e := range eps {
+		if e.Ready {
+			names = append(names, e.Pod)
+		}
+	}
+	return names
 }
 
 func waitEndpoints(t *testing.T, sets <-chan []Endpoint, ok func([]Endpoint) bool, what string) {

@@ -1,0 +1,185 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshbench/meshbench/internal/kubeenv"
+)
+
+const echoImage = "meshbench.local/kube-test-echo:v1"
+
+// TestAPIOnRealNode runs the provider's API work against a real node
+// (containerd, runc, kubelet with real readiness probes): pods wait to be
+// Ready, an image that is not on the node fails at once naming the pod,
+// image and reason, and a crashed container leaves the Service's
+// endpoints when the kubelet notices, as a pod-kill on Kubernetes does.
+// The host is compared before and after.
+func TestAPIOnRealNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
+	}
+	for _, tool := range []string{"containerd", "ctr", "runc", "nsenter", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s missing: `make test` installs it (ci/install-deps.sh test)", tool)
+		}
+	}
+	tar := buildEcho(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
+	before, err := kubeenv.SnapshotHost(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		after, err := kubeenv.SnapshotHost(context.Background(), runID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := before.Diff(after); len(d) > 0 {
+			t.Errorf("the host differs after teardown:\n%s", strings.Join(d, "\n"))
+		}
+	})
+	cp := startControlPlaneID(t, runID, 0)
+	node, err := cp.AddNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.ImportImage(ctx, tar); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := Connect(ctx, Options{Config: cp.Config()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.CreateNamespace(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := Image{Ref: echoImage, PullPolicy: "Never"}
+
+	// An image the node does not have fails at once, not at the timeout.
+	ghost := App{Name: "ghost", Replicas: 1, Args: []string{"/echo", "-listen", ":8080"}}
+	if err := n.Create(ctx, Image{Ref: "meshbench.local/absent:v1", PullPolicy: "Never"}, ghost); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	_, err = n.WaitReady(wctx, []App{ghost}, nil)
+	wcancel()
+	var perr *PodError
+	if !errors.As(err, &perr) || perr.Reason != "ErrImageNeverPull" || perr.Image != "meshbench.local/absent:v1" ||
+		!strings.HasPrefix(perr.Pod, "ghost-") {
+		t.Fatalf("absent image: %v", err)
+	}
+	t.Logf("absent image reported in %s: %v", time.Since(start).Round(time.Millisecond), err)
+
+	echo := App{Name: "echo", Replicas: 2, Args: []string{"/echo", "-listen", ":8080"}, Port: 8080,
+		Nodes:     []string{node.Name},
+		Readiness: &Probe{Period: time.Second, Timeout: time.Second, FailureThreshold: 1, SuccessThreshold: 1}}
+	if err := n.Create(ctx, img, echo); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	wctx, wcancel = context.WithTimeout(ctx, time.Minute)
+	pods, err := n.WaitReady(wctx, []App{echo}, nil)
+	wcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("2 echo pods Ready (readiness probe passed) in %s", time.Since(start).Round(time.Millisecond))
+
+	sets := make(chan []Endpoint, 16)
+	wctx, wcancel = context.WithCancel(ctx)
+	defer wcancel()
+	if err := n.WatchEndpoints(wctx, "echo", func(e []Endpoint) { sets <- e }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{pods[0].IP, pods[1].IP}
+	slices.Sort(want)
+	waitEndpoints(t, sets, func(e []Endpoint) bool { return slices.Equal(readyIPs(e), want) }, "both replicas ready")
+
+	// Crash one container: SIGKILL to its process, found by the pod's
+	// UID in its cgroup. The kubelet notices, the endpoints controller
+	// marks it not ready, the container restarts and its probe passes.
+	victim := pods[0]
+	pids := podPIDs(t, victim.UID)
+	if len(pids) == 0 {
+		t.Fatalf("no process of pod %s (uid %s) found in /proc", victim.Name, victim.UID)
+	}
+	start = time.Now()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEndpoints(t, sets, func(e []Endpoint) bool { return !slices.Contains(readyIPs(e), victim.IP) }, "the crashed pod not ready")
+	out := time.Since(start)
+	waitEndpoints(t, sets, func(e []Endpoint) bool { return slices.Equal(readyIPs(e), want) }, "the restarted pod ready again")
+	t.Logf("crashed container (pids %v): out of the endpoints after %s, back after %s",
+		pids, out.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	defer dcancel()
+	start = time.Now()
+	if err := n.Delete(dctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("namespace deleted in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// podPIDs returns the processes of the pod's containers other than the
+// pause container: those whose cgroup path names the pod's UID.
+func podPIDs(t *testing.T, uid string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err != nil || !strings.Contains(string(cg), "pod"+uid) {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if strings.TrimSpace(string(comm)) == "echo" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// buildEcho builds internal/kubeenv's test echo server statically and
+// packages it as echoImage.
+func buildEcho(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "echo")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../../internal/kubeenv/testdata/echo")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build echo: %v\n%s", err, out)
+	}
+	tar := filepath.Join(dir, "echo.tar")
+	if err := kubeenv.BuildImage(echoImage, bin, nil, tar); err != nil {
+		t.Fatal(err)
+	}
+	return tar
+}
