@@ -110,4 +110,3 @@ func merge(ss []*discoveryv1.EndpointSlice) []Endpoint {
 	slices.SortFunc(out, func(a, b Endpoint) int { return strings.Compare(a.IP, b.IP) })
 	return out
 }
-
