@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/internal/kubeenv"
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 const echoImage = "meshbench.local/kube-test-echo:v1"
@@ -101,6 +105,23 @@ func TestAPIOnRealNode(t *testing.T) {
 	}
 	t.Logf("2 echo pods Ready (readiness probe passed) in %s", time.Since(start).Round(time.Millisecond))
 
+	// The node agent's resolver finds each pod's handles from its UID
+	// alone, as the agent will on any node.
+	for _, p := range pods {
+		start := time.Now()
+		res := &agent.Resolver{HostNetns: node.NetnsPath()}
+		h, err := res.Resolve(p.UID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pod %s resolved in %s: pids %v, netns %s, cgroup %s, veth %s ↔ %s, ip %s", p.Name,
+			time.Since(start).Round(time.Microsecond), h.PIDs, h.NetnsPath, h.CgroupPath, h.PodVeth, h.HostVeth, h.IP)
+		checkHandles(t, p, h, node.NetnsPath())
+	}
+	if _, err := (&agent.Resolver{}).Resolve("00000000-0000-0000-0000-000000000000"); !errors.Is(err, agent.ErrNotOnNode) {
+		t.Errorf("unknown pod: %v", err)
+	}
+
 	sets := make(chan []Endpoint, 16)
 	wctx, wcancel = context.WithCancel(ctx)
 	defer wcancel()
@@ -138,6 +159,67 @@ func TestAPIOnRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("namespace deleted in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// checkHandles checks resolved handles against the API server's view and
+// the kernel's: the pod's IP on its veth, the host end in the node's
+// namespace, and its echo process in the pod's cgroup.
+func checkHandles(t *testing.T, p PodInfo, h *agent.PodHandles, nodeNetns string) {
+	t.Helper()
+	if h.HostNetwork || h.IP.String() != p.IP {
+		t.Errorf("pod %s: ip %s (host network %v), the API server says %s", p.Name, h.IP, h.HostNetwork, p.IP)
+	}
+	if len(h.PIDs) < 2 {
+		t.Errorf("pod %s: pids %v, want the pause and the echo process", p.Name, h.PIDs)
+	}
+	echo := podPIDs(t, p.UID)
+	for _, pid := range echo {
+		if !slices.Contains(h.PIDs, pid) {
+			t.Errorf("pod %s: echo pid %d not among %v", p.Name, pid, h.PIDs)
+		}
+	}
+	if h.CgroupPath == "" {
+		t.Errorf("pod %s: no cgroup v2 path", p.Name)
+	} else if procs := cgroupProcs(t, h.CgroupPath); len(echo) == 0 || !slices.Contains(procs, echo[0]) {
+		t.Errorf("pod %s: echo pids %v not in %s (holds %v)", p.Name, echo, h.CgroupPath, procs)
+	}
+	var peer string
+	err := nsutil.Do(nodeNetns, func() error {
+		l, err := netlink.LinkByName(h.HostVeth)
+		if err != nil {
+			return err
+		}
+		peer = l.Attrs().HardwareAddr.String()
+		return nil
+	})
+	if err != nil || peer != h.HostVethMAC {
+		t.Errorf("pod %s: host veth %s in the node's namespace: %v (mac %s, resolved %s)", p.Name, h.HostVeth, err, peer, h.HostVethMAC)
+	}
+}
+
+// cgroupProcs lists the processes in dir and the cgroups below it.
+func cgroupProcs(t *testing.T, dir string) []int {
+	t.Helper()
+	var pids []int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
 }
 
 // podPIDs returns the processes of the pod's containers other than the
