@@ -43,9 +43,13 @@ test: test-deps kube-bins
 unit-test:
 	$(GO) test -count=1 -short ./...
 
+# protoc's Go plugins, pinned, built into a cache outside the repository.
+TOOLS    ?= $(or $(MESHBENCH_CACHE),/var/cache/meshbench)/gotools
 generate:
 	ci/install-deps.sh generate
-	$(GO) generate ./bpf/...
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	PATH=$(TOOLS):$$PATH $(GO) generate ./bpf/... ./harness/agent/...
 
 lint:
 	$(GO) vet ./...

@@ -4,7 +4,7 @@
 #   ci/install-deps.sh run       what `make bench` needs
 #   ci/install-deps.sh test      also what the tests need (a browser for the report test;
 #                                containerd, runc and CNI plugins for the real Kubernetes node)
-#   ci/install-deps.sh generate  also clang and libbpf headers for `make generate`
+#   ci/install-deps.sh generate  also clang, libbpf headers and protoc for `make generate`
 set -euo pipefail
 
 want=()
@@ -29,6 +29,7 @@ generate)
 	need clang clang
 	need /usr/include/bpf/bpf_helpers.h libbpf-dev
 	need /usr/include/x86_64-linux-gnu/asm/types.h linux-libc-dev
+	need protoc protobuf-compiler
 	;;
 *) echo "usage: $0 run|test|generate" >&2; exit 2 ;;
 esac

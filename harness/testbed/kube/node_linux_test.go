@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +16,13 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshbench/meshbench/harness/agent"
+	"github.com/meshbench/meshbench/harness/agent/agentpb"
 	"github.com/meshbench/meshbench/internal/kubeenv"
 	"github.com/meshbench/meshbench/internal/nsutil"
 )
@@ -121,6 +127,9 @@ func TestAPIOnRealNode(t *testing.T) {
 	if _, err := (&agent.Resolver{}).Resolve("00000000-0000-0000-0000-000000000000"); !errors.Is(err, agent.ErrNotOnNode) {
 		t.Errorf("unknown pod: %v", err)
 	}
+
+	// The same through the agent's gRPC API, with its token.
+	agentAPI(ctx, t, node.NetnsPath(), pods[0])
 
 	sets := make(chan []Endpoint, 16)
 	wctx, wcancel = context.WithCancel(ctx)
@@ -264,4 +273,62 @@ func buildEcho(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return tar
+}
+
+// agentAPI serves the agent's API on a unix socket and calls it as the
+// harness will: Resolve a pod, Exec ip and iptables in its network
+// namespace, and the refusals (wrong token, a tool not allowed, a pod not
+// on the node).
+func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo) {
+	t.Helper()
+	token := "0123456789abcdef0123456789abcdef"
+	srv := &agent.Server{Resolver: &agent.Resolver{HostNetns: nodeNetns}, Token: token}
+	g, err := srv.GRPCServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(l)
+	defer g.Stop()
+	dial := func(tok string) agentpb.AgentClient {
+		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(agent.TokenCredentials(tok)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return agentpb.NewAgentClient(conn)
+	}
+	c := dial(token)
+	h, err := c.Resolve(ctx, &agentpb.ResolveRequest{PodUid: pod.UID})
+	if err != nil || h.GetIp() != pod.IP || h.GetHostVeth() == "" {
+		t.Fatalf("Resolve over gRPC: %v %v", h, err)
+	}
+	start := time.Now()
+	r, err := c.Exec(ctx, &agentpb.ExecRequest{PodUid: pod.UID, Argv: []string{"ip", "-4", "-o", "addr", "show"}})
+	if err != nil || r.GetExitCode() != 0 || !strings.Contains(string(r.GetStdout()), " "+pod.IP+"/") {
+		t.Fatalf("ip in the pod: %v %v", r, err)
+	}
+	t.Logf("agent Exec ip in the pod's netns: %s", time.Since(start).Round(time.Microsecond))
+	r, err = c.Exec(ctx, &agentpb.ExecRequest{PodUid: pod.UID, Argv: []string{"iptables", "-w", "-t", "nat", "-S"}})
+	if err != nil || r.GetExitCode() != 0 || !strings.Contains(string(r.GetStdout()), "-P PREROUTING ACCEPT") {
+		t.Fatalf("iptables in the pod: %v %v", r, err)
+	}
+	r, err = c.Exec(ctx, &agentpb.ExecRequest{PodUid: pod.UID, Argv: []string{"iptables", "-t", "nope", "-S"}})
+	if err != nil || r.GetExitCode() == 0 || len(r.GetStderr()) == 0 {
+		t.Errorf("failing iptables: %v %v", r, err)
+	}
+	if _, err := c.Exec(ctx, &agentpb.ExecRequest{Argv: []string{"sh", "-c", "id"}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("sh: %v", err)
+	}
+	if _, err := c.Resolve(ctx, &agentpb.ResolveRequest{PodUid: "00000000-0000-0000-0000-000000000000"}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown pod: %v", err)
+	}
+	if _, err := dial("wrong-token-wrong-token").Resolve(ctx, &agentpb.ResolveRequest{PodUid: pod.UID}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong token: %v", err)
+	}
 }

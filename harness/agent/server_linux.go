@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshbench/meshbench/harness/agent/agentpb"
+	"github.com/meshbench/meshbench/internal/nsutil"
+)
+
+// Tools are the programs Exec runs: the node's network tools, nothing
+// else.
+var Tools = []string{"iptables", "iptables-save", "iptables-restore", "tc", "ip"}
+
+// toolDirs are searched, inside HostRoot, for a tool.
+var toolDirs = []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"}
+
+// Server implements the agent's gRPC API.
+//
+// Tools run from the node's own filesystem. In a DaemonSet the node's root
+// is mounted (read-only) at HostRoot and each tool runs chrooted there, so
+// the image carries no iptables or tc of its own and the rules are written
+// by the same iptables (nft or legacy) the node's kube-proxy uses. On the
+// embedded testbed HostRoot is "" (the agent runs on the host). The tool
+// enters the pod's network namespace by being forked from a thread that
+// has joined it (no nsenter needed in the image).
+type Server struct {
+	agentpb.UnimplementedAgentServer
+	Resolver *Resolver
+	// HostRoot is where the node's root filesystem is; "" for /.
+	HostRoot string
+	// Token every call must carry.
+	Token string
+	// ExecTimeout bounds one Exec. Default 30s.
+	ExecTimeout time.Duration
+}
+
+// GRPCServer returns a gRPC server serving s, with every call
+// authenticated by s.Token.
+func (s *Server) GRPCServer(opts ...grpc.ServerOption) (*grpc.Server, error) {
+	if len(s.Token) < 16 {
+		return nil, errors.New("agent: token shorter than 16 bytes")
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.authenticate))
+	g := grpc.NewServer(opts...)
+	agentpb.RegisterAgentServer(g, s)
+	return g, nil
+}
+
+func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var got string
+	if v := md.Get("authorization"); len(v) == 1 {
+		got, _ = strings.CutPrefix(v[0], "Bearer ")
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "agent: missing or wrong token")
+	}
+	return h(ctx, req)
+}
+
+// Resolve implements agentpb.AgentServer.
+func (s *Server) Resolve(ctx context.Context, req *agentpb.ResolveRequest) (*agentpb.PodHandles, error) {
+	h, err := s.Resolver.Resolve(req.GetPodUid())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &agentpb.PodHandles{
+		Uid: h.UID, NetnsPath: h.NetnsPath, HostNetwork: h.HostNetwork,
+		CgroupPath: h.CgroupPath, MemoryCgroupPath: h.MemoryCgroupPath,
+		PodVeth: h.PodVeth, Mac: h.MAC, HostVeth: h.HostVeth, HostVethMac: h.HostVethMAC,
+	}
+	if h.IP.IsValid() {
+		out.Ip = h.IP.String()
+	}
+	for _, p := range h.PIDs {
+		out.Pids = append(out.Pids, int32(p))
+	}
+	return out, nil
+}
+
+// Exec implements agentpb.AgentServer.
+func (s *Server) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.ExecResult, error) {
+	argv := req.GetArgv()
+	if len(argv) == 0 || !isTool(argv[0]) {
+		return nil, status.Errorf(codes.InvalidArgument, "agent: exec %q: only %s", first(argv), strings.Join(Tools, ", "))
+	}
+	path, err := s.lookTool(argv[0])
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	netns := s.Resolver.hostNetns()
+	if uid := req.GetPodUid(); uid != "" {
+		h, err := s.Resolver.Resolve(uid)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		netns = h.NetnsPath
+	}
+	timeout := s.ExecTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, argv[1:]...)
+	cmd.Stdin = bytes.NewReader(req.GetStdin())
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = []string{"PATH=" + strings.Join(toolDirs, ":")}
+	if s.HostRoot != "" && s.HostRoot != "/" {
+		cmd.Path = strings.TrimPrefix(path, filepath.Clean(s.HostRoot))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: s.HostRoot}
+		cmd.Dir = "/"
+	}
+	// Started from a thread inside netns: the tool is born there.
+	err = nsutil.Do(netns, cmd.Start)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	res := &agentpb.ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit) && ctx.Err() == nil:
+		res.ExitCode = int32(exit.ExitCode())
+	case ctx.Err() != nil:
+		return nil, status.Errorf(codes.DeadlineExceeded, "agent: %s: %v", argv[0], ctx.Err())
+	default:
+		return nil, status.Errorf(codes.Internal, "agent: %s: %v", argv[0], err)
+	}
+	return res, nil
+}
+
+func (s *Server) lookTool(name string) (string, error) {
+	root := s.HostRoot
+	if root == "" {
+		root = "/"
+	}
+	for _, d := range toolDirs {
+		p := filepath.Join(root, d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+		// Debian's iptables is a symlink to xtables-nft-multi: follow it
+		// inside the root.
+		if target, err := os.Readlink(p); err == nil {
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(d, target)
+			}
+			if st, err := os.Stat(filepath.Join(root, target)); err == nil && st.Mode().IsRegular() {
+				return p, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("agent: %s not found in the node's %s", name, strings.Join(toolDirs, ", "))
+}
+
+func (r *Resolver) hostNetns() string {
+	if r.HostNetns != "" {
+		return r.HostNetns
+	}
+	return "/proc/self/ns/net"
+}
+
+func isTool(name string) bool {
+	for _, t := range Tools {
+		if name == t {
+			return true
+		}
+	}
+	return false
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func toStatus(err error) error {
+	if errors.Is(err, ErrNotOnNode) {
+		return status.Error(codes.NotFound, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// TokenCredentials attaches the run's token to every call, for the
+// harness's side of the connection.
+type TokenCredentials string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (t TokenCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials: the
+// connection is a port-forward through the API server (TLS to the API
+// server, then the kubelet) or a local socket.
+func (TokenCredentials) RequireTransportSecurity() bool { return false }
