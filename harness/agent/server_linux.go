@@ -47,6 +47,11 @@ type Server struct {
 	Token string
 	// ExecTimeout bounds one Exec. Default 30s.
 	ExecTimeout time.Duration
+	// Executable is the program Start runs. Default: the agent's own
+	// (/proc/self/exe).
+	Executable string
+
+	procs processes
 }
 
 // GRPCServer returns a gRPC server serving s, with every call

@@ -26,6 +26,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Agent_Resolve_FullMethodName = "/meshbench.agent.v1.Agent/Resolve"
 	Agent_Exec_FullMethodName    = "/meshbench.agent.v1.Agent/Exec"
+	Agent_Start_FullMethodName   = "/meshbench.agent.v1.Agent/Start"
+	Agent_Stop_FullMethodName    = "/meshbench.agent.v1.Agent/Stop"
 )
 
 // AgentClient is the client API for Agent service.
@@ -40,6 +42,13 @@ type AgentClient interface {
 	// iptables-restore, tc, ip) in a pod's network namespace, or in the
 	// node's when pod_uid is empty. Any other program is INVALID_ARGUMENT.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (*ExecResult, error)
+	// Start starts the agent's own program (meshbench: a proxy, a load
+	// client, a forwarder) in a pod's network namespace and in a new cgroup
+	// under the pod's (a sibling of its containers'), as the given user.
+	// The agent stops it on Stop, on SIGTERM, and if the agent dies.
+	Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResult, error)
+	// Stop kills a process Start started and removes its cgroup.
+	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResult, error)
 }
 
 type agentClient struct {
@@ -70,6 +79,26 @@ func (c *agentClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *agentClient) Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartResult)
+	err := c.cc.Invoke(ctx, Agent_Start_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopResult)
+	err := c.cc.Invoke(ctx, Agent_Stop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -82,6 +111,13 @@ type AgentServer interface {
 	// iptables-restore, tc, ip) in a pod's network namespace, or in the
 	// node's when pod_uid is empty. Any other program is INVALID_ARGUMENT.
 	Exec(context.Context, *ExecRequest) (*ExecResult, error)
+	// Start starts the agent's own program (meshbench: a proxy, a load
+	// client, a forwarder) in a pod's network namespace and in a new cgroup
+	// under the pod's (a sibling of its containers'), as the given user.
+	// The agent stops it on Stop, on SIGTERM, and if the agent dies.
+	Start(context.Context, *StartRequest) (*StartResult, error)
+	// Stop kills a process Start started and removes its cgroup.
+	Stop(context.Context, *StopRequest) (*StopResult, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -97,6 +133,12 @@ func (UnimplementedAgentServer) Resolve(context.Context, *ResolveRequest) (*PodH
 }
 func (UnimplementedAgentServer) Exec(context.Context, *ExecRequest) (*ExecResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAgentServer) Start(context.Context, *StartRequest) (*StartResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Start not implemented")
+}
+func (UnimplementedAgentServer) Stop(context.Context, *StopRequest) (*StopResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Stop not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -155,6 +197,42 @@ func _Agent_Exec_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Start(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Start_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Start(ctx, req.(*StartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_Stop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Stop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Stop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Stop(ctx, req.(*StopRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -169,6 +247,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Exec",
 			Handler:    _Agent_Exec_Handler,
+		},
+		{
+			MethodName: "Start",
+			Handler:    _Agent_Start_Handler,
+		},
+		{
+			MethodName: "Stop",
+			Handler:    _Agent_Stop_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

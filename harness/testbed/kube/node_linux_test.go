@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +46,7 @@ func TestAPIOnRealNode(t *testing.T) {
 			t.Fatalf("%s missing: `make test` installs it (ci/install-deps.sh test)", tool)
 		}
 	}
-	tar := buildEcho(t)
+	tar, echoBin := buildEcho(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
@@ -129,7 +131,7 @@ func TestAPIOnRealNode(t *testing.T) {
 	}
 
 	// The same through the agent's gRPC API, with its token.
-	agentAPI(ctx, t, node.NetnsPath(), pods[0])
+	agentAPI(ctx, t, node.NetnsPath(), pods[0], echoBin, cp.DialContext)
 
 	sets := make(chan []Endpoint, 16)
 	wctx, wcancel = context.WithCancel(ctx)
@@ -259,30 +261,45 @@ func podPIDs(t *testing.T, uid string) []int {
 
 // buildEcho builds internal/kubeenv's test echo server statically and
 // packages it as echoImage.
-func buildEcho(t *testing.T) string {
+func buildEcho(t *testing.T) (tar, bin string) {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "echo")
+	// Readable by uid 1337, which the agent's Start runs it as (t.TempDir's
+	// parent is private).
+	dir, err := os.MkdirTemp("", "meshbench-kube-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "echo")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../../internal/kubeenv/testdata/echo")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build echo: %v\n%s", err, out)
 	}
-	tar := filepath.Join(dir, "echo.tar")
+	tar = filepath.Join(dir, "echo.tar")
 	if err := kubeenv.BuildImage(echoImage, bin, nil, tar); err != nil {
 		t.Fatal(err)
 	}
-	return tar
+	return tar, bin
 }
 
 // agentAPI serves the agent's API on a unix socket and calls it as the
 // harness will: Resolve a pod, Exec ip and iptables in its network
 // namespace, and the refusals (wrong token, a tool not allowed, a pod not
 // on the node).
-func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo) {
+func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo, program string,
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
 	t.Helper()
 	token := "0123456789abcdef0123456789abcdef"
-	srv := &agent.Server{Resolver: &agent.Resolver{HostNetns: nodeNetns}, Token: token}
+	srv := &agent.Server{Resolver: &agent.Resolver{HostNetns: nodeNetns}, Token: token, Executable: program}
+	defer func() {
+		if err := srv.StopAll(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
 	g, err := srv.GRPCServer()
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +311,7 @@ func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo) 
 	}
 	go g.Serve(l)
 	defer g.Stop()
-	dial := func(tok string) agentpb.AgentClient {
+	connect := func(tok string) agentpb.AgentClient {
 		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithPerRPCCredentials(agent.TokenCredentials(tok)))
 		if err != nil {
@@ -303,7 +320,7 @@ func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo) 
 		t.Cleanup(func() { conn.Close() })
 		return agentpb.NewAgentClient(conn)
 	}
-	c := dial(token)
+	c := connect(token)
 	h, err := c.Resolve(ctx, &agentpb.ResolveRequest{PodUid: pod.UID})
 	if err != nil || h.GetIp() != pod.IP || h.GetHostVeth() == "" {
 		t.Fatalf("Resolve over gRPC: %v %v", h, err)
@@ -328,7 +345,72 @@ func agentAPI(ctx context.Context, t *testing.T, nodeNetns string, pod PodInfo) 
 	if _, err := c.Resolve(ctx, &agentpb.ResolveRequest{PodUid: "00000000-0000-0000-0000-000000000000"}); status.Code(err) != codes.NotFound {
 		t.Errorf("unknown pod: %v", err)
 	}
-	if _, err := dial("wrong-token-wrong-token").Resolve(ctx, &agentpb.ResolveRequest{PodUid: pod.UID}); status.Code(err) != codes.Unauthenticated {
+	agentStart(ctx, t, c, pod, h, dial)
+	if _, err := connect("wrong-token-wrong-token").Resolve(ctx, &agentpb.ResolveRequest{PodUid: pod.UID}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("wrong token: %v", err)
+	}
+}
+
+// agentStart starts a server in the pod through the agent, as uid 1337,
+// and checks it is where a sidecar would be: the pod's network namespace,
+// a cgroup under the pod's, the right user; it answers on the pod's IP;
+// Stop ends it and removes its cgroup.
+func agentStart(ctx context.Context, t *testing.T, c agentpb.AgentClient, pod PodInfo, h *agentpb.PodHandles,
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	t.Helper()
+	start := time.Now()
+	r, err := c.Start(ctx, &agentpb.StartRequest{PodUid: pod.UID, Name: "sidecar", Args: []string{"-listen", ":9090"}, Uid: 1337, Gid: 1337})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := int(r.GetPid())
+	t.Logf("agent Start: pid %d in %s, %s", pid, r.GetCgroupPath(), time.Since(start).Round(time.Microsecond))
+	if _, err := c.Start(ctx, &agentpb.StartRequest{PodUid: pod.UID, Name: "sidecar", Args: []string{"-listen", ":9091"}}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("second process of the same name: %v", err)
+	}
+	if filepath.Dir(r.GetCgroupPath()) != h.GetCgroupPath() {
+		t.Errorf("cgroup %s, want one under the pod's %s", r.GetCgroupPath(), h.GetCgroupPath())
+	}
+	if procs := cgroupProcs(t, r.GetCgroupPath()); !slices.Contains(procs, pid) {
+		t.Errorf("pid %d not in %s (%v)", pid, r.GetCgroupPath(), procs)
+	}
+	procStatus, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !strings.Contains(string(procStatus), "\nUid:\t1337\t") {
+		t.Errorf("not uid 1337:\n%s", procStatus)
+	}
+	var podIno, procIno syscall.Stat_t
+	if err := syscall.Stat(h.GetNetnsPath(), &podIno); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &procIno); err != nil {
+		t.Fatal(err)
+	}
+	if podIno.Ino != procIno.Ino {
+		t.Errorf("process netns %d, the pod's %d", procIno.Ino, podIno.Ino)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	var body []byte
+	for range 50 {
+		resp, err := hc.Get("http://" + net.JoinHostPort(pod.IP, "9090") + "/")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(string(body), "echo from") {
+		t.Errorf("the started server on %s:9090 answered %q", pod.IP, body)
+	}
+	stop, err := c.Stop(ctx, &agentpb.StopRequest{Pid: int32(pid)})
+	if err != nil || stop.GetExit() != "signal: killed" {
+		t.Errorf("Stop: %v %v", stop, err)
+	}
+	if _, err := os.Stat(r.GetCgroupPath()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup %s after Stop: %v", r.GetCgroupPath(), err)
+	}
+	if _, err := c.Stop(ctx, &agentpb.StopRequest{Pid: int32(pid)}); status.Code(err) != codes.NotFound {
+		t.Errorf("second Stop: %v", err)
 	}
 }
