@@ -19,6 +19,7 @@ import (
 	"github.com/meshbench/meshbench/datapaths/all"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
+	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
@@ -85,6 +86,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "forwarder":
 		// The AF_XDP datapath's per-node forwarder.
 		return afxdp.ForwarderMain(ctx, rest, stdout, stderr)
+	case "agent":
+		// The node agent of the kube provider (a DaemonSet).
+		return agent.Main(ctx, rest, stdout, stderr)
 	case "proxy":
 		// The builtin proxy engine, started by proxy datapaths.
 		return proxy.Main(ctx, rest, stdout, stderr)

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Main runs `meshbench agent`: it serves the agent's API until ctx ends
+// (SIGTERM), then stops every process it started.
+//
+// It listens only on a unix socket or a loopback address: on Kubernetes
+// the harness reaches it by port-forward through the API server (which
+// connects to the pod's loopback), so no port is open to the network.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:15080", "loopback address (host:port) or unix:PATH to serve on")
+	tokenFile := fs.String("token-file", "", "file holding the token every call must carry (default: $MESHBENCH_AGENT_TOKEN)")
+	hostRoot := fs.String("host-root", "", "where the node's root filesystem is mounted (its network tools run chrooted there); empty: /")
+	hostNetns := fs.String("host-netns", "", "the node's network namespace (default: the agent's own)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token := os.Getenv("MESHBENCH_AGENT_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	l, err := listenLocal(*listen)
+	if err != nil {
+		return err
+	}
+	srv := &Server{Resolver: &Resolver{HostNetns: *hostNetns}, HostRoot: *hostRoot, Token: token}
+	g, err := srv.GRPCServer()
+	if err != nil {
+		l.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "agent: serving on %s\n", l.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(l) }()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	g.Stop()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(err, srv.StopAll(sctx))
+}
+
+// listenLocal listens on a unix socket ("unix:PATH") or a loopback TCP
+// address, and refuses anything else.
+func listenLocal(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return net.Listen("unix", path)
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --listen %q: want host:port with a loopback IP, or unix:PATH", addr)
+	}
+	if !ap.Addr().IsLoopback() {
+		return nil, fmt.Errorf("agent: --listen %s: not a loopback address (the agent is reached by port-forward only)", addr)
+	}
+	return net.Listen("tcp", ap.String())
+}
