@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/meshbench/meshbench/internal/cgroupfs"
 )
 
 // Main runs `meshbench agent`: it serves the agent's API until ctx ends
@@ -41,7 +43,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &Server{Resolver: &Resolver{HostNetns: *hostNetns}, HostRoot: *hostRoot, Token: token}
+	res := &Resolver{HostNetns: *hostNetns}
+	if *hostRoot != "" && *hostRoot != "/" {
+		// The node's cgroup hierarchies, not the container's.
+		roots, err := cgroupfs.FindUnder(*hostRoot)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		if roots.V2 == "" && roots.V1Memory == "" {
+			l.Close()
+			return fmt.Errorf("agent: no cgroup hierarchy mounted under %s (mount the node's / there, with its submounts)", *hostRoot)
+		}
+		res.Roots = &roots
+	}
+	srv := &Server{Resolver: res, HostRoot: *hostRoot, Token: token}
 	g, err := srv.GRPCServer()
 	if err != nil {
 		l.Close()

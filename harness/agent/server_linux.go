@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -124,6 +125,8 @@ func (s *Server) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.E
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, path, argv[1:]...)
+	// Multi-call binaries (xtables-nft-multi) dispatch on argv[0].
+	cmd.Args[0] = argv[0]
 	cmd.Stdin = bytes.NewReader(req.GetStdin())
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = []string{"PATH=" + strings.Join(toolDirs, ":")}
@@ -151,28 +154,25 @@ func (s *Server) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.E
 	return res, nil
 }
 
+// lookTool finds a tool in the node's root, following symlinks (Debian's
+// iptables → /etc/alternatives/iptables → /usr/sbin/xtables-nft-multi)
+// inside that root, as the chrooted tool will see them. It returns the
+// path in the agent's view.
 func (s *Server) lookTool(name string) (string, error) {
 	root := s.HostRoot
 	if root == "" {
 		root = "/"
 	}
 	for _, d := range toolDirs {
-		p := filepath.Join(root, d, name)
+		p, err := securejoin.SecureJoin(root, filepath.Join(d, name))
+		if err != nil {
+			continue
+		}
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 			return p, nil
 		}
-		// Debian's iptables is a symlink to xtables-nft-multi: follow it
-		// inside the root.
-		if target, err := os.Readlink(p); err == nil {
-			if !filepath.IsAbs(target) {
-				target = filepath.Join(d, target)
-			}
-			if st, err := os.Stat(filepath.Join(root, target)); err == nil && st.Mode().IsRegular() {
-				return p, nil
-			}
-		}
 	}
-	return "", fmt.Errorf("agent: %s not found in the node's %s", name, strings.Join(toolDirs, ", "))
+	return "", fmt.Errorf("agent: %s not found in the node's %s (root %s)", name, strings.Join(toolDirs, ", "), root)
 }
 
 func (r *Resolver) hostNetns() string {

@@ -18,6 +18,21 @@ func Find() (Roots, error) {
 	return rootsOf(mounts), nil
 }
 
+// FindUnder is Find for the hierarchies mounted below dir: the node's own,
+// seen through its root filesystem mounted at dir (a node agent's
+// /host), rather than the container's.
+func FindUnder(dir string) (Roots, error) {
+	dir = strings.TrimSuffix(dir, "/") + "/"
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		skip, _ = cgroups(m)
+		return skip || !strings.HasPrefix(m.Mountpoint, dir), false
+	})
+	if err != nil {
+		return Roots{}, fmt.Errorf("find cgroup mounts under %s: %w", dir, err)
+	}
+	return rootsOf(mounts), nil
+}
+
 // Parse reads a mount table in /proc/PID/mountinfo's format.
 func Parse(r io.Reader) (Roots, error) {
 	mounts, err := mountinfo.GetMountsFromReader(r, cgroups)

@@ -43,6 +43,7 @@ var Permissions = []Permission{
 	{Resource: "nodes", Verb: "list", Why: "pods are placed on nodes, and results record their Kubernetes version"},
 	{Group: "apps", Resource: "deployments", Verb: "create", Namespaced: true, Why: "the echo services and the load client"},
 	{Group: "apps", Resource: "daemonsets", Verb: "create", Namespaced: true, Why: "the node agent"},
+	{Resource: "secrets", Verb: "create", Namespaced: true, Why: "the token the harness and the node agents share"},
 	{Resource: "services", Verb: "create", Namespaced: true, Why: "one Service per scenario service"},
 	{Resource: "pods", Verb: "list", Namespaced: true, Why: "waiting for the pods, finding their nodes and IPs"},
 	{Resource: "pods", Verb: "watch", Namespaced: true, Why: "waiting for the pods"},

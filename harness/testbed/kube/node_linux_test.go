@@ -414,3 +414,139 @@ func agentStart(ctx context.Context, t *testing.T, c agentpb.AgentClient, pod Po
 		t.Errorf("second Stop: %v", err)
 	}
 }
+
+// TestAgentDaemonSetOnRealNode runs the meshbench image (built in-process
+// from a static meshbench binary) as the agent DaemonSet on a real node,
+// reaches the agent by port-forward through the API server with the
+// run's token, and has it resolve an echo pod, run iptables in the pod's
+// network namespace with the node's own iptables (chrooted into /host),
+// and start a server in the pod.
+func TestAgentDaemonSetOnRealNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
+	}
+	echoTar, _ := buildEcho(t)
+	meshTar := buildMeshbench(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
+	cp := startControlPlaneID(t, runID, 0)
+	node, err := cp.AddNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tar := range []string{echoTar, meshTar} {
+		if err := node.ImportImage(ctx, tar); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := Connect(ctx, Options{Config: cp.Config()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.CreateNamespace(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer dcancel()
+		if err := n.Delete(dctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	echo := App{Name: "echo", Replicas: 1, Args: []string{"/echo", "-listen", ":8080"}, Port: 8080}
+	if err := n.Create(ctx, Image{Ref: echoImage, PullPolicy: "Never"}, echo); err != nil {
+		t.Fatal(err)
+	}
+	token := "00112233445566778899aabbccddeeff"
+	if err := n.CreateAgent(ctx, Image{Ref: meshbenchImage, PullPolicy: "Never"}, token); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	pods, err := n.WaitReady(wctx, []App{echo, {Name: AgentName, Replicas: 1}}, nil)
+	wcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("echo and agent pods ready in %s", time.Since(start).Round(time.Millisecond))
+	var echoPod, agentPod PodInfo
+	for _, p := range pods {
+		if p.App == AgentName {
+			agentPod = p
+		} else {
+			echoPod = p
+		}
+	}
+	start = time.Now()
+	addr, stop, err := n.PortForward(ctx, agentPod.Name, AgentPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(agent.TokenCredentials(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ac := agentpb.NewAgentClient(conn)
+	h, err := ac.Resolve(ctx, &agentpb.ResolveRequest{PodUid: echoPod.UID})
+	if err != nil {
+		t.Fatalf("Resolve through the agent DaemonSet: %v", err)
+	}
+	t.Logf("port-forward and first Resolve: %s: %+v", time.Since(start).Round(time.Millisecond), h)
+	if h.GetIp() != echoPod.IP || h.GetHostVeth() == "" || h.GetCgroupPath() == "" {
+		t.Errorf("handles %+v, want ip %s", h, echoPod.IP)
+	}
+	r, err := ac.Exec(ctx, &agentpb.ExecRequest{PodUid: echoPod.UID, Argv: []string{"iptables", "-w", "-t", "nat", "-S"}})
+	if err != nil || r.GetExitCode() != 0 || !strings.Contains(string(r.GetStdout()), "-P PREROUTING ACCEPT") {
+		t.Fatalf("iptables through the agent: %v %v (stderr %s)", r, err, r.GetStderr())
+	}
+	sr, err := ac.Start(ctx, &agentpb.StartRequest{PodUid: echoPod.UID, Name: "sidecar", Uid: 1337, Gid: 1337,
+		Args: []string{"echo", "--listen", ":9090", "--admin", "127.0.0.1:15091", "--pod", echoPod.Name}})
+	if err != nil {
+		t.Fatalf("Start through the agent: %v", err)
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: cp.DialContext}, Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	var got string
+	for range 100 {
+		resp, err := hc.Get("http://" + net.JoinHostPort(echoPod.IP, "9090") + "/")
+		if err == nil {
+			resp.Body.Close()
+			got = resp.Status
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got != "200 OK" {
+		t.Errorf("meshbench echo started by the agent in the pod: %q", got)
+	}
+	if _, err := ac.Stop(ctx, &agentpb.StopRequest{Pid: sr.GetPid()}); err != nil {
+		t.Error(err)
+	}
+}
+
+const meshbenchImage = "meshbench.local/meshbench:test"
+
+// buildMeshbench builds cmd/meshbench statically and packages it as
+// meshbenchImage.
+func buildMeshbench(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "meshbench")
+	start := time.Now()
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../../cmd/meshbench")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build meshbench: %v\n%s", err, out)
+	}
+	t.Logf("static meshbench built in %s", time.Since(start).Round(time.Millisecond))
+	tar := filepath.Join(dir, "meshbench.tar")
+	if err := kubeenv.BuildImage(meshbenchImage, bin, nil, tar); err != nil {
+		t.Fatal(err)
+	}
+	return tar
+}
