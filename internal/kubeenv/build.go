@@ -442,3 +442,22 @@ func tail(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// BuildEnv, set to 1, lets TestBinaries build missing binaries.
+const BuildEnv = "MESHBENCH_KUBE_BUILD"
+
+// TestBinaries returns the binaries for a test. When they are not cached it
+// builds them only if $MESHBENCH_KUBE_BUILD is 1, and otherwise returns why
+// the test should skip: a cold build takes about 16 minutes here, more than
+// `make test` may spend, so `make kube-bins` (which .ci/run runs before `make
+// test`) builds them as a step of its own.
+func TestBinaries(ctx context.Context, log *slog.Logger) (bins Binaries, skip string, err error) {
+	if bins, ok := CachedBinaries(); ok {
+		return bins, "", nil
+	}
+	if os.Getenv(BuildEnv) != "1" {
+		return nil, fmt.Sprintf("the Kubernetes binaries are not built in %s: run `make kube-bins` (about 16 min cold; .ci/run does), or set %s=1", BinDir(), BuildEnv), nil
+	}
+	bins, err = EnsureBinaries(ctx, log)
+	return bins, "", err
+}

@@ -118,17 +118,15 @@ func privileged(t *testing.T, tools ...string) {
 // kube-bins` does that before the tests).
 func binaries(t *testing.T) Binaries {
 	t.Helper()
-	if testing.Short() {
-		if _, ok := CachedBinaries(); !ok {
-			t.Skip("-short: the Kubernetes binaries are not built (make kube-bins)")
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	start := time.Now()
-	bins, err := EnsureBinaries(ctx, nil)
+	bins, skip, err := TestBinaries(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if skip != "" {
+		t.Skip(skip)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Logf("built the Kubernetes binaries in %v", d.Round(time.Second))

@@ -34,9 +34,12 @@ func startControlPlaneID(t *testing.T, runID string, kwokNodes int) *kubeenv.Con
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	bins, err := kubeenv.EnsureBinaries(ctx, log)
+	bins, skip, err := kubeenv.TestBinaries(ctx, log)
 	if err != nil {
 		t.Fatalf("Kubernetes binaries: %v", err)
+	}
+	if skip != "" {
+		t.Skip(skip)
 	}
 	cp, err := kubeenv.StartControlPlane(ctx, kubeenv.Options{RunID: runID, KwokNodes: kwokNodes, Binaries: bins, Log: log})
 	if err != nil {
