@@ -78,6 +78,12 @@ func TestControlPlaneKwok(t *testing.T) {
 
 	start := time.Now()
 	d := deployment("web", "meshbench.local/none:v1", 4, nil, map[string]string{"type": "kwok"})
+	// Spreading is only a scoring preference without a constraint: once
+	// (1 in about 20 runs) all four landed on one node.
+	d.Spec.Template.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
+		MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.DoNotSchedule,
+		LabelSelector: &metav1.LabelSelector{MatchLabels: labels("web")},
+	}}
 	if _, err := c.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
