@@ -34,28 +34,28 @@ type EchoStats struct {
 // loopback.
 func ReadEchoStats(ctx context.Context, pod *testbed.Pod) (EchoStats, error) {
 	var st EchoStats
-	if err := getJSON(ctx, pod.NetnsPath, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.EchoAdmin)), "/stats", &st); err != nil {
+	if err := getJSON(ctx, pod.Netns(), net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.EchoAdmin)), "/stats", &st); err != nil {
 		return st, fmt.Errorf("read echo stats of pod %s: %w", pod.Name, err)
 	}
 	return st, nil
 }
 
-// getJSON fetches http://addr/path from inside the network namespace at
-// netnsPath and decodes the JSON answer into v.
-func getJSON(ctx context.Context, netnsPath, addr, path string, v any) error {
-	body, err := Get(ctx, netnsPath, addr, path)
+// getJSON fetches http://addr/path from inside ns and decodes the JSON
+// answer into v.
+func getJSON(ctx context.Context, ns nsutil.Netns, addr, path string, v any) error {
+	body, err := Get(ctx, ns, addr, path)
 	if err != nil {
 		return err
 	}
 	return json.Unmarshal(body, v)
 }
 
-// Get fetches http://addr/path from inside the network namespace at
-// netnsPath and returns the body of a 200 answer.
-func Get(ctx context.Context, netnsPath, addr, path string) ([]byte, error) {
+// Get fetches http://addr/path from inside ns and returns the body of a
+// 200 answer.
+func Get(ctx context.Context, ns nsutil.Netns, addr, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	tr := &http.Transport{DialContext: nsutil.Dialer(netnsPath), DisableKeepAlives: true}
+	tr := &http.Transport{DialContext: ns.DialContext(), DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
@@ -76,11 +76,11 @@ func Get(ctx context.Context, netnsPath, addr, path string) ([]byte, error) {
 	return body, nil
 }
 
-// GetJSON fetches http://addr/path from inside the network namespace at
-// netnsPath and decodes the JSON answer into v. Datapaths use it to read
-// proxy admin endpoints on a pod's or node's loopback.
-func GetJSON(ctx context.Context, netnsPath, addr, path string, v any) error {
-	return getJSON(ctx, netnsPath, addr, path, v)
+// GetJSON fetches http://addr/path from inside ns and decodes the JSON
+// answer into v. Datapaths use it to read proxy admin endpoints on a pod's
+// or node's loopback.
+func GetJSON(ctx context.Context, ns nsutil.Netns, addr, path string, v any) error {
+	return getJSON(ctx, ns, addr, path, v)
 }
 
 // WaitEcho waits until the echo server in every pod answers /stats, or ctx

@@ -76,7 +76,7 @@ func TestBypassFailsProof(t *testing.T) {
 	}
 	iptables := func(pod *testbed.Pod, args ...string) func(context.Context, *datapaths.Env) error {
 		return func(ctx context.Context, env *datapaths.Env) error {
-			return iptables.Run(ctx, pod.NetnsPath, args...)
+			return iptables.Run(ctx, pod.Netns(), args...)
 		}
 	}
 	tests := []struct {

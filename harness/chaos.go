@@ -47,7 +47,7 @@ func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapa
 		// its admin port (as Istio rewrites probes so that the sidecar
 		// does not answer for a dead application).
 		Probe: func(ctx context.Context, pod *testbed.Pod) error {
-			_, err := datapaths.Get(ctx, pod.NetnsPath, "127.0.0.1:"+strconv.Itoa(ports.EchoAdmin), "/healthz")
+			_, err := datapaths.Get(ctx, pod.Netns(), "127.0.0.1:"+strconv.Itoa(ports.EchoAdmin), "/healthz")
 			return err
 		},
 		Readiness: func(pod *testbed.Pod) scenarios.Probe {

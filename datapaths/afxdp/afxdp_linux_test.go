@@ -209,7 +209,7 @@ func checkUninstalled(t *testing.T, ctx context.Context, c testbed.Cluster) {
 	}
 	for _, n := range c.Nodes() {
 		var st afxdp.Stats
-		if err := datapaths.GetJSON(ctx, n.NetnsPath, afxdp.AdminAddr, "/stats", &st); err == nil {
+		if err := datapaths.GetJSON(ctx, n.Netns(), afxdp.AdminAddr, "/stats", &st); err == nil {
 			t.Errorf("forwarder admin on node %s still answers after uninstall", n.Name)
 		}
 	}

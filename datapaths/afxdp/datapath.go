@@ -63,7 +63,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
 	for _, n := range d.nodes {
 		var st Stats
-		if err := datapaths.GetJSON(ctx, n.NetnsPath, AdminAddr, "/stats", &st); err != nil {
+		if err := datapaths.GetJSON(ctx, n.Netns(), AdminAddr, "/stats", &st); err != nil {
 			return nil, fmt.Errorf("read forwarder stats of node %s: %w", n.Name, err)
 		}
 		addStats(out, n.Name, &st)

@@ -153,7 +153,7 @@ func waitReady(ctx context.Context, n *testbed.Node, p *testbed.Process, logs *t
 			return fmt.Errorf("forwarder on node %s exited (%v): %s", n.Name, p.Err(), logs.String())
 		}
 		var st Stats
-		last = datapaths.GetJSON(ctx, n.NetnsPath, AdminAddr, "/stats", &st)
+		last = datapaths.GetJSON(ctx, n.Netns(), AdminAddr, "/stats", &st)
 		if last == nil && st.Ready {
 			return nil
 		}

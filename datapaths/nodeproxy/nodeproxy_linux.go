@@ -82,7 +82,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			Node: n,
 			Spec: testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: proxyArgs(env.Exec, d.fleet, n, d.engine, envoy)},
 			Ready: func(ctx context.Context) error {
-				_, _, err := proxy.ReadCounters(ctx, d.engine, n.NetnsPath, proxy.DefaultAdminAddr)
+				_, _, err := proxy.ReadCounters(ctx, d.engine, n.Netns(), proxy.DefaultAdminAddr)
 				return err
 			},
 		}}
@@ -135,7 +135,7 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 	}
 	ns.atts = append(ns.atts, a)
 	if d.opts.Hops == HopsBoth {
-		if err := iptables.Run(ctx, n.NetnsPath, inboundRule("-A", n)...); err != nil {
+		if err := iptables.Run(ctx, n.Netns(), inboundRule("-A", n)...); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		ns.rules = true
@@ -178,7 +178,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	views := make([]proxy.View, len(d.nodes))
 	var client *nodeState
 	for i, ns := range d.nodes {
-		flat, v, err := proxy.ReadCounters(ctx, d.engine, ns.Node.NetnsPath, proxy.DefaultAdminAddr)
+		flat, v, err := proxy.ReadCounters(ctx, d.engine, ns.Node.Netns(), proxy.DefaultAdminAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy on node %s: %w", ns.Node.Name, err)
 		}
@@ -332,7 +332,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 			ns.objs = nil
 		}
 		if ns.rules {
-			if err := iptables.Run(ctx, ns.Node.NetnsPath, inboundRule("-D", ns.Node)...); err != nil {
+			if err := iptables.Run(ctx, ns.Node.Netns(), inboundRule("-D", ns.Node)...); err != nil {
 				errs = append(errs, err)
 			}
 			ns.rules = false

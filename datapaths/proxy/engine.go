@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 // Engine is a proxy engine: a process that gets its configuration from the
@@ -65,12 +66,12 @@ func ResolveEngine(engine, envoyBinary string) (string, error) {
 
 // ReadCounters reads the counters of a running proxy of engine (as
 // ResolveEngine returns it) from its admin address inside the network
-// namespace at netnsPath: flattened to name → value, and the proof's view of
+// namespace ns: flattened to name → value, and the proof's view of
 // them (the builtin engine's JSON /stats, or Envoy's text /stats, whose view
 // has no per-endpoint counts: View.Sent is nil).
-func ReadCounters(ctx context.Context, engine, netnsPath, adminAddr string) (map[string]int64, View, error) {
+func ReadCounters(ctx context.Context, engine string, ns nsutil.Netns, adminAddr string) (map[string]int64, View, error) {
 	if engine == EngineEnvoy {
-		body, err := datapaths.Get(ctx, netnsPath, adminAddr, "/stats")
+		body, err := datapaths.Get(ctx, ns, adminAddr, "/stats")
 		if err != nil {
 			return nil, View{}, fmt.Errorf("read envoy stats: %w", err)
 		}
@@ -80,7 +81,7 @@ func ReadCounters(ctx context.Context, engine, netnsPath, adminAddr string) (map
 		}
 		return st, EnvoyView(st), nil
 	}
-	st, err := ReadStats(ctx, netnsPath, adminAddr)
+	st, err := ReadStats(ctx, ns, adminAddr)
 	if err != nil {
 		return nil, View{}, err
 	}

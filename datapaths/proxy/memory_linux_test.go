@@ -163,7 +163,7 @@ func TestMemory(t *testing.T) {
 	if ok.Load() == 0 || failed.Load() > 0 {
 		t.Errorf("load: %d ok, %d failed", ok.Load(), failed.Load())
 	}
-	st, err := ReadStats(context.Background(), path, DefaultAdminAddr)
+	st, err := ReadStats(context.Background(), nsutil.Netns{Path: path}, DefaultAdminAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

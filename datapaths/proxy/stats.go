@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/meshbench/meshbench/datapaths"
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 // Counters are the counters of one listener or cluster. In JSON they are
@@ -253,11 +254,11 @@ func ParseStats(r io.Reader) (Stats, error) {
 }
 
 // ReadStats reads a builtin proxy's /stats from its admin address (for
-// example DefaultAdminAddr) inside the network namespace at netnsPath ("":
-// this process's namespace).
-func ReadStats(ctx context.Context, netnsPath, adminAddr string) (Stats, error) {
+// example DefaultAdminAddr) inside ns (a zero Netns: this process's
+// namespace).
+func ReadStats(ctx context.Context, ns nsutil.Netns, adminAddr string) (Stats, error) {
 	var s Stats
-	if netnsPath == "" {
+	if ns.Path == "" {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddr+"/stats", nil)
 		if err != nil {
 			return Stats{}, err
@@ -272,8 +273,8 @@ func ReadStats(ctx context.Context, netnsPath, adminAddr string) (Stats, error) 
 		}
 		return ParseStats(resp.Body)
 	}
-	if err := datapaths.GetJSON(ctx, netnsPath, adminAddr, "/stats", &s); err != nil {
-		return Stats{}, fmt.Errorf("read proxy stats in %s: %w", netnsPath, err)
+	if err := datapaths.GetJSON(ctx, ns, adminAddr, "/stats", &s); err != nil {
+		return Stats{}, fmt.Errorf("read proxy stats in %s: %w", ns, err)
 	}
 	return s, nil
 }

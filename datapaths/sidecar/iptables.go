@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"github.com/meshbench/meshbench/internal/iptables"
+	"github.com/meshbench/meshbench/internal/nsutil"
 	"github.com/meshbench/meshbench/internal/ports"
 	"github.com/meshbench/meshbench/internal/uids"
 
@@ -105,20 +106,20 @@ func removeRules(o RuleOptions) string {
 	return b.String()
 }
 
-// applyRules installs the rule set in the namespace at path, atomically.
-func applyRules(ctx context.Context, path string, o RuleOptions) error {
-	return iptables.Restore(ctx, path, Rules(o))
+// applyRules installs the rule set in ns, atomically.
+func applyRules(ctx context.Context, ns nsutil.Netns, o RuleOptions) error {
+	return iptables.Restore(ctx, ns, Rules(o))
 }
 
-// deleteRules removes the rule set from the namespace at path.
-func deleteRules(ctx context.Context, path string, o RuleOptions) error {
-	return iptables.Restore(ctx, path, removeRules(o))
+// deleteRules removes the rule set from ns.
+func deleteRules(ctx context.Context, ns nsutil.Netns, o RuleOptions) error {
+	return iptables.Restore(ctx, ns, removeRules(o))
 }
 
-// SaveNat returns `iptables-save -t nat` of the namespace at path, without
-// comments and counters, for comparisons.
-func SaveNat(ctx context.Context, path string) (string, error) {
-	out, err := iptables.Save(ctx, path, "nat")
+// SaveNat returns `iptables-save -t nat` of ns, without comments and
+// counters, for comparisons.
+func SaveNat(ctx context.Context, ns nsutil.Netns) (string, error) {
+	out, err := iptables.Save(ctx, ns, "nat")
 	if err != nil {
 		return "", err
 	}

@@ -121,7 +121,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	}
 	envoy := "" // the Envoy binary the proxies run, once copied
 	for _, p := range pods {
-		if err := applyRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
+		if err := applyRules(ctx, p.Netns(), d.opts.Rules); err != nil {
 			return fmt.Errorf("install rules in pod %s: %w", p.Name, err)
 		}
 		d.rules = append(d.rules, p)
@@ -324,7 +324,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 // readCounters reads one sidecar's counters, flat, and the proof's view of
 // them.
 func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
-	return proxy.ReadCounters(ctx, sp.engine, sp.Pod.NetnsPath, proxy.DefaultAdminAddr)
+	return proxy.ReadCounters(ctx, sp.engine, sp.Pod.Netns(), proxy.DefaultAdminAddr)
 }
 
 // Verify implements datapaths.Datapath. HTTP: the client's sidecar answered
@@ -356,7 +356,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 		d.steering = false
 	}
 	for _, p := range d.rules {
-		if err := deleteRules(ctx, p.NetnsPath, d.opts.Rules); err != nil {
+		if err := deleteRules(ctx, p.Netns(), d.opts.Rules); err != nil {
 			errs = append(errs, fmt.Errorf("remove rules in pod %s: %w", p.Name, err))
 		}
 	}

@@ -31,7 +31,7 @@ func TestRulesInstalledAndRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Destroy(context.Background()) })
-	ns := cl.Pod("app").NetnsPath
+	ns := cl.Pod("app").Netns()
 	before, err := SaveNat(ctx, ns)
 	if err != nil {
 		t.Fatal(err)

@@ -88,12 +88,12 @@ func (f *nfqDelay) Inject(ctx context.Context, t Target) error {
 		f.mu.Unlock()
 		target := append(comment(f.tag), "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(num)), "--queue-bypass")
 		if t.Direction == "to" || t.Direction == "both" {
-			if err := f.queueRule(ctx, p.NetnsPath, "OUTPUT", "-o", "-d", t.Peers, p, target); err != nil {
+			if err := f.queueRule(ctx, p.Netns(), "OUTPUT", "-o", "-d", t.Peers, p, target); err != nil {
 				return err
 			}
 		}
 		if t.Direction == "from" || t.Direction == "both" {
-			if err := f.queueRule(ctx, p.NetnsPath, "INPUT", "-i", "-s", t.Peers, p, target); err != nil {
+			if err := f.queueRule(ctx, p.Netns(), "INPUT", "-i", "-s", t.Peers, p, target); err != nil {
 				return err
 			}
 		}
@@ -103,7 +103,7 @@ func (f *nfqDelay) Inject(ctx context.Context, t Target) error {
 
 // queueRule sends the pod's packets of chain (not on loopback; to or from
 // the peers when there are any) to the queue.
-func (f *nfqDelay) queueRule(ctx context.Context, netnsPath, chain, ifFlag, addrFlag string, peers []*testbed.Pod, self *testbed.Pod, target []string) error {
+func (f *nfqDelay) queueRule(ctx context.Context, ns nsutil.Netns, chain, ifFlag, addrFlag string, peers []*testbed.Pod, self *testbed.Pod, target []string) error {
 	spec := []string{"!", ifFlag, "lo"}
 	if peers != nil {
 		addrs := ips(peers, self)
@@ -112,7 +112,7 @@ func (f *nfqDelay) queueRule(ctx context.Context, netnsPath, chain, ifFlag, addr
 		}
 		spec = append(spec, addrFlag, addrs)
 	}
-	return f.rules.add(ctx, rule{netnsPath, chain, append(spec, target...)})
+	return f.rules.add(ctx, rule{ns, chain, append(spec, target...)})
 }
 
 // open binds queue num in the namespace at path (the netlink socket is

@@ -268,7 +268,7 @@ func (f *loss) Inject(ctx context.Context, t Target) error {
 				}
 				spec = append([]string{"-s", src}, spec...)
 			}
-			if err := f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+			if err := f.rules.add(ctx, rule{p.Netns(), "INPUT", append(spec, drop...)}); err != nil {
 				return err
 			}
 		}
@@ -286,7 +286,7 @@ func (f *loss) Inject(ctx context.Context, t Target) error {
 				continue
 			}
 			spec := append([]string{"-s", src}, stat...)
-			if err := f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+			if err := f.rules.add(ctx, rule{p.Netns(), "INPUT", append(spec, drop...)}); err != nil {
 				return err
 			}
 		}
@@ -295,7 +295,7 @@ func (f *loss) Inject(ctx context.Context, t Target) error {
 			// receives their connections there.
 			for _, n := range t.allNodes {
 				spec := append([]string{"-s", ips(t.Pods, nil)}, stat...)
-				if err := f.rules.add(ctx, rule{n.NetnsPath, "INPUT", append(spec, drop...)}); err != nil {
+				if err := f.rules.add(ctx, rule{n.Netns(), "INPUT", append(spec, drop...)}); err != nil {
 					return err
 				}
 			}
@@ -347,7 +347,7 @@ func (f *partition) block(ctx context.Context, p *testbed.Pod, src string, drop 
 	if src == "" {
 		return nil
 	}
-	return f.rules.add(ctx, rule{p.NetnsPath, "INPUT", append([]string{"-s", src}, drop...)})
+	return f.rules.add(ctx, rule{p.Netns(), "INPUT", append([]string{"-s", src}, drop...)})
 }
 
 func (f *partition) Activity(ctx context.Context) (results.FaultActivity, error) {

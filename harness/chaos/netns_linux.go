@@ -11,11 +11,12 @@ import (
 
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/internal/iptables"
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 // rule is one iptables rule of the filter table in one namespace.
 type rule struct {
-	netns string
+	netns nsutil.Netns
 	chain string
 	spec  []string
 }
@@ -47,7 +48,7 @@ func (rs *ruleSet) removeAll(ctx context.Context) error {
 	var kept []rule
 	for i := len(rs.applied) - 1; i >= 0; i-- {
 		r := rs.applied[i]
-		if _, err := os.Stat(r.netns); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(r.netns.Path); r.netns.Host == nil && errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		var err error
@@ -85,7 +86,7 @@ func (rs *ruleSet) activity(ctx context.Context, what string) (results.FaultActi
 		if i < 0 || i+1 >= len(r.spec) {
 			continue
 		}
-		k := place{r.netns, r.spec[i+1]}
+		k := place{r.netns.Path, r.spec[i+1]}
 		if seen[k] {
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+
+	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
 // ErrNotSupported is returned (wrapped) when a provider cannot run on this
@@ -90,7 +92,13 @@ type Node struct {
 	// CgroupPath is the cgroup v2 directory of the processes started on
 	// the node (StartOnNode creates it), "" without cgroup v2.
 	CgroupPath string
+	// Host reaches into the node's and its pods' namespaces: nil for this
+	// machine, a node agent's client otherwise.
+	Host nsutil.Host
 }
+
+// Netns returns the node's network namespace, reached through its Host.
+func (n *Node) Netns() nsutil.Netns { return nsutil.Netns{Path: n.NetnsPath, Host: n.Host} }
 
 // Pod is the handle of one pod. Datapaths, chaos and metrics act on pods only
 // through these fields.
@@ -116,7 +124,12 @@ type Pod struct {
 	PodVeth  string
 	// HostVethMAC is the node-side end's hardware address.
 	HostVethMAC string
+	// Host reaches into the pod's namespaces: its node's Host.
+	Host nsutil.Host
 }
+
+// Netns returns the pod's network namespace, reached through its Host.
+func (p *Pod) Netns() nsutil.Netns { return nsutil.Netns{Path: p.NetnsPath, Host: p.Host} }
 
 // ProcessSpec describes a process to start.
 type ProcessSpec struct {

@@ -1,11 +1,8 @@
 package iptables
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -20,57 +17,46 @@ const wait = "5"
 // one namespace's table can fail even with -w.
 var mu sync.Mutex
 
-// run runs name (an iptables tool) with args inside the network namespace
-// at path, feeding it stdin, and returns its standard output. The error
-// carries the command and its standard error.
-func run(ctx context.Context, path, stdin, name string, args ...string) (string, error) {
-	if err := nsutil.RefuseRoot(path); err != nil {
-		return "", err
-	}
+// run runs name (an iptables tool) with args inside ns, feeding it stdin,
+// and returns its standard output. The error carries the command and its
+// standard error.
+func run(ctx context.Context, ns nsutil.Netns, stdin, name string, args ...string) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + path, name}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), path, err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
+	return ns.Exec(ctx, append([]string{name}, args...), stdin)
 }
 
-// Run runs iptables with args (waiting for the xtables lock) inside the
-// network namespace at path.
-func Run(ctx context.Context, path string, args ...string) error {
-	_, err := run(ctx, path, "", "iptables", append([]string{"-w", wait}, args...)...)
+// Run runs iptables with args (waiting for the xtables lock) inside ns.
+func Run(ctx context.Context, ns nsutil.Netns, args ...string) error {
+	_, err := run(ctx, ns, "", "iptables", append([]string{"-w", wait}, args...)...)
 	return err
 }
 
 // Restore feeds rules, in iptables-save form, to iptables-restore
-// --noflush inside the network namespace at path: the rules are added to
-// (or, with -D lines, removed from) what is there.
-func Restore(ctx context.Context, path, rules string) error {
-	_, err := run(ctx, path, rules, "iptables-restore", "-w", wait, "--noflush")
+// --noflush inside ns: the rules are added to (or, with -D lines, removed
+// from) what is there.
+func Restore(ctx context.Context, ns nsutil.Netns, rules string) error {
+	_, err := run(ctx, ns, rules, "iptables-restore", "-w", wait, "--noflush")
 	return err
 }
 
-// Save returns iptables-save of table inside the network namespace at path.
-func Save(ctx context.Context, path, table string) (string, error) {
-	return run(ctx, path, "", "iptables-save", "-t", table)
+// Save returns iptables-save of table inside ns.
+func Save(ctx context.Context, ns nsutil.Netns, table string) (string, error) {
+	return run(ctx, ns, "", "iptables-save", "-t", table)
 }
 
 // RuleAbsent reports whether err, from `iptables -C`, says the rule does
 // not exist (exit status 1) rather than that the check failed.
 func RuleAbsent(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee) && ee.ExitCode() == 1
+	code, ok := nsutil.ExitCode(err)
+	return ok && code == 1
 }
 
 // Matched returns the packets and bytes the rules of table whose comment
-// is exactly comment (-m comment --comment) have matched in the network
-// namespace at path, and how many such rules there are.
-func Matched(ctx context.Context, path, table, comment string) (packets, bytes int64, rules int, err error) {
-	out, err := run(ctx, path, "", "iptables-save", "-c", "-t", table)
+// is exactly comment (-m comment --comment) have matched inside ns, and
+// how many such rules there are.
+func Matched(ctx context.Context, ns nsutil.Netns, table, comment string) (packets, bytes int64, rules int, err error) {
+	out, err := run(ctx, ns, "", "iptables-save", "-c", "-t", table)
 	if err != nil {
 		return 0, 0, 0, err
 	}
