@@ -17,6 +17,7 @@ import (
 	"github.com/meshbench/meshbench/datapaths/all"
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
+	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
@@ -27,7 +28,7 @@ import (
 // TestMain lets this test binary serve as the workload programs the harness
 // starts in pods ("echo", "load"), and fails on anything a run left behind.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder") {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder" || os.Args[1] == "agent") {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		var err error
 		switch os.Args[1] {
@@ -35,6 +36,8 @@ func TestMain(m *testing.M) {
 			err = proxy.Main(ctx, os.Args[2:], os.Stdout, os.Stderr)
 		case "forwarder":
 			err = afxdp.ForwarderMain(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		case "agent":
+			err = agent.Main(ctx, os.Args[2:], os.Stdout, os.Stderr)
 		default:
 			err = workload.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		}

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,22 +63,36 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if len(s.Token) < 16 {
 		return nil, errors.New("agent: token shorter than 16 bytes")
 	}
-	opts = append(opts, grpc.ChainUnaryInterceptor(s.authenticate))
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.authenticate), grpc.ChainStreamInterceptor(s.authenticateStream))
 	g := grpc.NewServer(opts...)
 	agentpb.RegisterAgentServer(g, s)
 	return g, nil
 }
 
 func (s *Server) authenticate(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.checkToken(ctx); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.checkToken(ss.Context()); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+func (s *Server) checkToken(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var got string
 	if v := md.Get("authorization"); len(v) == 1 {
 		got, _ = strings.CutPrefix(v[0], "Bearer ")
 	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
-		return nil, status.Error(codes.Unauthenticated, "agent: missing or wrong token")
+		return status.Error(codes.Unauthenticated, "agent: missing or wrong token")
 	}
-	return h(ctx, req)
+	return nil
 }
 
 // Resolve implements agentpb.AgentServer.
@@ -109,13 +125,9 @@ func (s *Server) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.E
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	netns := s.Resolver.hostNetns()
-	if uid := req.GetPodUid(); uid != "" {
-		h, err := s.Resolver.Resolve(uid)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		netns = h.NetnsPath
+	netns, err := s.netns(req.GetPodUid(), req.GetNetnsPath())
+	if err != nil {
+		return nil, err
 	}
 	timeout := s.ExecTimeout
 	if timeout <= 0 {
@@ -152,6 +164,89 @@ func (s *Server) Exec(ctx context.Context, req *agentpb.ExecRequest) (*agentpb.E
 		return nil, status.Errorf(codes.Internal, "agent: %s: %v", argv[0], err)
 	}
 	return res, nil
+}
+
+// netns returns the network namespace a call names: the pod's, the one at
+// path, or the node's.
+func (s *Server) netns(podUID, path string) (string, error) {
+	switch {
+	case podUID != "":
+		h, err := s.Resolver.Resolve(podUID)
+		if err != nil {
+			return "", toStatus(err)
+		}
+		return h.NetnsPath, nil
+	case path != "":
+		if !filepath.IsAbs(path) {
+			return "", status.Errorf(codes.InvalidArgument, "agent: netns path %q is not absolute", path)
+		}
+		return path, nil
+	}
+	return s.Resolver.hostNetns(), nil
+}
+
+// Dial implements agentpb.AgentServer.
+func (s *Server) Dial(stream agentpb.Agent_DialServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	netns, err := s.netns(first.GetPodUid(), first.GetNetnsPath())
+	if err != nil {
+		return err
+	}
+	ap, err := netip.ParseAddrPort(first.GetAddress())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "agent: dial %q: want a literal IP and port", first.GetAddress())
+	}
+	ctx := stream.Context()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err := nsutil.Dial(dctx, netns, "tcp", ap.String())
+	cancel()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "agent: dial %s in %s: %v", ap, netns, err)
+	}
+	defer c.Close()
+	if err := stream.Send(&agentpb.DialFrame{}); err != nil {
+		return err
+	}
+	// Client → connection, until the client closes its side.
+	go func() {
+		for {
+			f, err := stream.Recv()
+			if err != nil {
+				if cw, ok := c.(interface{ CloseWrite() error }); ok && errors.Is(err, io.EOF) {
+					cw.CloseWrite()
+				} else {
+					c.Close()
+				}
+				return
+			}
+			if _, err := c.Write(f.GetData()); err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	// Connection → client, until the connection's read side ends.
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&agentpb.DialFrame{Data: buf[:n]}); serr != nil {
+				return serr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return status.Errorf(codes.Aborted, "agent: connection to %s: %v", ap, err)
+		}
+	}
 }
 
 // lookTool finds a tool in the node's root, following symlinks (Debian's

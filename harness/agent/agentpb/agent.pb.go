@@ -422,10 +422,84 @@ func (x *PodHandles) GetHostVethMac() string {
 	return ""
 }
 
+type DialFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pod_uid or netns_path name the namespace, as in ExecRequest.
+	PodUid    string `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	NetnsPath string `protobuf:"bytes,2,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
+	// address is a literal IP and port.
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialFrame) Reset() {
+	*x = DialFrame{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialFrame) ProtoMessage() {}
+
+func (x *DialFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialFrame.ProtoReflect.Descriptor instead.
+func (*DialFrame) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DialFrame) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *DialFrame) GetNetnsPath() string {
+	if x != nil {
+		return x.NetnsPath
+	}
+	return ""
+}
+
+func (x *DialFrame) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *DialFrame) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The pod whose network namespace the tool runs in; empty: the node's.
+	// The pod whose network namespace the tool runs in; empty: the one at
+	// netns_path, or the node's when that is empty too.
 	PodUid string `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	// netns_path: a namespace file on the node (the embedded testbed's pods
+	// and nodes).
+	NetnsPath string `protobuf:"bytes,4,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
 	// argv[0] names the tool (a bare name, looked up in the node's
 	// /usr/sbin, /sbin, /usr/bin and /bin).
 	Argv          []string `protobuf:"bytes,2,rep,name=argv,proto3" json:"argv,omitempty"`
@@ -436,7 +510,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +522,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,12 +535,19 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExecRequest) GetPodUid() string {
 	if x != nil {
 		return x.PodUid
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetNetnsPath() string {
+	if x != nil {
+		return x.NetnsPath
 	}
 	return ""
 }
@@ -496,7 +577,7 @@ type ExecResult struct {
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +589,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +602,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecResult) GetExitCode() int32 {
@@ -583,19 +664,28 @@ const file_agent_proto_rawDesc = "" +
 	"\x03mac\x18\t \x01(\tR\x03mac\x12\x1b\n" +
 	"\thost_veth\x18\n" +
 	" \x01(\tR\bhostVeth\x12\"\n" +
-	"\rhost_veth_mac\x18\v \x01(\tR\vhostVethMac\"P\n" +
+	"\rhost_veth_mac\x18\v \x01(\tR\vhostVethMac\"q\n" +
+	"\tDialFrame\x12\x17\n" +
+	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x1d\n" +
+	"\n" +
+	"netns_path\x18\x02 \x01(\tR\tnetnsPath\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"o\n" +
 	"\vExecRequest\x12\x17\n" +
-	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
+	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x1d\n" +
+	"\n" +
+	"netns_path\x18\x04 \x01(\tR\tnetnsPath\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x14\n" +
 	"\x05stdin\x18\x03 \x01(\fR\x05stdin\"Y\n" +
 	"\n" +
 	"ExecResult\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\fR\x06stderr2\xb4\x02\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr2\xfe\x02\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
-	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12J\n" +
+	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
+	"\x04Dial\x12\x1d.meshbench.agent.v1.DialFrame\x1a\x1d.meshbench.agent.v1.DialFrame(\x010\x01\x12J\n" +
 	"\x05Start\x12 .meshbench.agent.v1.StartRequest\x1a\x1f.meshbench.agent.v1.StartResult\x12G\n" +
 	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
@@ -611,7 +701,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_agent_proto_goTypes = []any{
 	(*StartRequest)(nil),   // 0: meshbench.agent.v1.StartRequest
 	(*StartResult)(nil),    // 1: meshbench.agent.v1.StartResult
@@ -619,20 +709,23 @@ var file_agent_proto_goTypes = []any{
 	(*StopResult)(nil),     // 3: meshbench.agent.v1.StopResult
 	(*ResolveRequest)(nil), // 4: meshbench.agent.v1.ResolveRequest
 	(*PodHandles)(nil),     // 5: meshbench.agent.v1.PodHandles
-	(*ExecRequest)(nil),    // 6: meshbench.agent.v1.ExecRequest
-	(*ExecResult)(nil),     // 7: meshbench.agent.v1.ExecResult
+	(*DialFrame)(nil),      // 6: meshbench.agent.v1.DialFrame
+	(*ExecRequest)(nil),    // 7: meshbench.agent.v1.ExecRequest
+	(*ExecResult)(nil),     // 8: meshbench.agent.v1.ExecResult
 }
 var file_agent_proto_depIdxs = []int32{
 	4, // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
-	6, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
-	0, // 2: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
-	2, // 3: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
-	5, // 4: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	7, // 5: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	1, // 6: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	3, // 7: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	4, // [4:8] is the sub-list for method output_type
-	0, // [0:4] is the sub-list for method input_type
+	7, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
+	6, // 2: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
+	0, // 3: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
+	2, // 4: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
+	5, // 5: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	8, // 6: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	6, // 7: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	1, // 8: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	3, // 9: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	5, // [5:10] is the sub-list for method output_type
+	0, // [0:5] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -649,7 +742,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

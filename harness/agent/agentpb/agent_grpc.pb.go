@@ -26,6 +26,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Agent_Resolve_FullMethodName = "/meshbench.agent.v1.Agent/Resolve"
 	Agent_Exec_FullMethodName    = "/meshbench.agent.v1.Agent/Exec"
+	Agent_Dial_FullMethodName    = "/meshbench.agent.v1.Agent/Dial"
 	Agent_Start_FullMethodName   = "/meshbench.agent.v1.Agent/Start"
 	Agent_Stop_FullMethodName    = "/meshbench.agent.v1.Agent/Stop"
 )
@@ -39,9 +40,18 @@ type AgentClient interface {
 	// process of the pod runs on this node.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*PodHandles, error)
 	// Exec runs one of the node's network tools (iptables, iptables-save,
-	// iptables-restore, tc, ip) in a pod's network namespace, or in the
-	// node's when pod_uid is empty. Any other program is INVALID_ARGUMENT.
+	// iptables-restore, tc, ip) in a pod's network namespace, in the one at
+	// netns_path, or in the node's when both are empty. Any other program is
+	// INVALID_ARGUMENT.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (*ExecResult, error)
+	// Dial opens a TCP connection from inside a network namespace (as Exec
+	// chooses it) and carries its bytes both ways: the harness reads proxy
+	// and echo admin endpoints on pods' loopbacks through it. The first
+	// client frame names the namespace and the address and carries no data;
+	// the server answers it with an empty frame once connected. Closing the
+	// client's side of the stream shuts the connection's write side; the
+	// stream ends when the connection's read side does.
+	Dial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DialFrame, DialFrame], error)
 	// Start starts the agent's own program (meshbench: a proxy, a load
 	// client, a forwarder) in a pod's network namespace and in a new cgroup
 	// under the pod's (a sibling of its containers'), as the given user.
@@ -79,6 +89,19 @@ func (c *agentClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *agentClient) Dial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DialFrame, DialFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[0], Agent_Dial_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DialFrame, DialFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_DialClient = grpc.BidiStreamingClient[DialFrame, DialFrame]
+
 func (c *agentClient) Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResult, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StartResult)
@@ -108,9 +131,18 @@ type AgentServer interface {
 	// process of the pod runs on this node.
 	Resolve(context.Context, *ResolveRequest) (*PodHandles, error)
 	// Exec runs one of the node's network tools (iptables, iptables-save,
-	// iptables-restore, tc, ip) in a pod's network namespace, or in the
-	// node's when pod_uid is empty. Any other program is INVALID_ARGUMENT.
+	// iptables-restore, tc, ip) in a pod's network namespace, in the one at
+	// netns_path, or in the node's when both are empty. Any other program is
+	// INVALID_ARGUMENT.
 	Exec(context.Context, *ExecRequest) (*ExecResult, error)
+	// Dial opens a TCP connection from inside a network namespace (as Exec
+	// chooses it) and carries its bytes both ways: the harness reads proxy
+	// and echo admin endpoints on pods' loopbacks through it. The first
+	// client frame names the namespace and the address and carries no data;
+	// the server answers it with an empty frame once connected. Closing the
+	// client's side of the stream shuts the connection's write side; the
+	// stream ends when the connection's read side does.
+	Dial(grpc.BidiStreamingServer[DialFrame, DialFrame]) error
 	// Start starts the agent's own program (meshbench: a proxy, a load
 	// client, a forwarder) in a pod's network namespace and in a new cgroup
 	// under the pod's (a sibling of its containers'), as the given user.
@@ -133,6 +165,9 @@ func (UnimplementedAgentServer) Resolve(context.Context, *ResolveRequest) (*PodH
 }
 func (UnimplementedAgentServer) Exec(context.Context, *ExecRequest) (*ExecResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAgentServer) Dial(grpc.BidiStreamingServer[DialFrame, DialFrame]) error {
+	return status.Errorf(codes.Unimplemented, "method Dial not implemented")
 }
 func (UnimplementedAgentServer) Start(context.Context, *StartRequest) (*StartResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Start not implemented")
@@ -197,6 +232,13 @@ func _Agent_Exec_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Dial_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).Dial(&grpc.GenericServerStream[DialFrame, DialFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_DialServer = grpc.BidiStreamingServer[DialFrame, DialFrame]
+
 func _Agent_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartRequest)
 	if err := dec(in); err != nil {
@@ -257,6 +299,13 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Agent_Stop_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Dial",
+			Handler:       _Agent_Dial_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "agent.proto",
 }
