@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/agent"
+	"github.com/meshbench/meshbench/harness/agent/agentpb"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
@@ -162,5 +163,20 @@ func TestAgentHostToken(t *testing.T) {
 	_, err = wrong.Exec(ctx, []string{"ip", "link"}, "")
 	if status.Code(errors.Unwrap(err)) != codes.Unauthenticated {
 		t.Errorf("exec with a wrong token: %v, want Unauthenticated", fmt.Sprint(err))
+	}
+}
+
+// TestAgentStartProgramRefused checks that an agent without
+// --allow-program runs only its own executable.
+func TestAgentStartProgramRefused(t *testing.T) {
+	testutil.Privileged(t)
+	c := serveAgent(t, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.API().Start(ctx, &agentpb.StartRequest{
+		Name: "x", NetnsPath: "/proc/self/ns/net", CgroupPath: "/sys/fs/cgroup", Program: "/bin/true",
+	})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("start of another program: %v, want PermissionDenied", err)
 	}
 }

@@ -28,6 +28,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tokenFile := fs.String("token-file", "", "file holding the token every call must carry (default: $MESHBENCH_AGENT_TOKEN)")
 	hostRoot := fs.String("host-root", "", "where the node's root filesystem is mounted (its network tools run chrooted there); empty: /")
 	hostNetns := fs.String("host-netns", "", "the node's network namespace (default: the agent's own)")
+	allowProgram := fs.Bool("allow-program", false, "let Start run any program the harness names, not only the agent's own executable (the embedded testbed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,7 +58,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		res.Roots = &roots
 	}
-	srv := &Server{Resolver: res, HostRoot: *hostRoot, Token: token}
+	srv := &Server{Resolver: res, HostRoot: *hostRoot, Token: token, AllowProgram: *allowProgram}
 	g, err := srv.GRPCServer()
 	if err != nil {
 		l.Close()

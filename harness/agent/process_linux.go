@@ -28,6 +28,10 @@ type started struct {
 	cgroups []string
 	done    chan struct{}
 	exit    string
+	// stdout and stderr are the read ends of its output, when captured;
+	// Output takes them.
+	stdout, stderr *os.File
+	taken          bool
 }
 
 type processes struct {
@@ -47,12 +51,27 @@ func (s *Server) Start(ctx context.Context, req *agentpb.StartRequest) (*agentpb
 	if !nameRe.MatchString(req.GetName()) {
 		return nil, status.Errorf(codes.InvalidArgument, "agent: start: name %q is not a DNS label", req.GetName())
 	}
-	h, err := s.Resolver.Resolve(req.GetPodUid())
-	if err != nil {
-		return nil, toStatus(err)
+	var h *PodHandles
+	if req.GetPodUid() != "" {
+		var err error
+		if h, err = s.Resolver.Resolve(req.GetPodUid()); err != nil {
+			return nil, toStatus(err)
+		}
+	} else {
+		h = &PodHandles{UID: "(testbed)", NetnsPath: req.GetNetnsPath(), CgroupPath: req.GetCgroupPath(), MemoryCgroupPath: req.GetMemoryCgroupPath()}
+		if !filepath.IsAbs(h.NetnsPath) {
+			return nil, status.Errorf(codes.InvalidArgument, "agent: start: no pod uid and netns path %q is not absolute", h.NetnsPath)
+		}
 	}
 	if h.CgroupPath == "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "agent: pod %s has no cgroup v2 directory", h.UID)
+	}
+	program := s.executable()
+	if req.GetProgram() != "" {
+		if !s.AllowProgram {
+			return nil, status.Errorf(codes.PermissionDenied, "agent: start: program %q: this agent runs only its own executable (no --allow-program)", req.GetProgram())
+		}
+		program = req.GetProgram()
 	}
 	leaf := "meshbench-" + req.GetName()
 	var cgroups []string
@@ -82,8 +101,26 @@ func (s *Server) Start(ctx context.Context, req *agentpb.StartRequest) (*agentpb
 	}
 	defer cg.Close()
 
-	cmd := exec.Command(s.executable(), req.GetArgs()...)
+	cmd := exec.Command(program, req.GetArgs()...)
 	cmd.Env = req.GetEnv()
+	var outR, errR *os.File
+	if req.GetCapture() {
+		var outW, errW *os.File
+		var err error
+		if outR, outW, err = os.Pipe(); err == nil {
+			if errR, errW, err = os.Pipe(); err != nil {
+				outR.Close()
+				outW.Close()
+			}
+		}
+		if err != nil {
+			undo()
+			return nil, status.Errorf(codes.Internal, "agent: %v", err)
+		}
+		cmd.Stdout, cmd.Stderr = outW, errW
+		defer outW.Close()
+		defer errW.Close()
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Born in the pod's cgroup (no window in the agent's), in its own
 		// process group, and killed if the agent dies.
@@ -100,6 +137,10 @@ func (s *Server) Start(ctx context.Context, req *agentpb.StartRequest) (*agentpb
 	// namespace).
 	if err := nsutil.Do(h.NetnsPath, cmd.Start); err != nil {
 		undo()
+		if outR != nil {
+			outR.Close()
+			errR.Close()
+		}
 		return nil, status.Errorf(codes.Internal, "agent: start %s in pod %s: %v", req.GetName(), h.UID, err)
 	}
 	pid := cmd.Process.Pid
@@ -113,7 +154,7 @@ func (s *Server) Start(ctx context.Context, req *agentpb.StartRequest) (*agentpb
 			return nil, status.Errorf(codes.Internal, "agent: memory cgroup: %v", err)
 		}
 	}
-	p := &started{cmd: cmd, cgroups: cgroups, done: make(chan struct{})}
+	p := &started{cmd: cmd, cgroups: cgroups, done: make(chan struct{}), stdout: outR, stderr: errR}
 	go func() {
 		err := cmd.Wait()
 		p.exit = "exit status 0"
@@ -121,6 +162,9 @@ func (s *Server) Start(ctx context.Context, req *agentpb.StartRequest) (*agentpb
 			p.exit = err.Error()
 		}
 		close(p.done)
+		// Nothing of it is left to stop: its cgroups go now, so that a
+		// process of the same name can start after it.
+		p.removeCgroups()
 	}()
 	s.procs.mu.Lock()
 	if s.procs.byID == nil {
@@ -154,6 +198,11 @@ func (p *started) stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("process %d did not end: %w", p.cmd.Process.Pid, ctx.Err())
 	}
+	return p.removeCgroups()
+}
+
+// removeCgroups removes the process's cgroups once it has been reaped.
+func (p *started) removeCgroups() error {
 	var errs []error
 	for _, d := range p.cgroups {
 		// A cgroup is removable once its last process is reaped; the
@@ -187,4 +236,95 @@ func (s *Server) StopAll(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Server) lookup(pid int32) (*started, error) {
+	s.procs.mu.Lock()
+	defer s.procs.mu.Unlock()
+	p := s.procs.byID[int(pid)]
+	if p == nil {
+		return nil, status.Errorf(codes.NotFound, "agent: no process %d of this agent", pid)
+	}
+	return p, nil
+}
+
+// Signal implements agentpb.AgentServer.
+func (s *Server) Signal(ctx context.Context, req *agentpb.SignalRequest) (*agentpb.SignalResult, error) {
+	p, err := s.lookup(req.GetPid())
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+		return &agentpb.SignalResult{}, nil // already ended
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.Signal(req.GetSignal())); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return nil, status.Errorf(codes.Internal, "agent: signal %d: %v", req.GetPid(), err)
+	}
+	return &agentpb.SignalResult{}, nil
+}
+
+// Output implements agentpb.AgentServer.
+func (s *Server) Output(req *agentpb.OutputRequest, stream agentpb.Agent_OutputServer) error {
+	p, err := s.lookup(req.GetPid())
+	if err != nil {
+		return err
+	}
+	s.procs.mu.Lock()
+	taken := p.taken
+	p.taken = true
+	s.procs.mu.Unlock()
+	if taken {
+		return status.Errorf(codes.FailedPrecondition, "agent: output of %d is streamed to another caller", req.GetPid())
+	}
+	var mu sync.Mutex
+	send := func(c *agentpb.OutputChunk) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return stream.Send(c)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	for _, f := range []*os.File{p.stdout, p.stderr} {
+		if f == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer f.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := f.Read(buf)
+				if n > 0 {
+					c := &agentpb.OutputChunk{}
+					if f == p.stdout {
+						c.Stdout = buf[:n]
+					} else {
+						c.Stderr = buf[:n]
+					}
+					if serr := send(c); serr != nil {
+						errc <- serr
+						return
+					}
+				}
+				if err != nil {
+					return // EOF: every writer (the process group) closed it
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	select {
+	case <-p.done:
+	case <-stream.Context().Done():
+		return stream.Context().Err()
+	}
+	return send(&agentpb.OutputChunk{Exited: true, Exit: p.exit})
 }

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/meshbench/meshbench/harness/agent/agentpb"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/nsutil"
 )
@@ -36,11 +38,13 @@ type Provider struct {
 	calls callCounts
 }
 
-type callCounts struct{ execs, dials atomic.Int64 }
+type callCounts struct{ execs, dials, starts atomic.Int64 }
 
-// Calls returns how many Exec and Dial calls the harness has made through
-// the agents of every cluster p created.
-func (p *Provider) Calls() (execs, dials int64) { return p.calls.execs.Load(), p.calls.dials.Load() }
+// Calls returns how many Exec, Dial and Start calls the harness has made
+// through the agents of every cluster p created.
+func (p *Provider) Calls() (execs, dials, starts int64) {
+	return p.calls.execs.Load(), p.calls.dials.Load(), p.calls.starts.Load()
+}
 
 // Name implements testbed.Provider.
 func (p *Provider) Name() string { return p.Inner.Name() + "+agents" }
@@ -93,7 +97,7 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	token := hex.EncodeToString(b[:])
 	for _, n := range inner.Nodes() {
 		sock := filepath.Join(c.dir, n.Name+".sock")
-		args := append(append([]string{}, exe...), "agent", "--listen", "unix:"+sock)
+		args := append(append([]string{}, exe...), "agent", "--listen", "unix:"+sock, "--allow-program")
 		// Not a cluster process: the agent is the harness's, and its CPU
 		// and memory are no datapath's.
 		cmd := exec.Command(args[0], args[1:]...)
@@ -146,13 +150,138 @@ type cluster struct {
 	clients []*countingHost
 	cmds    []*exec.Cmd
 	logs    syncBuffer
+
+	mu    sync.Mutex
+	seq   int
+	procs []*testbed.Process
+}
+
+// Start implements testbed.Cluster: the pod's node agent starts the
+// process in the pod's namespace and in a cgroup under the pod's.
+func (c *cluster) Start(ctx context.Context, pod *testbed.Pod, spec testbed.ProcessSpec) (*testbed.Process, error) {
+	if pod == nil || c.Pod(pod.Name) != pod {
+		return nil, fmt.Errorf("start %s: pod not in cluster %s", spec.Name, c.RunID())
+	}
+	return c.startVia(ctx, c.clients[pod.NodeIndex], &agentpb.StartRequest{
+		NetnsPath: pod.NetnsPath, CgroupPath: pod.CgroupPath, MemoryCgroupPath: pod.MemoryCgroupPath,
+	}, pod.Name, pod.Node, spec)
+}
+
+// StartOnNode implements testbed.Cluster: the node's agent starts the
+// process in the node's namespace, in a cgroup under the node's.
+func (c *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec testbed.ProcessSpec) (*testbed.Process, error) {
+	nodes := c.Nodes()
+	if node == nil || node.Index < 0 || node.Index >= len(nodes) || nodes[node.Index] != node {
+		return nil, fmt.Errorf("start %s: node not in cluster %s", spec.Name, c.RunID())
+	}
+	// The node's cgroup is the embedded testbed's to make (its teardown
+	// removes it); this is the same host.
+	if node.CgroupPath != "" {
+		if err := os.MkdirAll(node.CgroupPath, 0o755); err != nil {
+			return nil, fmt.Errorf("start %s on node %s: %w", spec.Name, node.Name, err)
+		}
+	}
+	return c.startVia(ctx, c.clients[node.Index], &agentpb.StartRequest{NetnsPath: node.NetnsPath, CgroupPath: node.CgroupPath}, "", node.Name, spec)
+}
+
+func (c *cluster) startVia(ctx context.Context, h *countingHost, req *agentpb.StartRequest, pod, node string, spec testbed.ProcessSpec) (*testbed.Process, error) {
+	if len(spec.Args) == 0 {
+		return nil, fmt.Errorf("start %s: no command", spec.Name)
+	}
+	c.mu.Lock()
+	c.seq++
+	// Unique per run: a restarted process may start before its
+	// predecessor's cgroup is gone.
+	req.Name = fmt.Sprintf("%s-%d", strings.ToLower(spec.Name), c.seq)
+	c.mu.Unlock()
+	req.Program, req.Args, req.Env = spec.Args[0], spec.Args[1:], spec.Env
+	req.Uid, req.Gid = spec.UID, spec.GID
+	req.Capture = spec.Stdout != nil || spec.Stderr != nil
+	h.calls.starts.Add(1)
+	res, err := h.api.Start(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("start %s through the agent of node %s: %w", spec.Name, node, err)
+	}
+	pid := res.GetPid()
+	proc, exited := testbed.NewProcess(spec.Name, spec.Role, pod, node, int(pid), func(sig os.Signal) error {
+		n, ok := sig.(syscall.Signal)
+		if !ok {
+			return fmt.Errorf("signal %v: not a syscall.Signal", sig)
+		}
+		_, err := h.api.Signal(context.Background(), &agentpb.SignalRequest{Pid: pid, Signal: int32(n)})
+		return err
+	})
+	out, err := h.api.Output(context.Background(), &agentpb.OutputRequest{Pid: pid})
+	if err != nil {
+		h.api.Stop(context.Background(), &agentpb.StopRequest{Pid: pid})
+		return nil, fmt.Errorf("start %s through the agent of node %s: output: %w", spec.Name, node, err)
+	}
+	go func() {
+		for {
+			chunk, err := out.Recv()
+			if err != nil {
+				exited(fmt.Errorf("agent: output of %s: %w", spec.Name, err))
+				return
+			}
+			if len(chunk.GetStdout()) > 0 && spec.Stdout != nil {
+				spec.Stdout.Write(chunk.GetStdout())
+			}
+			if len(chunk.GetStderr()) > 0 && spec.Stderr != nil {
+				spec.Stderr.Write(chunk.GetStderr())
+			}
+			if chunk.GetExited() {
+				if e := chunk.GetExit(); e != "exit status 0" {
+					exited(errors.New(e))
+				} else {
+					exited(nil)
+				}
+				return
+			}
+		}
+	}()
+	c.mu.Lock()
+	c.procs = append(c.procs, proc)
+	c.mu.Unlock()
+	return proc, nil
+}
+
+// Processes implements testbed.Cluster: the inner cluster's and those the
+// agents started, not yet reaped.
+func (c *cluster) Processes() []*testbed.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := c.procs[:0]
+	for _, p := range c.procs {
+		if !p.Exited() {
+			live = append(live, p)
+		}
+	}
+	c.procs = live
+	return append(c.Cluster.Processes(), live...)
 }
 
 func (c *cluster) Destroy(ctx context.Context) error {
+	// The agents' processes first, as the inner cluster stops its own:
+	// SIGTERM, then SIGKILL after the grace.
+	var errs []error
+	c.mu.Lock()
+	procs := c.procs
+	c.procs = nil
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	perr := make([]error, len(procs))
+	for i, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			perr[i] = p.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, perr...)
 	for _, cc := range c.clients {
 		cc.Close()
 	}
-	var errs []error
 	for _, cmd := range c.cmds {
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)

@@ -53,6 +53,9 @@ type Server struct {
 	// Executable is the program Start runs. Default: the agent's own
 	// (/proc/self/exe).
 	Executable string
+	// AllowProgram lets Start run the program the request names (the
+	// embedded testbed's agents, `--allow-program`).
+	AllowProgram bool
 
 	procs processes
 }

@@ -33,10 +33,23 @@ type StartRequest struct {
 	// meshbench-<name> under the pod's.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// args follow the program's name.
-	Args          []string `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
-	Uid           uint32   `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32   `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	Args []string `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	Env  []string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
+	Uid  uint32   `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid  uint32   `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// When pod_uid is empty (the embedded testbed): the network namespace,
+	// and the cgroup v2 and v1 memory directories under which the process's
+	// meshbench-<name> cgroups are made.
+	NetnsPath        string `protobuf:"bytes,7,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
+	CgroupPath       string `protobuf:"bytes,8,opt,name=cgroup_path,json=cgroupPath,proto3" json:"cgroup_path,omitempty"`
+	MemoryCgroupPath string `protobuf:"bytes,9,opt,name=memory_cgroup_path,json=memoryCgroupPath,proto3" json:"memory_cgroup_path,omitempty"`
+	// program runs instead of the agent's own executable; refused unless the
+	// agent runs with --allow-program (the embedded testbed, where the
+	// harness runs a copy of itself that other users can execute).
+	Program string `protobuf:"bytes,10,opt,name=program,proto3" json:"program,omitempty"`
+	// capture keeps standard output and error for Output; otherwise they
+	// are discarded.
+	Capture       bool `protobuf:"varint,11,opt,name=capture,proto3" json:"capture,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -113,6 +126,242 @@ func (x *StartRequest) GetGid() uint32 {
 	return 0
 }
 
+func (x *StartRequest) GetNetnsPath() string {
+	if x != nil {
+		return x.NetnsPath
+	}
+	return ""
+}
+
+func (x *StartRequest) GetCgroupPath() string {
+	if x != nil {
+		return x.CgroupPath
+	}
+	return ""
+}
+
+func (x *StartRequest) GetMemoryCgroupPath() string {
+	if x != nil {
+		return x.MemoryCgroupPath
+	}
+	return ""
+}
+
+func (x *StartRequest) GetProgram() string {
+	if x != nil {
+		return x.Program
+	}
+	return ""
+}
+
+func (x *StartRequest) GetCapture() bool {
+	if x != nil {
+		return x.Capture
+	}
+	return false
+}
+
+type OutputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputRequest) Reset() {
+	*x = OutputRequest{}
+	mi := &file_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputRequest) ProtoMessage() {}
+
+func (x *OutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputRequest.ProtoReflect.Descriptor instead.
+func (*OutputRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OutputRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type OutputChunk struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stdout []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr []byte                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	// exited is set on the last chunk; exit says how the process ended.
+	Exited        bool   `protobuf:"varint,3,opt,name=exited,proto3" json:"exited,omitempty"`
+	Exit          string `protobuf:"bytes,4,opt,name=exit,proto3" json:"exit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputChunk) Reset() {
+	*x = OutputChunk{}
+	mi := &file_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputChunk) ProtoMessage() {}
+
+func (x *OutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
+func (*OutputChunk) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *OutputChunk) GetStdout() []byte {
+	if x != nil {
+		return x.Stdout
+	}
+	return nil
+}
+
+func (x *OutputChunk) GetStderr() []byte {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
+func (x *OutputChunk) GetExited() bool {
+	if x != nil {
+		return x.Exited
+	}
+	return false
+}
+
+func (x *OutputChunk) GetExit() string {
+	if x != nil {
+		return x.Exit
+	}
+	return ""
+}
+
+type SignalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Signal        int32                  `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalRequest) Reset() {
+	*x = SignalRequest{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalRequest) ProtoMessage() {}
+
+func (x *SignalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
+func (*SignalRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SignalRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *SignalRequest) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
+type SignalResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalResult) Reset() {
+	*x = SignalResult{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalResult) ProtoMessage() {}
+
+func (x *SignalResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalResult.ProtoReflect.Descriptor instead.
+func (*SignalResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
 type StartResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -123,7 +372,7 @@ type StartResult struct {
 
 func (x *StartResult) Reset() {
 	*x = StartResult{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +384,7 @@ func (x *StartResult) String() string {
 func (*StartResult) ProtoMessage() {}
 
 func (x *StartResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +397,7 @@ func (x *StartResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResult.ProtoReflect.Descriptor instead.
 func (*StartResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartResult) GetPid() int32 {
@@ -174,7 +423,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +435,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +448,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StopRequest) GetPid() int32 {
@@ -219,7 +468,7 @@ type StopResult struct {
 
 func (x *StopResult) Reset() {
 	*x = StopResult{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +480,7 @@ func (x *StopResult) String() string {
 func (*StopResult) ProtoMessage() {}
 
 func (x *StopResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +493,7 @@ func (x *StopResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResult.ProtoReflect.Descriptor instead.
 func (*StopResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StopResult) GetExit() string {
@@ -263,7 +512,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +524,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +537,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResolveRequest) GetPodUid() string {
@@ -317,7 +566,7 @@ type PodHandles struct {
 
 func (x *PodHandles) Reset() {
 	*x = PodHandles{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +578,7 @@ func (x *PodHandles) String() string {
 func (*PodHandles) ProtoMessage() {}
 
 func (x *PodHandles) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +591,7 @@ func (x *PodHandles) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodHandles.ProtoReflect.Descriptor instead.
 func (*PodHandles) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PodHandles) GetUid() string {
@@ -436,7 +685,7 @@ type DialFrame struct {
 
 func (x *DialFrame) Reset() {
 	*x = DialFrame{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +697,7 @@ func (x *DialFrame) String() string {
 func (*DialFrame) ProtoMessage() {}
 
 func (x *DialFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +710,7 @@ func (x *DialFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialFrame.ProtoReflect.Descriptor instead.
 func (*DialFrame) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DialFrame) GetPodUid() string {
@@ -510,7 +759,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +771,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +784,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecRequest) GetPodUid() string {
@@ -577,7 +826,7 @@ type ExecResult struct {
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +838,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +851,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecResult) GetExitCode() int32 {
@@ -630,14 +879,33 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x12meshbench.agent.v1\"\x85\x01\n" +
+	"\vagent.proto\x12\x12meshbench.agent.v1\"\xa7\x02\n" +
 	"\fStartRequest\x12\x17\n" +
 	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04args\x18\x03 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x04 \x03(\tR\x03env\x12\x10\n" +
 	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x06 \x01(\rR\x03gid\"@\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x1d\n" +
+	"\n" +
+	"netns_path\x18\a \x01(\tR\tnetnsPath\x12\x1f\n" +
+	"\vcgroup_path\x18\b \x01(\tR\n" +
+	"cgroupPath\x12,\n" +
+	"\x12memory_cgroup_path\x18\t \x01(\tR\x10memoryCgroupPath\x12\x18\n" +
+	"\aprogram\x18\n" +
+	" \x01(\tR\aprogram\x12\x18\n" +
+	"\acapture\x18\v \x01(\bR\acapture\"!\n" +
+	"\rOutputRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\"i\n" +
+	"\vOutputChunk\x12\x16\n" +
+	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x16\n" +
+	"\x06exited\x18\x03 \x01(\bR\x06exited\x12\x12\n" +
+	"\x04exit\x18\x04 \x01(\tR\x04exit\"9\n" +
+	"\rSignalRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\x05R\x06signal\"\x0e\n" +
+	"\fSignalResult\"@\n" +
 	"\vStartResult\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x1f\n" +
 	"\vcgroup_path\x18\x02 \x01(\tR\n" +
@@ -681,13 +949,15 @@ const file_agent_proto_rawDesc = "" +
 	"ExecResult\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\fR\x06stderr2\xfe\x02\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr2\x9d\x04\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
 	"\x04Dial\x12\x1d.meshbench.agent.v1.DialFrame\x1a\x1d.meshbench.agent.v1.DialFrame(\x010\x01\x12J\n" +
 	"\x05Start\x12 .meshbench.agent.v1.StartRequest\x1a\x1f.meshbench.agent.v1.StartResult\x12G\n" +
-	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
+	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResult\x12N\n" +
+	"\x06Output\x12!.meshbench.agent.v1.OutputRequest\x1a\x1f.meshbench.agent.v1.OutputChunk0\x01\x12M\n" +
+	"\x06Signal\x12!.meshbench.agent.v1.SignalRequest\x1a .meshbench.agent.v1.SignalResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -701,34 +971,42 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_agent_proto_goTypes = []any{
 	(*StartRequest)(nil),   // 0: meshbench.agent.v1.StartRequest
-	(*StartResult)(nil),    // 1: meshbench.agent.v1.StartResult
-	(*StopRequest)(nil),    // 2: meshbench.agent.v1.StopRequest
-	(*StopResult)(nil),     // 3: meshbench.agent.v1.StopResult
-	(*ResolveRequest)(nil), // 4: meshbench.agent.v1.ResolveRequest
-	(*PodHandles)(nil),     // 5: meshbench.agent.v1.PodHandles
-	(*DialFrame)(nil),      // 6: meshbench.agent.v1.DialFrame
-	(*ExecRequest)(nil),    // 7: meshbench.agent.v1.ExecRequest
-	(*ExecResult)(nil),     // 8: meshbench.agent.v1.ExecResult
+	(*OutputRequest)(nil),  // 1: meshbench.agent.v1.OutputRequest
+	(*OutputChunk)(nil),    // 2: meshbench.agent.v1.OutputChunk
+	(*SignalRequest)(nil),  // 3: meshbench.agent.v1.SignalRequest
+	(*SignalResult)(nil),   // 4: meshbench.agent.v1.SignalResult
+	(*StartResult)(nil),    // 5: meshbench.agent.v1.StartResult
+	(*StopRequest)(nil),    // 6: meshbench.agent.v1.StopRequest
+	(*StopResult)(nil),     // 7: meshbench.agent.v1.StopResult
+	(*ResolveRequest)(nil), // 8: meshbench.agent.v1.ResolveRequest
+	(*PodHandles)(nil),     // 9: meshbench.agent.v1.PodHandles
+	(*DialFrame)(nil),      // 10: meshbench.agent.v1.DialFrame
+	(*ExecRequest)(nil),    // 11: meshbench.agent.v1.ExecRequest
+	(*ExecResult)(nil),     // 12: meshbench.agent.v1.ExecResult
 }
 var file_agent_proto_depIdxs = []int32{
-	4, // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
-	7, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
-	6, // 2: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
-	0, // 3: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
-	2, // 4: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
-	5, // 5: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	8, // 6: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	6, // 7: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	1, // 8: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	3, // 9: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	5, // [5:10] is the sub-list for method output_type
-	0, // [0:5] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	8,  // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
+	11, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
+	10, // 2: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
+	0,  // 3: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
+	6,  // 4: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
+	1,  // 5: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
+	3,  // 6: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
+	9,  // 7: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 8: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 9: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 10: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 11: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 12: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 13: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	7,  // [7:14] is the sub-list for method output_type
+	0,  // [0:7] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -742,7 +1020,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	Agent_Dial_FullMethodName    = "/meshbench.agent.v1.Agent/Dial"
 	Agent_Start_FullMethodName   = "/meshbench.agent.v1.Agent/Start"
 	Agent_Stop_FullMethodName    = "/meshbench.agent.v1.Agent/Stop"
+	Agent_Output_FullMethodName  = "/meshbench.agent.v1.Agent/Output"
+	Agent_Signal_FullMethodName  = "/meshbench.agent.v1.Agent/Signal"
 )
 
 // AgentClient is the client API for Agent service.
@@ -59,6 +61,11 @@ type AgentClient interface {
 	Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResult, error)
 	// Stop kills a process Start started and removes its cgroup.
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResult, error)
+	// Output streams what a process Start started with capture writes, then
+	// one last chunk saying how it ended. One caller per process.
+	Output(ctx context.Context, in *OutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutputChunk], error)
+	// Signal sends a signal to a process Start started.
+	Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*SignalResult, error)
 }
 
 type agentClient struct {
@@ -122,6 +129,35 @@ func (c *agentClient) Stop(ctx context.Context, in *StopRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *agentClient) Output(ctx context.Context, in *OutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutputChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Output_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[OutputRequest, OutputChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_OutputClient = grpc.ServerStreamingClient[OutputChunk]
+
+func (c *agentClient) Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*SignalResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalResult)
+	err := c.cc.Invoke(ctx, Agent_Signal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -150,6 +186,11 @@ type AgentServer interface {
 	Start(context.Context, *StartRequest) (*StartResult, error)
 	// Stop kills a process Start started and removes its cgroup.
 	Stop(context.Context, *StopRequest) (*StopResult, error)
+	// Output streams what a process Start started with capture writes, then
+	// one last chunk saying how it ended. One caller per process.
+	Output(*OutputRequest, grpc.ServerStreamingServer[OutputChunk]) error
+	// Signal sends a signal to a process Start started.
+	Signal(context.Context, *SignalRequest) (*SignalResult, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -174,6 +215,12 @@ func (UnimplementedAgentServer) Start(context.Context, *StartRequest) (*StartRes
 }
 func (UnimplementedAgentServer) Stop(context.Context, *StopRequest) (*StopResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Stop not implemented")
+}
+func (UnimplementedAgentServer) Output(*OutputRequest, grpc.ServerStreamingServer[OutputChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method Output not implemented")
+}
+func (UnimplementedAgentServer) Signal(context.Context, *SignalRequest) (*SignalResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Signal not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -275,6 +322,35 @@ func _Agent_Stop_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Output_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(OutputRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).Output(m, &grpc.GenericServerStream[OutputRequest, OutputChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_OutputServer = grpc.ServerStreamingServer[OutputChunk]
+
+func _Agent_Signal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Signal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Signal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Signal(ctx, req.(*SignalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -298,6 +374,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Stop",
 			Handler:    _Agent_Stop_Handler,
 		},
+		{
+			MethodName: "Signal",
+			Handler:    _Agent_Signal_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -305,6 +385,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Agent_Dial_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Output",
+			Handler:       _Agent_Output_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "agent.proto",
