@@ -16,12 +16,12 @@ import (
 // cgroups under theirs, with the client's output streamed back; reads the
 // echo servers' and proxies' counters over the agents' Dial streams; and
 // writes the sidecar's and node proxy's iptables rules through the agents'
-// Exec. Every proof must be verified. The agents' call counts show the
-// work went through them.
+// Exec; and reads the processes' CPU, memory and context switches and the
+// namespaces' TCP counters through the agents' Snapshot. Every proof must
+// be verified. The agents' call counts show the work went through them.
 //
-// Not yet through the agents: BPF attachment (sockmap, connect4, XDP),
-// chaos's qdiscs, and the /proc and cgroup metrics; those still act on
-// this host directly.
+// Not yet through the agents: BPF attachment and map reads (sockmap,
+// connect4, XDP) and chaos's qdiscs; those still act on this host.
 func TestAgentDatapaths(t *testing.T) {
 	testutil.Privileged(t)
 	links := bpfLinks(t)
@@ -57,16 +57,19 @@ func TestAgentDatapaths(t *testing.T) {
 					t.Errorf("process %s (%s) in %s%s: no memory figures", p.Name, p.Role, p.Pod, p.Node)
 				}
 			}
-			execs, dials, starts := prov.Calls()
-			t.Logf("%s: proof verified; %d Start, %d Exec and %d Dial calls through the agents", tt.datapath, starts, execs, dials)
-			if starts == 0 {
+			calls := prov.Calls()
+			t.Logf("%s: proof verified; through the agents: %+v", tt.datapath, calls)
+			if calls.Starts == 0 {
 				t.Errorf("no process was started through the agents")
 			}
-			if dials == 0 {
+			if calls.Dials == 0 {
 				t.Errorf("no counter read went through the agents")
 			}
-			if tt.execs && execs == 0 {
-				t.Errorf("%d Exec calls: the rules did not go through the agents", execs)
+			if calls.Snapshots == 0 {
+				t.Errorf("no process or namespace was read through the agents")
+			}
+			if tt.execs && calls.Execs == 0 {
+				t.Errorf("%d Exec calls: the rules did not go through the agents", calls.Execs)
 			}
 		})
 	}

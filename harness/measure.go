@@ -179,14 +179,33 @@ type reading struct {
 	start, end time.Time
 }
 
+// snapshotFunc reads processes and network namespaces (Options.Snapshot).
+type snapshotFunc func(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
+
+// snapshotter is a cluster that reads its own processes and namespaces:
+// one whose nodes are reached through agents, where pids and namespace
+// paths are the nodes', not this host's.
+type snapshotter interface {
+	Snapshot(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
+}
+
+// snapshotFor returns how to read cluster's processes and namespaces:
+// through the cluster when it can, else Options.Snapshot.
+func (r *runner) snapshotFor(cluster testbed.Cluster) snapshotFunc {
+	if s, ok := cluster.(snapshotter); ok {
+		return s.Snapshot
+	}
+	return r.opts.Snapshot
+}
+
 // read reads dp's counters, then the client pod's TCP counters.
-func (r *runner) read(ctx context.Context, dp datapaths.Datapath, client *testbed.Pod) (reading, error) {
+func (r *runner) read(ctx context.Context, snapshot snapshotFunc, dp datapaths.Datapath, client *testbed.Pod) (reading, error) {
 	rd := reading{start: time.Now()}
 	var err error
 	if rd.counters, err = dp.Counters(ctx); err != nil {
 		return rd, fmt.Errorf("read %s counters: %w", dp.Name(), err)
 	}
-	snap, err := r.opts.Snapshot(ctx, nil, []string{client.NetnsPath})
+	snap, err := snapshot(ctx, nil, []string{client.NetnsPath})
 	if err != nil {
 		return rd, fmt.Errorf("read client pod TCP counters: %w", err)
 	}
@@ -253,8 +272,9 @@ type window struct {
 // was measured; with an error, the window holds what was.
 func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *datapaths.Env, dp datapaths.Datapath, svc *datapaths.Service, rate int, plan stepPlan) (*window, error) {
 	w := &window{}
+	snapshot := r.snapshotFor(cluster)
 	var err error
-	if w.r0, err = r.read(ctx, dp, env.Client); err != nil {
+	if w.r0, err = r.read(ctx, snapshot, dp, env.Client); err != nil {
 		return nil, err
 	}
 	var tl *chaos.Timeline
@@ -293,9 +313,9 @@ func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *da
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
-		w.r1, snapErr = r.read(ctx, dp, env.Client)
+		w.r1, snapErr = r.read(ctx, snapshot, dp, env.Client)
 		if snapErr == nil {
-			w.before, snapErr = r.opts.Snapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
+			w.before, snapErr = snapshot(ctx, pidsOf(cluster, lr.proc), cluster.Namespaces())
 		}
 	}
 	if w.sum, err = lr.wait(ctx, plan.dur); err != nil {
@@ -316,10 +336,10 @@ func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *da
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if w.r2, err = r.read(mctx, dp, env.Client); err != nil {
+	if w.r2, err = r.read(mctx, snapshot, dp, env.Client); err != nil {
 		return w, err
 	}
-	if w.after, err = r.opts.Snapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces()); err != nil {
+	if w.after, err = snapshot(mctx, pidsOf(cluster, nil), cluster.Namespaces()); err != nil {
 		return w, fmt.Errorf("snapshot after load: %w", err)
 	}
 	return w, nil

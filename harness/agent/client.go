@@ -20,8 +20,9 @@ import (
 // nsutil.Host, so a pod or node whose Host is a Client is reached through
 // its agent: tools run, and connections open, on the agent's node.
 type Client struct {
-	conn *grpc.ClientConn
-	api  agentpb.AgentClient
+	conn  *grpc.ClientConn
+	api   agentpb.AgentClient
+	calls callCounts
 }
 
 var _ nsutil.Host = (*Client)(nil)
@@ -53,12 +54,16 @@ func cutUnix(target string) (string, bool) {
 // wrap.
 func (c *Client) API() agentpb.AgentClient { return c.api }
 
+// Calls returns how many calls of each kind went through c.
+func (c *Client) Calls() Calls { return c.calls.load() }
+
 // Close closes the connection to the agent.
 func (c *Client) Close() error { return c.conn.Close() }
 
 // Exec implements nsutil.Host: the tool runs on the agent's node, in the
 // namespace at netns there.
 func (c *Client) Exec(ctx context.Context, netns string, argv []string, stdin string) (string, error) {
+	c.calls.execs.Add(1)
 	res, err := c.api.Exec(ctx, &agentpb.ExecRequest{NetnsPath: netns, Argv: argv, Stdin: []byte(stdin)})
 	if err != nil {
 		return "", fmt.Errorf("agent: %v in %s: %w", argv, netns, err)
@@ -73,6 +78,7 @@ func (c *Client) Exec(ctx context.Context, netns string, argv []string, stdin st
 // inside the namespace at netns on its node, and its bytes travel over the
 // agent's stream.
 func (c *Client) Dial(ctx context.Context, netns, network, addr string) (net.Conn, error) {
+	c.calls.dials.Add(1)
 	if network != "tcp" && network != "tcp4" {
 		return nil, fmt.Errorf("agent dial: network %q: only tcp", network)
 	}

@@ -7,17 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/meshbench/meshbench/harness/agent/agentpb"
+	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/nsutil"
 )
@@ -26,31 +24,33 @@ import (
 // testbed) so that the harness reaches its nodes and pods through one node
 // agent per node, over the same gRPC API as on Kubernetes: each node runs
 // `meshbench agent` (Exec's program with "agent") in its own network
-// namespace, on a unix socket, and every node's and pod's Host is that
-// agent's client. The agent-mode tests (`go test -run Agent ./...`) run
-// datapaths this way.
+// namespace, on a unix socket; every node's and pod's Host is that agent's
+// client, every process starts through it, and processes and namespaces
+// are read through it. The agent-mode tests (`go test -run Agent ./...`)
+// run datapaths this way.
 type Provider struct {
 	Inner testbed.Provider
 	// Exec is the meshbench command line the agents run (default: this
 	// executable).
 	Exec []string
 
-	calls callCounts
+	mu    sync.Mutex
+	calls Calls
 }
 
-type callCounts struct{ execs, dials, starts atomic.Int64 }
-
-// Calls returns how many Exec, Dial and Start calls the harness has made
-// through the agents of every cluster p created.
-func (p *Provider) Calls() (execs, dials, starts int64) {
-	return p.calls.execs.Load(), p.calls.dials.Load(), p.calls.starts.Load()
+// Calls returns how many calls of each kind the harness has made through
+// the agents of every cluster p created and destroyed.
+func (p *Provider) Calls() Calls {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
 }
 
 // Name implements testbed.Provider.
 func (p *Provider) Name() string { return p.Inner.Name() + "+agents" }
 
 // Down implements testbed.Provider: the inner provider's objects (the
-// agents are its processes) and the agents' socket directories.
+// agents run in its namespaces) and the agents' socket directories.
 func (p *Provider) Down(ctx context.Context, runID string) ([]string, error) {
 	removed, err := p.Inner.Down(ctx, runID)
 	pattern := filepath.Join(os.TempDir(), "meshbench-agents-*")
@@ -58,7 +58,7 @@ func (p *Provider) Down(ctx context.Context, runID string) ([]string, error) {
 		pattern = filepath.Join(os.TempDir(), "meshbench-agents-"+runID+"-*")
 	}
 	dirs, _ := filepath.Glob(pattern)
-	var errs []error
+	errs := []error{err}
 	for _, d := range dirs {
 		if rerr := os.RemoveAll(d); rerr != nil {
 			errs = append(errs, rerr)
@@ -66,7 +66,7 @@ func (p *Provider) Down(ctx context.Context, runID string) ([]string, error) {
 		}
 		removed = append(removed, "agent sockets "+d)
 	}
-	return removed, errors.Join(append([]error{err}, errs...)...)
+	return removed, errors.Join(errs...)
 }
 
 // Create implements testbed.Provider.
@@ -83,7 +83,7 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{Cluster: inner}
+	c := &cluster{Cluster: inner, provider: p}
 	defer func() {
 		if err != nil {
 			c.Destroy(context.Background())
@@ -112,12 +112,11 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 		if err != nil {
 			return nil, err
 		}
-		cc := &countingHost{Client: client, calls: &p.calls}
-		c.clients = append(c.clients, cc)
+		c.fleet.Clients = append(c.fleet.Clients, client)
 		if err := waitServing(ctx, client, n.NetnsPath); err != nil {
-			return nil, fmt.Errorf("agents: node %s: %w", n.Name, err)
+			return nil, fmt.Errorf("agents: node %s: %w (agent output: %s)", n.Name, err, c.logs.String())
 		}
-		n.Host = cc
+		n.Host = client
 	}
 	for _, pod := range inner.Pods() {
 		pod.Host = inner.Nodes()[pod.NodeIndex].Host
@@ -131,7 +130,7 @@ func waitServing(ctx context.Context, c *Client, netns string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for {
-		_, err := c.Exec(ctx, netns, []string{"ip", "-o", "link", "show", "lo"}, "")
+		_, err := c.api.Exec(ctx, &agentpb.ExecRequest{NetnsPath: netns, Argv: []string{"ip", "-o", "link", "show", "lo"}})
 		if err == nil {
 			return nil
 		}
@@ -146,14 +145,11 @@ func waitServing(ctx context.Context, c *Client, netns string) error {
 // cluster is the inner cluster with agents on its nodes.
 type cluster struct {
 	testbed.Cluster
-	dir     string
-	clients []*countingHost
-	cmds    []*exec.Cmd
-	logs    syncBuffer
-
-	mu    sync.Mutex
-	seq   int
-	procs []*testbed.Process
+	provider *Provider
+	dir      string
+	fleet    Fleet
+	cmds     []*exec.Cmd
+	logs     syncBuffer
 }
 
 // Start implements testbed.Cluster: the pod's node agent starts the
@@ -162,9 +158,7 @@ func (c *cluster) Start(ctx context.Context, pod *testbed.Pod, spec testbed.Proc
 	if pod == nil || c.Pod(pod.Name) != pod {
 		return nil, fmt.Errorf("start %s: pod not in cluster %s", spec.Name, c.RunID())
 	}
-	return c.startVia(ctx, c.clients[pod.NodeIndex], &agentpb.StartRequest{
-		NetnsPath: pod.NetnsPath, CgroupPath: pod.CgroupPath, MemoryCgroupPath: pod.MemoryCgroupPath,
-	}, pod.Name, pod.Node, spec)
+	return c.fleet.Start(ctx, pod.NodeIndex, pod.Node, pod.Name, c.startRequest(spec, pod.NetnsPath, pod.CgroupPath, pod.MemoryCgroupPath), spec)
 }
 
 // StartOnNode implements testbed.Cluster: the node's agent starts the
@@ -181,107 +175,44 @@ func (c *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec test
 			return nil, fmt.Errorf("start %s on node %s: %w", spec.Name, node.Name, err)
 		}
 	}
-	return c.startVia(ctx, c.clients[node.Index], &agentpb.StartRequest{NetnsPath: node.NetnsPath, CgroupPath: node.CgroupPath}, "", node.Name, spec)
+	return c.fleet.Start(ctx, node.Index, node.Name, "", c.startRequest(spec, node.NetnsPath, node.CgroupPath, ""), spec)
 }
 
-func (c *cluster) startVia(ctx context.Context, h *countingHost, req *agentpb.StartRequest, pod, node string, spec testbed.ProcessSpec) (*testbed.Process, error) {
-	if len(spec.Args) == 0 {
-		return nil, fmt.Errorf("start %s: no command", spec.Name)
+// startRequest names the namespace and cgroups by path, and the program:
+// the harness's copy of itself, which the agents run with --allow-program.
+func (c *cluster) startRequest(spec testbed.ProcessSpec, netns, cgroup, memCgroup string) *agentpb.StartRequest {
+	req := &agentpb.StartRequest{NetnsPath: netns, CgroupPath: cgroup, MemoryCgroupPath: memCgroup}
+	if len(spec.Args) > 0 {
+		req.Program = spec.Args[0]
 	}
-	c.mu.Lock()
-	c.seq++
-	// Unique per run: a restarted process may start before its
-	// predecessor's cgroup is gone.
-	req.Name = fmt.Sprintf("%s-%d", strings.ToLower(spec.Name), c.seq)
-	c.mu.Unlock()
-	req.Program, req.Args, req.Env = spec.Args[0], spec.Args[1:], spec.Env
-	req.Uid, req.Gid = spec.UID, spec.GID
-	req.Capture = spec.Stdout != nil || spec.Stderr != nil
-	h.calls.starts.Add(1)
-	res, err := h.api.Start(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("start %s through the agent of node %s: %w", spec.Name, node, err)
-	}
-	pid := res.GetPid()
-	proc, exited := testbed.NewProcess(spec.Name, spec.Role, pod, node, int(pid), func(sig os.Signal) error {
-		n, ok := sig.(syscall.Signal)
-		if !ok {
-			return fmt.Errorf("signal %v: not a syscall.Signal", sig)
-		}
-		_, err := h.api.Signal(context.Background(), &agentpb.SignalRequest{Pid: pid, Signal: int32(n)})
-		return err
-	})
-	out, err := h.api.Output(context.Background(), &agentpb.OutputRequest{Pid: pid})
-	if err != nil {
-		h.api.Stop(context.Background(), &agentpb.StopRequest{Pid: pid})
-		return nil, fmt.Errorf("start %s through the agent of node %s: output: %w", spec.Name, node, err)
-	}
-	go func() {
-		for {
-			chunk, err := out.Recv()
-			if err != nil {
-				exited(fmt.Errorf("agent: output of %s: %w", spec.Name, err))
-				return
-			}
-			if len(chunk.GetStdout()) > 0 && spec.Stdout != nil {
-				spec.Stdout.Write(chunk.GetStdout())
-			}
-			if len(chunk.GetStderr()) > 0 && spec.Stderr != nil {
-				spec.Stderr.Write(chunk.GetStderr())
-			}
-			if chunk.GetExited() {
-				if e := chunk.GetExit(); e != "exit status 0" {
-					exited(errors.New(e))
-				} else {
-					exited(nil)
-				}
-				return
-			}
-		}
-	}()
-	c.mu.Lock()
-	c.procs = append(c.procs, proc)
-	c.mu.Unlock()
-	return proc, nil
+	return req
 }
 
-// Processes implements testbed.Cluster: the inner cluster's and those the
-// agents started, not yet reaped.
+// Processes implements testbed.Cluster.
 func (c *cluster) Processes() []*testbed.Process {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	live := c.procs[:0]
-	for _, p := range c.procs {
-		if !p.Exited() {
-			live = append(live, p)
-		}
-	}
-	c.procs = live
-	return append(c.Cluster.Processes(), live...)
+	return append(c.Cluster.Processes(), c.fleet.Processes()...)
 }
 
+// Snapshot reads the cluster's processes and namespaces through the agents
+// of their nodes (the harness uses it instead of reading this host). The
+// fabric's namespace, which is on no node, is read by node 0's agent: it
+// runs on the same host.
+func (c *cluster) Snapshot(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error) {
+	return c.fleet.Snapshot(ctx, c.Nodes(), c.Pods(), c.Processes(), 0, pids, netns)
+}
+
+// Destroy implements testbed.Cluster: the processes the agents started,
+// then the agents, then the inner cluster.
 func (c *cluster) Destroy(ctx context.Context) error {
-	// The agents' processes first, as the inner cluster stops its own:
-	// SIGTERM, then SIGKILL after the grace.
-	var errs []error
-	c.mu.Lock()
-	procs := c.procs
-	c.procs = nil
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	perr := make([]error, len(procs))
-	for i, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			perr[i] = p.Stop(ctx)
-		}()
-	}
-	wg.Wait()
-	errs = append(errs, perr...)
-	for _, cc := range c.clients {
-		cc.Close()
-	}
+	calls := c.fleet.Calls()
+	errs := []error{c.fleet.Stop(ctx)}
+	c.fleet.Clients = nil
+	c.provider.mu.Lock()
+	c.provider.calls.Execs += calls.Execs
+	c.provider.calls.Dials += calls.Dials
+	c.provider.calls.Starts += calls.Starts
+	c.provider.calls.Snapshots += calls.Snapshots
+	c.provider.mu.Unlock()
 	for _, cmd := range c.cmds {
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan error, 1)
@@ -298,29 +229,12 @@ func (c *cluster) Destroy(ctx context.Context) error {
 		}
 	}
 	c.cmds = nil
-	err := errors.Join(append(errs, c.Cluster.Destroy(ctx))...)
+	errs = append(errs, c.Cluster.Destroy(ctx))
 	if c.dir != "" {
-		err = errors.Join(err, os.RemoveAll(c.dir))
+		errs = append(errs, os.RemoveAll(c.dir))
+		c.dir = ""
 	}
-	return err
-}
-
-// countingHost counts the calls made through an agent.
-type countingHost struct {
-	*Client
-	calls *callCounts
-}
-
-var _ nsutil.Host = (*countingHost)(nil)
-
-func (h *countingHost) Exec(ctx context.Context, netns string, argv []string, stdin string) (string, error) {
-	h.calls.execs.Add(1)
-	return h.Client.Exec(ctx, netns, argv, stdin)
-}
-
-func (h *countingHost) Dial(ctx context.Context, netns, network, addr string) (net.Conn, error) {
-	h.calls.dials.Add(1)
-	return h.Client.Dial(ctx, netns, network, addr)
+	return errors.Join(errs...)
 }
 
 // syncBuffer collects the agents' output, for errors.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshbench/meshbench/harness/agent/agentpb"
+	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
@@ -316,3 +318,20 @@ func (t TokenCredentials) GetRequestMetadata(context.Context, ...string) (map[st
 // connection is a port-forward through the API server (TLS to the API
 // server, then the kubelet) or a local socket.
 func (TokenCredentials) RequireTransportSecurity() bool { return false }
+
+// Snapshot implements agentpb.AgentServer.
+func (s *Server) Snapshot(ctx context.Context, req *agentpb.SnapshotRequest) (*agentpb.SnapshotResult, error) {
+	pids := make([]int, len(req.GetPids()))
+	for i, p := range req.GetPids() {
+		pids[i] = int(p)
+	}
+	snap, err := metrics.TakeSnapshot(ctx, pids, req.GetNetnsPaths())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "agent: %v", err)
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "agent: %v", err)
+	}
+	return &agentpb.SnapshotResult{Json: b}, nil
+}

@@ -875,6 +875,103 @@ func (x *ExecResult) GetStderr() []byte {
 	return nil
 }
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pids          []int32                `protobuf:"varint,1,rep,packed,name=pids,proto3" json:"pids,omitempty"`
+	NetnsPaths    []string               `protobuf:"bytes,2,rep,name=netns_paths,json=netnsPaths,proto3" json:"netns_paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SnapshotRequest) GetPids() []int32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+func (x *SnapshotRequest) GetNetnsPaths() []string {
+	if x != nil {
+		return x.NetnsPaths
+	}
+	return nil
+}
+
+type SnapshotResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// json is the metrics package's Snapshot, encoded as JSON.
+	Json          []byte `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResult) Reset() {
+	*x = SnapshotResult{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResult) ProtoMessage() {}
+
+func (x *SnapshotResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResult.ProtoReflect.Descriptor instead.
+func (*SnapshotResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SnapshotResult) GetJson() []byte {
+	if x != nil {
+		return x.Json
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -949,7 +1046,13 @@ const file_agent_proto_rawDesc = "" +
 	"ExecResult\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\fR\x06stderr2\x9d\x04\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr\"F\n" +
+	"\x0fSnapshotRequest\x12\x12\n" +
+	"\x04pids\x18\x01 \x03(\x05R\x04pids\x12\x1f\n" +
+	"\vnetns_paths\x18\x02 \x03(\tR\n" +
+	"netnsPaths\"$\n" +
+	"\x0eSnapshotResult\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json2\xf2\x04\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
@@ -957,7 +1060,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Start\x12 .meshbench.agent.v1.StartRequest\x1a\x1f.meshbench.agent.v1.StartResult\x12G\n" +
 	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResult\x12N\n" +
 	"\x06Output\x12!.meshbench.agent.v1.OutputRequest\x1a\x1f.meshbench.agent.v1.OutputChunk0\x01\x12M\n" +
-	"\x06Signal\x12!.meshbench.agent.v1.SignalRequest\x1a .meshbench.agent.v1.SignalResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
+	"\x06Signal\x12!.meshbench.agent.v1.SignalRequest\x1a .meshbench.agent.v1.SignalResult\x12S\n" +
+	"\bSnapshot\x12#.meshbench.agent.v1.SnapshotRequest\x1a\".meshbench.agent.v1.SnapshotResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -971,21 +1075,23 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_proto_goTypes = []any{
-	(*StartRequest)(nil),   // 0: meshbench.agent.v1.StartRequest
-	(*OutputRequest)(nil),  // 1: meshbench.agent.v1.OutputRequest
-	(*OutputChunk)(nil),    // 2: meshbench.agent.v1.OutputChunk
-	(*SignalRequest)(nil),  // 3: meshbench.agent.v1.SignalRequest
-	(*SignalResult)(nil),   // 4: meshbench.agent.v1.SignalResult
-	(*StartResult)(nil),    // 5: meshbench.agent.v1.StartResult
-	(*StopRequest)(nil),    // 6: meshbench.agent.v1.StopRequest
-	(*StopResult)(nil),     // 7: meshbench.agent.v1.StopResult
-	(*ResolveRequest)(nil), // 8: meshbench.agent.v1.ResolveRequest
-	(*PodHandles)(nil),     // 9: meshbench.agent.v1.PodHandles
-	(*DialFrame)(nil),      // 10: meshbench.agent.v1.DialFrame
-	(*ExecRequest)(nil),    // 11: meshbench.agent.v1.ExecRequest
-	(*ExecResult)(nil),     // 12: meshbench.agent.v1.ExecResult
+	(*StartRequest)(nil),    // 0: meshbench.agent.v1.StartRequest
+	(*OutputRequest)(nil),   // 1: meshbench.agent.v1.OutputRequest
+	(*OutputChunk)(nil),     // 2: meshbench.agent.v1.OutputChunk
+	(*SignalRequest)(nil),   // 3: meshbench.agent.v1.SignalRequest
+	(*SignalResult)(nil),    // 4: meshbench.agent.v1.SignalResult
+	(*StartResult)(nil),     // 5: meshbench.agent.v1.StartResult
+	(*StopRequest)(nil),     // 6: meshbench.agent.v1.StopRequest
+	(*StopResult)(nil),      // 7: meshbench.agent.v1.StopResult
+	(*ResolveRequest)(nil),  // 8: meshbench.agent.v1.ResolveRequest
+	(*PodHandles)(nil),      // 9: meshbench.agent.v1.PodHandles
+	(*DialFrame)(nil),       // 10: meshbench.agent.v1.DialFrame
+	(*ExecRequest)(nil),     // 11: meshbench.agent.v1.ExecRequest
+	(*ExecResult)(nil),      // 12: meshbench.agent.v1.ExecResult
+	(*SnapshotRequest)(nil), // 13: meshbench.agent.v1.SnapshotRequest
+	(*SnapshotResult)(nil),  // 14: meshbench.agent.v1.SnapshotResult
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
@@ -995,15 +1101,17 @@ var file_agent_proto_depIdxs = []int32{
 	6,  // 4: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
 	1,  // 5: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
 	3,  // 6: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
-	9,  // 7: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	12, // 8: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	10, // 9: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	5,  // 10: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	7,  // 11: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	2,  // 12: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
-	4,  // 13: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
-	7,  // [7:14] is the sub-list for method output_type
-	0,  // [0:7] is the sub-list for method input_type
+	13, // 7: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
+	9,  // 8: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 9: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 10: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 11: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 12: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 13: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 14: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	14, // 15: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
+	8,  // [8:16] is the sub-list for method output_type
+	0,  // [0:8] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -1020,7 +1128,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

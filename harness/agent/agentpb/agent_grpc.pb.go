@@ -24,13 +24,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_Resolve_FullMethodName = "/meshbench.agent.v1.Agent/Resolve"
-	Agent_Exec_FullMethodName    = "/meshbench.agent.v1.Agent/Exec"
-	Agent_Dial_FullMethodName    = "/meshbench.agent.v1.Agent/Dial"
-	Agent_Start_FullMethodName   = "/meshbench.agent.v1.Agent/Start"
-	Agent_Stop_FullMethodName    = "/meshbench.agent.v1.Agent/Stop"
-	Agent_Output_FullMethodName  = "/meshbench.agent.v1.Agent/Output"
-	Agent_Signal_FullMethodName  = "/meshbench.agent.v1.Agent/Signal"
+	Agent_Resolve_FullMethodName  = "/meshbench.agent.v1.Agent/Resolve"
+	Agent_Exec_FullMethodName     = "/meshbench.agent.v1.Agent/Exec"
+	Agent_Dial_FullMethodName     = "/meshbench.agent.v1.Agent/Dial"
+	Agent_Start_FullMethodName    = "/meshbench.agent.v1.Agent/Start"
+	Agent_Stop_FullMethodName     = "/meshbench.agent.v1.Agent/Stop"
+	Agent_Output_FullMethodName   = "/meshbench.agent.v1.Agent/Output"
+	Agent_Signal_FullMethodName   = "/meshbench.agent.v1.Agent/Signal"
+	Agent_Snapshot_FullMethodName = "/meshbench.agent.v1.Agent/Snapshot"
 )
 
 // AgentClient is the client API for Agent service.
@@ -66,6 +67,11 @@ type AgentClient interface {
 	Output(ctx context.Context, in *OutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutputChunk], error)
 	// Signal sends a signal to a process Start started.
 	Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*SignalResult, error)
+	// Snapshot reads the node's view of processes (each with its
+	// descendants: CPU, memory, context switches) and of network
+	// namespaces' TCP counters, as the harness's metrics package does on
+	// its own host.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResult, error)
 }
 
 type agentClient struct {
@@ -158,6 +164,16 @@ func (c *agentClient) Signal(ctx context.Context, in *SignalRequest, opts ...grp
 	return out, nil
 }
 
+func (c *agentClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotResult)
+	err := c.cc.Invoke(ctx, Agent_Snapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -191,6 +207,11 @@ type AgentServer interface {
 	Output(*OutputRequest, grpc.ServerStreamingServer[OutputChunk]) error
 	// Signal sends a signal to a process Start started.
 	Signal(context.Context, *SignalRequest) (*SignalResult, error)
+	// Snapshot reads the node's view of processes (each with its
+	// descendants: CPU, memory, context switches) and of network
+	// namespaces' TCP counters, as the harness's metrics package does on
+	// its own host.
+	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResult, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -221,6 +242,9 @@ func (UnimplementedAgentServer) Output(*OutputRequest, grpc.ServerStreamingServe
 }
 func (UnimplementedAgentServer) Signal(context.Context, *SignalRequest) (*SignalResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Signal not implemented")
+}
+func (UnimplementedAgentServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -351,6 +375,24 @@ func _Agent_Signal_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Snapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Snapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Snapshot(ctx, req.(*SnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -377,6 +419,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Signal",
 			Handler:    _Agent_Signal_Handler,
+		},
+		{
+			MethodName: "Snapshot",
+			Handler:    _Agent_Snapshot_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
