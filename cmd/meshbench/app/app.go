@@ -89,6 +89,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "agent":
 		// The node agent of the kube provider (a DaemonSet).
 		return agent.Main(ctx, rest, stdout, stderr)
+	case "pause":
+		// The kube provider's pods' container: it holds the pod while the
+		// harness starts the pod's processes beside it through the agent.
+		if len(rest) > 0 {
+			return fmt.Errorf("%w: pause takes no arguments", ErrUsage)
+		}
+		<-ctx.Done()
+		return nil
 	case "proxy":
 		// The builtin proxy engine, started by proxy datapaths.
 		return proxy.Main(ctx, rest, stdout, stderr)

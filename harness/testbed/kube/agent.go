@@ -74,8 +74,9 @@ func (n *Namespace) AgentDaemonSet(img Image) *appsv1.DaemonSet {
 	}
 }
 
-// CreateAgent creates the token Secret and the agent DaemonSet.
-func (n *Namespace) CreateAgent(ctx context.Context, img Image, token string) error {
+// CreateAgent creates the token Secret and the agent DaemonSet, on every
+// node, or on those named in nodes when there are any.
+func (n *Namespace) CreateAgent(ctx context.Context, img Image, token string, nodes ...string) error {
 	_, err := n.c.cs.CoreV1().Secrets(n.Name).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: n.Name, Labels: n.labels(AgentName)},
 		Data:       map[string][]byte{agentTokenKey: []byte(token)},
@@ -83,7 +84,11 @@ func (n *Namespace) CreateAgent(ctx context.Context, img Image, token string) er
 	if err != nil {
 		return fmt.Errorf("create secret %s/%s: %w", n.Name, AgentName, err)
 	}
-	if _, err := n.c.cs.AppsV1().DaemonSets(n.Name).Create(ctx, n.AgentDaemonSet(img), metav1.CreateOptions{}); err != nil {
+	ds := n.AgentDaemonSet(img)
+	if len(nodes) > 0 {
+		ds.Spec.Template.Spec.Affinity = onNodes(nodes)
+	}
+	if _, err := n.c.cs.AppsV1().DaemonSets(n.Name).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create daemonset %s/%s: %w", n.Name, AgentName, err)
 	}
 	return nil

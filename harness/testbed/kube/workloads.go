@@ -87,13 +87,7 @@ func (n *Namespace) Deployment(app App, img Image) *appsv1.Deployment {
 		AutomountServiceAccountToken:  ptr(false),
 	}
 	if len(app.Nodes) > 0 {
-		spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
-					Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: app.Nodes,
-				}}}},
-			},
-		}}
+		spec.Affinity = onNodes(app.Nodes)
 		spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
 			MaxSkew:           1,
 			TopologyKey:       corev1.LabelHostname,
@@ -112,6 +106,17 @@ func (n *Namespace) Deployment(app App, img Image) *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// onNodes requires the named nodes (by their hostname label).
+func onNodes(nodes []string) *corev1.Affinity {
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+				Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: nodes,
+			}}}},
+		},
+	}}
 }
 
 // Service returns app's ClusterIP Service, or nil when app serves no port.

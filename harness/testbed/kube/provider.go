@@ -1,0 +1,335 @@
+package kube
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/meshbench/meshbench/harness/agent"
+	"github.com/meshbench/meshbench/harness/agent/agentpb"
+	"github.com/meshbench/meshbench/harness/metrics"
+	"github.com/meshbench/meshbench/harness/testbed"
+)
+
+// ProviderOptions configure the kube provider.
+type ProviderOptions struct {
+	// Config, Kubeconfig and Context choose the cluster (see Options).
+	Config     *rest.Config
+	Kubeconfig string
+	Context    string
+	// Image is the meshbench image the pods and the agents run: a static
+	// meshbench binary at /meshbench.
+	Image Image
+	// Log receives progress; default: discard.
+	Log *slog.Logger
+	// ReadyTimeout bounds the wait for the pods and agents. Default 3m.
+	ReadyTimeout time.Duration
+}
+
+// Provider runs the testbed's pods on a Kubernetes cluster: each pod is a
+// one-replica Deployment of the meshbench image running `meshbench pause`,
+// pinned to its node, in the run's namespace meshbench-<run>; the node
+// agent DaemonSet runs on the nodes used, and the harness reaches each
+// agent by port-forward. Processes start in the pods through the agents,
+// and counters and metrics are read through them.
+type Provider struct {
+	opts ProviderOptions
+}
+
+// NewProvider returns a kube provider.
+func NewProvider(opts ProviderOptions) *Provider {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 3 * time.Minute
+	}
+	return &Provider{opts: opts}
+}
+
+// Name implements testbed.Provider.
+func (p *Provider) Name() string { return "kube" }
+
+func (p *Provider) connect(ctx context.Context) (*Client, error) {
+	return Connect(ctx, Options{Config: p.opts.Config, Kubeconfig: p.opts.Kubeconfig, Context: p.opts.Context, Log: p.opts.Log})
+}
+
+// Down implements testbed.Provider: it deletes the run's namespace (every
+// run's when runID is ""), which holds everything the provider created.
+func (p *Provider) Down(ctx context.Context, runID string) ([]string, error) {
+	c, err := p.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Down(ctx, runID)
+}
+
+// PauseArgs is the pods' container command: it sleeps until stopped, and
+// the harness starts the pod's processes beside it through the agent.
+var PauseArgs = []string{"/meshbench", "pause"}
+
+// Create implements testbed.Provider.
+func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Cluster, err error) {
+	if spec.Nodes < 1 {
+		return nil, errors.New("kube: at least one node")
+	}
+	c, err := p.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nsName := NamespaceName(spec.RunID)
+	if err := c.CheckAccess(ctx, nsName); err != nil {
+		return nil, err
+	}
+	nodes, err := c.schedulableNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(nodes) < spec.Nodes {
+		names := make([]string, len(nodes))
+		for i, n := range nodes {
+			names[i] = n.Name
+		}
+		return nil, fmt.Errorf("kube: the scenario needs %d nodes; the cluster at %s has %d that are Ready, schedulable and not kwok's (%v)", spec.Nodes, c.Server(), len(nodes), names)
+	}
+	nodes = nodes[:spec.Nodes]
+	ns, err := c.CreateNamespace(ctx, spec.RunID)
+	if err != nil {
+		return nil, err
+	}
+	cl := &cluster{c: c, ns: ns, runID: spec.RunID, byName: map[string]*testbed.Pod{}, uids: map[string]string{}}
+	defer func() {
+		if err != nil {
+			if derr := cl.Destroy(context.WithoutCancel(ctx)); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	hostnames := make([]string, len(nodes))
+	for i, n := range nodes {
+		hostnames[i] = n.Labels[corev1.LabelHostname]
+		if hostnames[i] == "" {
+			hostnames[i] = n.Name
+		}
+	}
+	if err := ns.CreateAgent(ctx, p.opts.Image, token, hostnames...); err != nil {
+		return nil, err
+	}
+	apps := make([]App, 0, len(spec.Pods)+1)
+	for _, ps := range spec.Pods {
+		if ps.Node < 0 || ps.Node >= len(nodes) {
+			return nil, fmt.Errorf("kube: pod %s on node %d of %d", ps.Name, ps.Node, len(nodes))
+		}
+		apps = append(apps, App{Name: ps.Name, Replicas: 1, Args: PauseArgs, Nodes: []string{hostnames[ps.Node]}})
+	}
+	if err := ns.Create(ctx, p.opts.Image, apps...); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, p.opts.ReadyTimeout)
+	infos, err := ns.WaitReady(wctx, append(apps, App{Name: AgentName, Replicas: int32(len(nodes))}), func(ready, want int) {
+		p.opts.Log.Info("kube: pods ready", "ready", ready, "want", want)
+	})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
+	p.opts.Log.Info("kube: pods and agents ready", "took", time.Since(start).Round(time.Millisecond))
+
+	nodeIndex := map[string]int{}
+	for i, n := range nodes {
+		nodeIndex[n.Name] = i
+		tn := &testbed.Node{Name: n.Name, Index: i}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				tn.IP, _ = netip.ParseAddr(a.Address)
+			}
+		}
+		tn.PodCIDR, _ = netip.ParsePrefix(n.Spec.PodCIDR)
+		cl.nodes = append(cl.nodes, tn)
+	}
+	cl.fleet.Clients = make([]*agent.Client, len(nodes))
+	for _, info := range infos {
+		if info.App != AgentName {
+			continue
+		}
+		i, ok := nodeIndex[info.Node]
+		if !ok {
+			continue
+		}
+		addr, stop, err := ns.PortForward(ctx, info.Name, AgentPort)
+		if err != nil {
+			return nil, fmt.Errorf("kube: agent on node %s: %w", info.Node, err)
+		}
+		cl.stops = append(cl.stops, stop)
+		client, err := agent.NewClient(addr, token)
+		if err != nil {
+			return nil, err
+		}
+		cl.fleet.Clients[i] = client
+		// The node's namespace is the agent's own (hostNetwork): named by
+		// the agent's pid, unique per node.
+		h, err := client.API().Resolve(ctx, &agentpb.ResolveRequest{PodUid: info.UID})
+		if err != nil {
+			return nil, fmt.Errorf("kube: agent on node %s: resolve itself: %w", info.Node, err)
+		}
+		cl.nodes[i].NetnsPath = h.GetNetnsPath()
+		cl.nodes[i].Host = client
+	}
+	for i, n := range cl.nodes {
+		if n.Host == nil {
+			return nil, fmt.Errorf("kube: no agent became ready on node %s", nodes[i].Name)
+		}
+	}
+	byApp := map[string]PodInfo{}
+	for _, info := range infos {
+		byApp[info.App] = info
+	}
+	for _, ps := range spec.Pods {
+		info := byApp[ps.Name]
+		n := cl.nodes[ps.Node]
+		if info.Node != n.Name {
+			return nil, fmt.Errorf("kube: pod %s runs on %s, not on node %s", info.Name, info.Node, n.Name)
+		}
+		h, err := n.Host.(*agent.Client).API().Resolve(ctx, &agentpb.ResolveRequest{PodUid: info.UID})
+		if err != nil {
+			return nil, fmt.Errorf("kube: resolve pod %s on node %s: %w", info.Name, n.Name, err)
+		}
+		pod := &testbed.Pod{
+			Name: ps.Name, Node: n.Name, NodeIndex: ps.Node,
+			MAC: h.GetMac(), NetnsPath: h.GetNetnsPath(), CgroupPath: h.GetCgroupPath(), MemoryCgroupPath: h.GetMemoryCgroupPath(),
+			HostVeth: h.GetHostVeth(), PodVeth: h.GetPodVeth(), HostVethMAC: h.GetHostVethMac(), Host: n.Host,
+		}
+		if pod.IP, err = netip.ParseAddr(info.IP); err != nil {
+			return nil, fmt.Errorf("kube: pod %s: IP %q: %w", info.Name, info.IP, err)
+		}
+		cl.pods = append(cl.pods, pod)
+		cl.byName[pod.Name] = pod
+		cl.uids[pod.Name] = info.UID
+	}
+	return cl, nil
+}
+
+// schedulableNodes lists the nodes that can run the run's pods: Ready, not
+// cordoned, without a NoSchedule or NoExecute taint, and not kwok's fake
+// ones (they run no containers), sorted by name.
+func (c *Client) schedulableNodes(ctx context.Context) ([]corev1.Node, error) {
+	list, err := c.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var out []corev1.Node
+	for _, n := range list.Items {
+		if n.Spec.Unschedulable || n.Annotations["kwok.x-k8s.io/node"] == "fake" {
+			continue
+		}
+		if slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+			return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+		}) {
+			continue
+		}
+		if !slices.ContainsFunc(n.Status.Conditions, func(c corev1.NodeCondition) bool {
+			return c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+		}) {
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// cluster is a run's pods on a Kubernetes cluster.
+type cluster struct {
+	c      *Client
+	ns     *Namespace
+	runID  string
+	nodes  []*testbed.Node
+	pods   []*testbed.Pod
+	byName map[string]*testbed.Pod
+	uids   map[string]string
+	fleet  agent.Fleet
+	stops  []func()
+
+	mu        sync.Mutex
+	destroyed bool
+}
+
+func (cl *cluster) RunID() string                { return cl.runID }
+func (cl *cluster) Nodes() []*testbed.Node       { return cl.nodes }
+func (cl *cluster) Pods() []*testbed.Pod         { return cl.pods }
+func (cl *cluster) Pod(name string) *testbed.Pod { return cl.byName[name] }
+
+// Namespaces returns the pods' and nodes' network namespaces (paths on
+// their nodes).
+func (cl *cluster) Namespaces() []string {
+	var out []string
+	for _, n := range cl.nodes {
+		out = append(out, n.NetnsPath)
+	}
+	for _, p := range cl.pods {
+		out = append(out, p.NetnsPath)
+	}
+	return out
+}
+
+// Start implements testbed.Cluster: the pod's node agent starts the
+// meshbench of the image with spec.Args[1:] (spec.Args[0], the harness's
+// own path, means nothing on the node) in the pod's network namespace and
+// a cgroup beside its containers'.
+func (cl *cluster) Start(ctx context.Context, pod *testbed.Pod, spec testbed.ProcessSpec) (*testbed.Process, error) {
+	if pod == nil || cl.byName[pod.Name] != pod {
+		return nil, fmt.Errorf("start %s: pod not in run %s", spec.Name, cl.runID)
+	}
+	return cl.fleet.Start(ctx, pod.NodeIndex, pod.Node, pod.Name, &agentpb.StartRequest{PodUid: cl.uids[pod.Name]}, spec)
+}
+
+// StartOnNode is not supported yet: per-node processes (the node proxy,
+// the AF_XDP forwarder) need a cgroup of the run's on the node.
+func (cl *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec testbed.ProcessSpec) (*testbed.Process, error) {
+	return nil, fmt.Errorf("start %s on node %s: %w: the kube provider runs no per-node process yet (nodeproxy, afxdp)", spec.Name, node.Name, testbed.ErrNotSupported)
+}
+
+func (cl *cluster) Processes() []*testbed.Process { return cl.fleet.Processes() }
+
+// Snapshot reads processes and namespaces through the agents of their
+// nodes (the harness's runner uses it instead of reading its own host).
+func (cl *cluster) Snapshot(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error) {
+	return cl.fleet.Snapshot(ctx, cl.nodes, cl.pods, cl.Processes(), -1, pids, netns)
+}
+
+// Destroy stops the processes started through the agents, ends the
+// port-forwards and deletes the run's namespace, waiting until it is gone.
+func (cl *cluster) Destroy(ctx context.Context) error {
+	cl.mu.Lock()
+	if cl.destroyed {
+		cl.mu.Unlock()
+		return nil
+	}
+	cl.destroyed = true
+	cl.mu.Unlock()
+	errs := []error{cl.fleet.Stop(ctx)}
+	for _, stop := range cl.stops {
+		stop()
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	errs = append(errs, cl.ns.Delete(dctx))
+	return errors.Join(errs...)
+}
+

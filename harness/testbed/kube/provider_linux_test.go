@@ -1,0 +1,113 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshbench/meshbench/datapaths/all"
+	"github.com/meshbench/meshbench/harness"
+	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/internal/kubeenv"
+	"github.com/meshbench/meshbench/scenarios"
+)
+
+const providerScenario = `
+topology:
+  nodes: 1
+  pods_per_node: 3
+  services:
+    - name: echo
+      replicas: 2
+load:
+  rates: [200]
+  duration: 2s
+  warmup: 1s
+  connections: 4
+datapaths: [none]
+`
+
+// TestKubeProviderNone runs the harness end to end on a real Kubernetes
+// node with the kube provider: the pods are Deployments of the meshbench
+// image built in-process, the agent DaemonSet is reached by port-forward,
+// the echo servers and the load client start in the pods through it, and
+// the counters and metrics are read through it. The proof must be verified
+// and the host left as it was.
+func TestKubeProviderNone(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
+	}
+	meshTar := buildMeshbench(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
+	before, err := kubeenv.SnapshotHost(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		after, err := kubeenv.SnapshotHost(context.Background(), runID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := before.Diff(after); len(d) > 0 {
+			t.Errorf("the host differs after teardown:\n%s", strings.Join(d, "\n"))
+		}
+	})
+	cp := startControlPlaneID(t, runID, 0)
+	node, err := cp.AddNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.ImportImage(ctx, meshTar); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := scenarios.Parse("kube.yaml", []byte(providerScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := NewProvider(ProviderOptions{Config: cp.Config(), Image: Image{Ref: meshbenchImage, PullPolicy: "Never"}})
+	start := time.Now()
+	run, err := harness.Run(ctx, harness.Options{
+		Scenario: sc, ScenarioPath: "kube.yaml", ScenarioSource: []byte(providerScenario),
+		OutDir: t.TempDir(), Provider: prov, NewDatapath: all.For(sc, all.Options{}),
+		Exec: []string{exe}, RunID: runID,
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("run on the real node: %s", time.Since(start).Round(time.Millisecond))
+	if run.Status != results.StatusOK || len(run.Steps) != 1 {
+		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
+	}
+	s := run.Steps[0]
+	t.Logf("none on kube: %d requests, success %.3f, p50 %.0f µs, p99 %.0f µs, proof %v %v",
+		s.Requests, s.SuccessRatio, s.LatencyUS.P50, s.LatencyUS.P99, s.Proof.Verified, s.Proof.Counters)
+	if !s.Proof.Verified || s.SuccessRatio != 1 {
+		t.Fatalf("proof %+v, success %v", s.Proof, s.SuccessRatio)
+	}
+	if s.Cost.CPUMicrosPerRequest <= 0 || s.Cost.SegmentsPerRequest < 2 {
+		t.Errorf("cost not measured through the agents: %+v", s.Cost)
+	}
+	for _, p := range s.Processes {
+		if p.RSSBytes == 0 {
+			t.Errorf("process %s in %s: no memory figures", p.Name, p.Pod)
+		}
+	}
+	if run.Environment.Provider != "kube" {
+		t.Errorf("environment provider %q, want kube", run.Environment.Provider)
+	}
+	// The run's namespace is gone.
+	if _, err := cp.Client().CoreV1().Namespaces().Get(ctx, NamespaceName(runID), metav1.GetOptions{}); err == nil {
+		t.Errorf("namespace %s left after the run", NamespaceName(runID))
+	}
+}
