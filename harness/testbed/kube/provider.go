@@ -332,4 +332,3 @@ func (cl *cluster) Destroy(ctx context.Context) error {
 	errs = append(errs, cl.ns.Delete(dctx))
 	return errors.Join(errs...)
 }
-
