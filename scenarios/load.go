@@ -213,6 +213,9 @@ func (s *Scenario) applyDefaults(name string, set func(path string) bool) {
 		s.Repetitions = DefaultRepetitions
 	}
 	s.NodeProxy.defaults()
+	if !set("provider") {
+		s.Provider = KnownProviders[0]
+	}
 	l := &s.Load
 	if !set("load.service") {
 		l.Service = t.Services[0].Name

@@ -22,7 +22,15 @@ type Scenario struct {
 	Chaos []ChaosEntry `yaml:"chaos" json:"chaos,omitempty"`
 	// NodeProxy configures the nodeproxy datapath.
 	NodeProxy NodeProxy `yaml:"nodeproxy" json:"nodeproxy"`
+	// Provider builds the cluster, one of KnownProviders; default "netns"
+	// (the embedded testbed). `meshbench bench --provider` overrides it.
+	Provider string `yaml:"provider" json:"provider"`
 }
+
+// KnownProviders are the cluster providers a scenario may name: the
+// embedded network-namespace testbed, and any Kubernetes cluster reached
+// by a kubeconfig.
+var KnownProviders = []string{"netns", "kube"}
 
 // Topology is the cluster to build.
 type Topology struct {

@@ -24,7 +24,7 @@ func TestBadFiles(t *testing.T) {
 		want []string // lines of the error, without the "testdata/bad/FILE" prefix
 	}{
 		{"unknown_top.yaml", []string{
-			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions, chaos, nodeproxy)`,
+			`:3: unknown field "nodes" at top level (did you mean topology.nodes? known fields: name, description, topology, datapaths, load, repetitions, chaos, nodeproxy, provider)`,
 		}},
 		{"unknown_nested.yaml", []string{
 			`:5: unknown field "rate" in load (did you mean "rates"? known fields: service, rates, duration, warmup, connections, request_size, response_size, keep_alive, timeout, calibrate, pacer_spin, kernel_timestamps)`,
@@ -79,6 +79,9 @@ func TestBadFiles(t *testing.T) {
 		}},
 		{"two_documents.yaml", []string{
 			`:3: more than one YAML document: a scenario file holds exactly one`,
+		}},
+		{"unknown_provider.yaml", []string{
+			`:2: provider: unknown provider "kind" (want one of netns, kube)`,
 		}},
 		{"reserved_port.yaml", []string{
 			`:4: topology.services[0].port: port 15001 is reserved by the harness (reserved: 15000, 15001, 15006, 15008, 15020, 15021, 15090)`,
@@ -269,6 +272,7 @@ func TestDefaults(t *testing.T) {
 		},
 		Repetitions: 1,
 		NodeProxy:   NodeProxy{Hops: "both"},
+		Provider:    "netns",
 	}
 	if !reflect.DeepEqual(sc, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", sc, want)

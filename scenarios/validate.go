@@ -71,6 +71,9 @@ func (s *Scenario) validate(p *problems) {
 	s.validateChaos(p)
 	s.NodeProxy.validate(p)
 	s.nodeProxyEngineConflict(p.addf)
+	if !slices.Contains(KnownProviders, s.Provider) {
+		p.addf("provider", "unknown provider %q (want one of %s)", s.Provider, strings.Join(KnownProviders, ", "))
+	}
 }
 
 func (t *Topology) validate(p *problems) {

@@ -22,8 +22,6 @@ import (
 	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
-	"github.com/meshbench/meshbench/harness/testbed"
-	"github.com/meshbench/meshbench/harness/testbed/netns"
 	"github.com/meshbench/meshbench/harness/workload"
 	"github.com/meshbench/meshbench/internal/version"
 	"github.com/meshbench/meshbench/reports"
@@ -46,11 +44,12 @@ var ErrEnvironment = errors.New("the runs' environments differ")
 const usage = `meshbench compares service-mesh datapath architectures.
 
 Usage:
-  meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain]
+  meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain] [--provider netns|kube]
   meshbench report RESULTS.json [--out DIR]
   meshbench compare BASE.json NEW.json [--markdown FILE] [--strict-env] [--alpha A]
   meshbench gate-check RESULTS.json [RESULTS.json ...] [--splits N] [--seed S]
-  meshbench down [--run ID]
+  meshbench down [--run ID] [--provider kube]
+  meshbench image --out FILE [--ref REF]
   meshbench doctor [--json]
   meshbench version
 
@@ -89,6 +88,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "agent":
 		// The node agent of the kube provider (a DaemonSet).
 		return agent.Main(ctx, rest, stdout, stderr)
+	case "image":
+		return runImage(ctx, rest, stdout, stderr)
 	case "pause":
 		// The kube provider's pods' container: it holds the pod while the
 		// harness starts the pod's processes beside it through the agent.
@@ -143,6 +144,7 @@ func newFlagSet(name string, stderr io.Writer, synopsis string) *flag.FlagSet {
 }
 
 type benchFlags struct {
+	providerFlags
 	datapaths string
 	out       string
 	retain    bool
@@ -160,6 +162,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.verbose, "v", false, "log details to stderr")
 	fs.StringVar(&f.runID, "run-id", "", "run id carried in object names (default random)")
 	fs.StringVar(&f.envoyBin, "envoy-bin", "", "Envoy binary for proxy datapaths (default: envoy on PATH, else the builtin engine)")
+	f.providerFlags.register(fs, true)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -187,8 +190,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w: --envoy-bin: %w", ErrUsage, err)
 		}
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("bench needs root to create network namespaces, cgroups and BPF programs: run it with sudo")
+	if sc.Provider, err = f.providerFlags.resolve(sc.Provider); err != nil {
+		return err
 	}
 	if f.out == "" {
 		f.out = filepath.Join("results", time.Now().Format("20060102-150405"))
@@ -196,6 +199,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger := slog.New(slog.DiscardHandler)
 	if f.verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	provider, err := f.providerFlags.provider(sc.Provider, true, logger)
+	if err != nil {
+		return err
 	}
 	est := sc.EstimatedDuration()
 	fmt.Fprintf(stderr, "meshbench: scenario %s: %s × %d rate(s) × %d repetition(s), about %s\n",
@@ -214,7 +221,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ScenarioPath:   pos[0],
 		ScenarioSource: src,
 		OutDir:         f.out,
-		Provider:       netns.New(netns.Options{Logger: logger}),
+		Provider:       provider,
 		NewDatapath:    all.For(sc, all.Options{EnvoyBinary: f.envoyBin}),
 		Retain:         f.retain,
 		RunID:          f.runID,
@@ -290,15 +297,21 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("down", stderr, "down [--run ID]")
+	fs := newFlagSet("down", stderr, "down [--run ID] [--provider kube --kubeconfig FILE --context NAME]")
 	runID := fs.String("run", "", "remove only this run's objects (default: every run's)")
+	var pf providerFlags
+	pf.register(fs, false)
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("down needs root to remove network namespaces and cgroups: run it with sudo")
+	name, err := pf.resolve("")
+	if err != nil {
+		return err
 	}
-	var p testbed.Provider = netns.New(netns.Options{})
+	p, err := pf.provider(name, false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
 	removed, err := p.Down(ctx, *runID)
 	for _, r := range removed {
 		fmt.Fprintf(stdout, "removed %s\n", r)

@@ -22,6 +22,12 @@ func TestUsageErrors(t *testing.T) {
 		{"bench two scenarios", []string{"bench", "a.yaml", "b.yaml"}, "exactly one scenario"},
 		{"bench unknown flag", []string{"bench", "--nope", "a.yaml"}, "flag provided but not defined"},
 		{"compare one file", []string{"compare", "a.json"}, "base and a new"},
+		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind"}, `--provider "kind": want one of netns, kube`},
+		{"kube flag on netns", []string{"bench", "../../../scenarios/quick.yaml", "--kubeconfig", "k"}, "--kubeconfig applies to --provider kube only"},
+		{"kube without image", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube"}, "--provider kube needs --image"},
+		{"bad pull policy", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-pull", "sometimes"}, `--image-pull "sometimes"`},
+		{"image without out", []string{"image"}, "image needs --out"},
+		{"pause with arguments", []string{"pause", "x"}, "pause takes no arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,5 +89,13 @@ func TestParseInterspersed(t *testing.T) {
 	}
 	if len(pos) != 1 || pos[0] != "s.yaml" || f.out != "d" || !f.retain {
 		t.Errorf("pos %v, flags %+v", pos, f)
+	}
+}
+
+// The image holds no C library: a dynamically linked binary is refused.
+func TestCheckStatic(t *testing.T) {
+	err := checkStatic("/bin/sh")
+	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Errorf("checkStatic(/bin/sh) = %v, want the dynamic-linking error", err)
 	}
 }

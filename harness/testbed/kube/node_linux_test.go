@@ -532,11 +532,17 @@ func TestAgentDaemonSetOnRealNode(t *testing.T) {
 const meshbenchImage = "meshbench.local/meshbench:test"
 
 // buildMeshbench builds cmd/meshbench statically and packages it as
-// meshbenchImage.
+// meshbenchImage; it returns the image tar.
 func buildMeshbench(t *testing.T) string {
+	tar, _ := buildMeshbenchBin(t)
+	return tar
+}
+
+// buildMeshbenchBin is buildMeshbench, also returning the static binary.
+func buildMeshbenchBin(t *testing.T) (tar, bin string) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "meshbench")
+	bin = filepath.Join(dir, "meshbench")
 	start := time.Now()
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../../cmd/meshbench")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -544,9 +550,9 @@ func buildMeshbench(t *testing.T) string {
 		t.Fatalf("build meshbench: %v\n%s", err, out)
 	}
 	t.Logf("static meshbench built in %s", time.Since(start).Round(time.Millisecond))
-	tar := filepath.Join(dir, "meshbench.tar")
+	tar = filepath.Join(dir, "meshbench.tar")
 	if err := kubeenv.BuildImage(meshbenchImage, bin, nil, tar); err != nil {
 		t.Fatal(err)
 	}
-	return tar
+	return tar, bin
 }

@@ -4,17 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meshbench/meshbench/datapaths/all"
-	"github.com/meshbench/meshbench/harness"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/internal/kubeenv"
-	"github.com/meshbench/meshbench/scenarios"
 )
 
 const providerScenario = `
@@ -32,8 +31,8 @@ load:
 datapaths: [none]
 `
 
-// TestKubeProviderNone runs the harness end to end on a real Kubernetes
-// node with the kube provider: the pods are Deployments of the meshbench
+// TestKubeProviderNone runs `meshbench bench --provider kube` end to end
+// on a real Kubernetes node: the pods are Deployments of the meshbench
 // image built in-process, the agent DaemonSet is reached by port-forward,
 // the echo servers and the load client start in the pods through it, and
 // the counters and metrics are read through it. The proof must be verified
@@ -42,7 +41,7 @@ func TestKubeProviderNone(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
 	}
-	meshTar := buildMeshbench(t)
+	meshTar, meshbench := buildMeshbenchBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
@@ -67,25 +66,24 @@ func TestKubeProviderNone(t *testing.T) {
 	if err := node.ImportImage(ctx, meshTar); err != nil {
 		t.Fatal(err)
 	}
-	sc, err := scenarios.Parse("kube.yaml", []byte(providerScenario))
-	if err != nil {
+	dir := t.TempDir()
+	scenario := filepath.Join(dir, "kube.yaml")
+	if err := os.WriteFile(scenario, []byte(providerScenario), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov := NewProvider(ProviderOptions{Config: cp.Config(), Image: Image{Ref: meshbenchImage, PullPolicy: "Never"}})
+	out := filepath.Join(dir, "out")
 	start := time.Now()
-	run, err := harness.Run(ctx, harness.Options{
-		Scenario: sc, ScenarioPath: "kube.yaml", ScenarioSource: []byte(providerScenario),
-		OutDir: t.TempDir(), Provider: prov, NewDatapath: all.For(sc, all.Options{}),
-		Exec: []string{exe}, RunID: runID,
-	})
+	cmd := exec.CommandContext(ctx, meshbench, "bench", scenario, "--provider", "kube", "--kubeconfig", cp.KubeconfigPath(),
+		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
+	output, err := cmd.CombinedOutput()
+	t.Logf("meshbench bench --provider kube (%s):\n%s", time.Since(start).Round(time.Millisecond), output)
 	if err != nil {
-		t.Fatalf("run: %v", err)
+		t.Fatalf("meshbench bench: %v", err)
 	}
-	t.Logf("run on the real node: %s", time.Since(start).Round(time.Millisecond))
+	run, err := results.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if run.Status != results.StatusOK || len(run.Steps) != 1 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
