@@ -103,8 +103,12 @@ type Service struct {
 	Port int
 	// VIP is the service's virtual address (198.19.128.0/17), for datapaths
 	// that resolve services themselves.
-	VIP      netip.Addr
-	Backends []*testbed.Pod
+	VIP netip.Addr
+	// ClusterAddr is the cluster's own address for the service (a
+	// Kubernetes ClusterIP, balanced by kube-proxy or the CNI), when the
+	// provider has a service layer; invalid on the embedded testbed.
+	ClusterAddr netip.Addr
+	Backends    []*testbed.Pod
 	// Mesh is the scenario's mesh policy for the service (engine, LB
 	// policy, circuit breakers, retries), with defaults filled in.
 	Mesh scenarios.MeshPolicy

@@ -77,6 +77,7 @@ func PlanLayout(runID string, sc *scenarios.Scenario) Layout {
 			l.PodService[order[next]] = svc.Name
 			next++
 		}
+		l.Spec.Services = append(l.Spec.Services, testbed.ServiceSpec{Name: svc.Name, Port: svc.Port, Backends: l.Backends[svc.Name]})
 	}
 	return l
 }
@@ -202,6 +203,9 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 	}
 	for i, s := range r.sc.Topology.Services {
 		svc := &datapaths.Service{Name: s.Name, Port: s.Port, VIP: serviceVIP(i), Mesh: s.Mesh}
+		if sa, ok := cluster.(testbed.ServiceAddresser); ok {
+			svc.ClusterAddr, _ = sa.ServiceAddr(s.Name)
+		}
 		for _, name := range layout.Backends[s.Name] {
 			svc.Backends = append(svc.Backends, cluster.Pod(name))
 		}

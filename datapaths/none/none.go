@@ -41,8 +41,14 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) error {
 	return nil
 }
 
-// Target implements datapaths.Datapath: the backends' own addresses.
+// Target implements datapaths.Datapath: the cluster's own address for the
+// service when it has one (a Kubernetes ClusterIP: the cluster's Service
+// path, kube-proxy or its CNI, is the real no-mesh baseline there), else
+// the backends' own addresses, which the client balances over.
 func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
+	if svc.ClusterAddr.IsValid() {
+		return []netip.AddrPort{netip.AddrPortFrom(svc.ClusterAddr, uint16(svc.Port))}
+	}
 	out := make([]netip.AddrPort, 0, len(svc.Backends))
 	for _, p := range svc.Backends {
 		out = append(out, netip.AddrPortFrom(p.IP, uint16(svc.Port)))
@@ -50,8 +56,14 @@ func (d *Datapath) Target(svc *datapaths.Service) []netip.AddrPort {
 	return out
 }
 
-// ProofSource implements datapaths.Datapath.
-func (d *Datapath) ProofSource() string { return "echo servers' request counters (/stats)" }
+// ProofSource implements datapaths.Datapath. It says which baseline ran:
+// the client balancing over pod addresses, or the cluster's Service path.
+func (d *Datapath) ProofSource() string {
+	if d.env != nil && d.env.Load != nil && d.env.Load.ClusterAddr.IsValid() {
+		return fmt.Sprintf("echo servers' request counters (/stats); the client sent to the Service's cluster address %s, balanced by the cluster (kube-proxy or its CNI)", d.env.Load.ClusterAddr)
+	}
+	return "echo servers' request counters (/stats); the client balanced over the pods' addresses"
+}
 
 // Counters implements datapaths.Datapath: the request count of every
 // backend's echo server, keyed "echo_requests/<pod>", and their sum

@@ -36,6 +36,25 @@ type Spec struct {
 	Nodes int
 	// Pods are placed on nodes by index.
 	Pods []PodSpec
+	// Services group pods behind a port. Providers with a service layer of
+	// their own (Kubernetes: a Service and its ClusterIP) create them;
+	// the embedded testbed has none and ignores them.
+	Services []ServiceSpec
+}
+
+// ServiceSpec describes one service.
+type ServiceSpec struct {
+	Name string
+	Port int
+	// Backends are the names of the pods that serve it.
+	Backends []string
+}
+
+// ServiceAddresser is a cluster with a service layer of its own: the
+// address (a Kubernetes ClusterIP) at which the cluster itself balances
+// a Spec service over its backends.
+type ServiceAddresser interface {
+	ServiceAddr(name string) (netip.Addr, bool)
 }
 
 // PodSpec describes one pod.

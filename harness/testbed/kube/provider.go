@@ -130,15 +130,31 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	if err := ns.CreateAgent(ctx, p.opts.Image, token, hostnames...); err != nil {
 		return nil, err
 	}
+	serviceOf := map[string]string{}
+	for _, svc := range spec.Services {
+		for _, b := range svc.Backends {
+			serviceOf[b] = svc.Name
+		}
+	}
 	apps := make([]App, 0, len(spec.Pods)+1)
 	for _, ps := range spec.Pods {
 		if ps.Node < 0 || ps.Node >= len(nodes) {
 			return nil, fmt.Errorf("kube: pod %s on node %d of %d", ps.Name, ps.Node, len(nodes))
 		}
-		apps = append(apps, App{Name: ps.Name, Replicas: 1, Args: PauseArgs, Nodes: []string{hostnames[ps.Node]}})
+		app := App{Name: ps.Name, Replicas: 1, Args: PauseArgs, Nodes: []string{hostnames[ps.Node]}}
+		if svc := serviceOf[ps.Name]; svc != "" {
+			app.Labels = map[string]string{ServiceLabel: svc}
+		}
+		apps = append(apps, app)
 	}
 	if err := ns.Create(ctx, p.opts.Image, apps...); err != nil {
 		return nil, err
+	}
+	cl.serviceAddrs = map[string]netip.Addr{}
+	for _, svc := range spec.Services {
+		if cl.serviceAddrs[svc.Name], err = ns.CreateService(ctx, svc.Name, int32(svc.Port)); err != nil {
+			return nil, err
+		}
 	}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, p.opts.ReadyTimeout)
@@ -265,6 +281,8 @@ type cluster struct {
 	uids   map[string]string
 	fleet  agent.Fleet
 	stops  []func()
+	// serviceAddrs are the Services' cluster IPs.
+	serviceAddrs map[string]netip.Addr
 
 	mu        sync.Mutex
 	destroyed bool
@@ -306,6 +324,13 @@ func (cl *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec tes
 }
 
 func (cl *cluster) Processes() []*testbed.Process { return cl.fleet.Processes() }
+
+// ServiceAddr implements testbed.ServiceAddresser: the Service's cluster
+// IP.
+func (cl *cluster) ServiceAddr(name string) (netip.Addr, bool) {
+	a, ok := cl.serviceAddrs[name]
+	return a, ok
+}
 
 // Snapshot reads processes and namespaces through the agents of their
 // nodes (the harness's runner uses it instead of reading its own host).

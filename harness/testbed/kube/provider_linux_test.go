@@ -34,8 +34,9 @@ datapaths: [none]
 // TestKubeProviderNone runs `meshbench bench --provider kube` end to end
 // on a real Kubernetes node: the pods are Deployments of the meshbench
 // image built in-process, the agent DaemonSet is reached by port-forward,
-// the echo servers and the load client start in the pods through it, and
-// the counters and metrics are read through it. The proof must be verified
+// the echo servers and the load client start in the pods through it, the
+// client sends to the Service's ClusterIP (kube-proxy balances), and the
+// counters and metrics are read through the agents. The proof must be verified
 // and the host left as it was.
 func TestKubeProviderNone(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -100,6 +101,10 @@ func TestKubeProviderNone(t *testing.T) {
 		if p.RSSBytes == 0 {
 			t.Errorf("process %s in %s: no memory figures", p.Name, p.Pod)
 		}
+	}
+	// The real no-mesh baseline: the cluster's Service path.
+	if !strings.Contains(s.Proof.Source, "Service's cluster address 198.19.") {
+		t.Errorf("proof source %q: want the Service's cluster address", s.Proof.Source)
 	}
 	if run.Environment.Provider != "kube" {
 		t.Errorf("environment provider %q, want kube", run.Environment.Provider)

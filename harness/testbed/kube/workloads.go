@@ -3,6 +3,8 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -33,7 +35,14 @@ type App struct {
 	// Port): Kubernetes takes a pod out of the Service's endpoints when it
 	// fails.
 	Readiness *Probe
+	// Labels are added to the pods' (for example ServiceLabel, which a
+	// Service of several apps selects).
+	Labels map[string]string
 }
+
+// ServiceLabel marks the pods a scenario service's Service selects: the
+// testbed's pods are one Deployment each, and a service spans several.
+const ServiceLabel = "meshbench.io/service"
 
 // Probe mirrors the scenario's readiness_probe.
 type Probe struct {
@@ -95,13 +104,15 @@ func (n *Namespace) Deployment(app App, img Image) *appsv1.Deployment {
 			LabelSelector:     &metav1.LabelSelector{MatchLabels: sel},
 		}}
 	}
+	podLabels := n.labels(app.Name)
+	maps.Copy(podLabels, app.Labels)
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: app.Name, Namespace: n.Name, Labels: n.labels(app.Name)},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr(app.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: sel},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: n.labels(app.Name)},
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec:       spec,
 			},
 		},
@@ -134,6 +145,30 @@ func (n *Namespace) Service(app App) *corev1.Service {
 			}},
 		},
 	}
+}
+
+// CreateService creates a ClusterIP Service named name that selects the
+// pods labelled ServiceLabel=name and forwards port to the same port, and
+// returns its cluster IP.
+func (n *Namespace) CreateService(ctx context.Context, name string, port int32) (netip.Addr, error) {
+	svc, err := n.c.cs.CoreV1().Services(n.Name).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: n.Name, Labels: n.labels(name)},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: map[string]string{ServiceLabel: name, RunLabel: n.RunID},
+			Ports: []corev1.ServicePort{{
+				Name: "serve", Port: port, TargetPort: intstr.FromInt32(port), Protocol: corev1.ProtocolTCP,
+			}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("create service %s/%s: %w", n.Name, name, err)
+	}
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("service %s/%s: cluster IP %q: %w", n.Name, name, svc.Spec.ClusterIP, err)
+	}
+	return ip, nil
 }
 
 // Create creates the apps' Deployments and Services. The API server
