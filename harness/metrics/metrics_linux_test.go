@@ -47,6 +47,13 @@ func burnCPU(t *testing.T) {
 
 func TestReadProcessSelf(t *testing.T) {
 	burnCPU(t)
+	// The leader's counts, read first: they only grow, so the sum over
+	// threads read after them can be no smaller (read the other way round,
+	// a switch in between once made the leader exceed the sum).
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := ReadProcess(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +75,6 @@ func TestReadProcessSelf(t *testing.T) {
 	}
 	// The leader's own counts (what /proc/PID/status shows) are part of the
 	// sum over threads, never more than it.
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
 	v, n, err := parseStatus(b)
 	if err != nil {
 		t.Fatal(err)
