@@ -110,6 +110,11 @@ func (r *runner) cycle(ctx context.Context, dpName string, rep int) (err error) 
 		return fmt.Errorf("create cluster: %w", err)
 	}
 	td.push(cluster.Destroy)
+	if d, ok := cluster.(testbed.Describer); ok && r.res.Environment.Cluster == nil {
+		if r.res.Environment.Cluster, err = d.Describe(ctx); err != nil {
+			return fmt.Errorf("describe cluster: %w", err)
+		}
+	}
 
 	env, err := r.startWorkloads(ctx, cluster, layout)
 	if err != nil {

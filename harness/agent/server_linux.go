@@ -335,3 +335,64 @@ func (s *Server) Snapshot(ctx context.Context, req *agentpb.SnapshotRequest) (*a
 	}
 	return &agentpb.SnapshotResult{Json: b}, nil
 }
+
+// NodeInfo implements agentpb.AgentServer.
+func (s *Server) NodeInfo(ctx context.Context, req *agentpb.NodeInfoRequest) (*agentpb.NodeInfoResult, error) {
+	out := &agentpb.NodeInfoResult{KubeProxyMode: "none seen"}
+	nat, err := s.Exec(ctx, &agentpb.ExecRequest{Argv: []string{"iptables-save", "-t", "nat"}})
+	switch {
+	case err == nil && nat.GetExitCode() == 0 && bytes.Contains(nat.GetStdout(), []byte(":KUBE-SERVICES")):
+		out.KubeProxyMode = "iptables"
+	default:
+		if l, err := s.Exec(ctx, &agentpb.ExecRequest{Argv: []string{"ip", "-o", "link", "show", "kube-ipvs0"}}); err == nil && l.GetExitCode() == 0 {
+			out.KubeProxyMode = "ipvs"
+		}
+	}
+	root := s.HostRoot
+	if root == "" {
+		root = "/"
+	}
+	dir, err := securejoin.SecureJoin(root, "/etc/cni/net.d")
+	if err != nil {
+		return out, nil
+	}
+	out.CniConfig, out.CniPlugins = readCNI(dir)
+	return out, nil
+}
+
+// readCNI returns the first .conflist, .conf or .json file of dir in name
+// order (the one container runtimes use) and its plugin types.
+func readCNI(dir string) (string, []string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", nil
+	}
+	for _, e := range entries { // sorted by name
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || (ext != ".conflist" && ext != ".conf" && ext != ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return e.Name(), nil
+		}
+		var conf struct {
+			Type    string `json:"type"`
+			Plugins []struct {
+				Type string `json:"type"`
+			} `json:"plugins"`
+		}
+		if json.Unmarshal(b, &conf) != nil {
+			return e.Name(), nil
+		}
+		var types []string
+		if conf.Type != "" {
+			types = append(types, conf.Type)
+		}
+		for _, p := range conf.Plugins {
+			types = append(types, p.Type)
+		}
+		return e.Name(), types
+	}
+	return "", nil
+}

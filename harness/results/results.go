@@ -62,9 +62,39 @@ type Environment struct {
 	Commit   string `json:"commit"`
 	Version  string `json:"version"`
 	Provider string `json:"provider"`
+	// Cluster describes the Kubernetes cluster of a kube run (nil on the
+	// embedded testbed, which runs on the machine described above).
+	Cluster *Cluster `json:"cluster,omitempty"`
 	// Noise is how noisy the machine was when the run began (nil in files
 	// written before it was measured).
 	Noise *Noise `json:"noise,omitempty"`
+}
+
+// Cluster describes a Kubernetes cluster a run used.
+type Cluster struct {
+	KubernetesVersion string `json:"kubernetes_version"`
+	// Nodes are the nodes the run's pods ran on.
+	Nodes []ClusterNode `json:"nodes"`
+}
+
+// ClusterNode describes one node of a Cluster, as its Node object and its
+// node agent report it.
+type ClusterNode struct {
+	Name             string `json:"name"`
+	Kernel           string `json:"kernel"`
+	OSImage          string `json:"os_image"`
+	ContainerRuntime string `json:"container_runtime"`
+	Kubelet          string `json:"kubelet"`
+	CPUs             int64  `json:"cpus"`
+	MemoryMiB        int64  `json:"memory_mib"`
+	// KubeProxyMode is "iptables" or "ipvs" as seen in the node's rules,
+	// or "none seen" (nftables mode, a CNI's own service handling, or no
+	// kube-proxy).
+	KubeProxyMode string `json:"kube_proxy_mode"`
+	// CNI is the network configuration the node's runtime uses (the first
+	// file of /etc/cni/net.d) and its plugin types, in order.
+	CNIConfig  string   `json:"cni_config"`
+	CNIPlugins []string `json:"cni_plugins"`
 }
 
 // Noise is a fingerprint of the machine's noise, measured at the start of

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/internal/nsutil"
 )
 
@@ -48,6 +49,13 @@ type ServiceSpec struct {
 	Port int
 	// Backends are the names of the pods that serve it.
 	Backends []string
+}
+
+// Describer is a cluster that can describe itself for the results: a
+// Kubernetes cluster's version and nodes (the embedded testbed runs on the
+// machine the results already describe).
+type Describer interface {
+	Describe(ctx context.Context) (*results.Cluster, error)
 }
 
 // ServiceAddresser is a cluster with a service layer of its own: the

@@ -22,6 +22,7 @@ import (
 	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed/kube"
 	"github.com/meshbench/meshbench/harness/workload"
 	"github.com/meshbench/meshbench/internal/version"
 	"github.com/meshbench/meshbench/reports"
@@ -323,9 +324,25 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("doctor", stderr, "doctor [--json]")
+	fs := newFlagSet("doctor", stderr, "doctor [--json] [--provider kube --kubeconfig FILE --context NAME]")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var pf providerFlags
+	pf.register(fs, false)
 	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	name, err := pf.resolve("")
+	if err != nil {
+		return err
+	}
+	if name == "kube" {
+		if *asJSON {
+			return fmt.Errorf("%w: --json is for the host's report, not --provider kube", ErrUsage)
+		}
+		lines, err := kube.Diagnose(ctx, kube.Options{Kubeconfig: pf.kubeconfig, Context: pf.context})
+		for _, l := range lines {
+			fmt.Fprintln(stdout, l)
+		}
 		return err
 	}
 	rep := doctor.Check(ctx, doctor.Options{})

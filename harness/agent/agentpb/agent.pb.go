@@ -972,6 +972,105 @@ func (x *SnapshotResult) GetJson() []byte {
 	return nil
 }
 
+type NodeInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfoRequest) Reset() {
+	*x = NodeInfoRequest{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfoRequest) ProtoMessage() {}
+
+func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
+func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+type NodeInfoResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kube_proxy_mode: "iptables", "ipvs", or "none seen".
+	KubeProxyMode string `protobuf:"bytes,1,opt,name=kube_proxy_mode,json=kubeProxyMode,proto3" json:"kube_proxy_mode,omitempty"`
+	// cni_config is the first file of the node's /etc/cni/net.d (the one
+	// the runtime uses); cni_plugins its plugin types, in order.
+	CniConfig     string   `protobuf:"bytes,2,opt,name=cni_config,json=cniConfig,proto3" json:"cni_config,omitempty"`
+	CniPlugins    []string `protobuf:"bytes,3,rep,name=cni_plugins,json=cniPlugins,proto3" json:"cni_plugins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfoResult) Reset() {
+	*x = NodeInfoResult{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfoResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfoResult) ProtoMessage() {}
+
+func (x *NodeInfoResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfoResult.ProtoReflect.Descriptor instead.
+func (*NodeInfoResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *NodeInfoResult) GetKubeProxyMode() string {
+	if x != nil {
+		return x.KubeProxyMode
+	}
+	return ""
+}
+
+func (x *NodeInfoResult) GetCniConfig() string {
+	if x != nil {
+		return x.CniConfig
+	}
+	return ""
+}
+
+func (x *NodeInfoResult) GetCniPlugins() []string {
+	if x != nil {
+		return x.CniPlugins
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1052,7 +1151,14 @@ const file_agent_proto_rawDesc = "" +
 	"\vnetns_paths\x18\x02 \x03(\tR\n" +
 	"netnsPaths\"$\n" +
 	"\x0eSnapshotResult\x12\x12\n" +
-	"\x04json\x18\x01 \x01(\fR\x04json2\xf2\x04\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json\"\x11\n" +
+	"\x0fNodeInfoRequest\"x\n" +
+	"\x0eNodeInfoResult\x12&\n" +
+	"\x0fkube_proxy_mode\x18\x01 \x01(\tR\rkubeProxyMode\x12\x1d\n" +
+	"\n" +
+	"cni_config\x18\x02 \x01(\tR\tcniConfig\x12\x1f\n" +
+	"\vcni_plugins\x18\x03 \x03(\tR\n" +
+	"cniPlugins2\xc7\x05\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
@@ -1061,7 +1167,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResult\x12N\n" +
 	"\x06Output\x12!.meshbench.agent.v1.OutputRequest\x1a\x1f.meshbench.agent.v1.OutputChunk0\x01\x12M\n" +
 	"\x06Signal\x12!.meshbench.agent.v1.SignalRequest\x1a .meshbench.agent.v1.SignalResult\x12S\n" +
-	"\bSnapshot\x12#.meshbench.agent.v1.SnapshotRequest\x1a\".meshbench.agent.v1.SnapshotResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
+	"\bSnapshot\x12#.meshbench.agent.v1.SnapshotRequest\x1a\".meshbench.agent.v1.SnapshotResult\x12S\n" +
+	"\bNodeInfo\x12#.meshbench.agent.v1.NodeInfoRequest\x1a\".meshbench.agent.v1.NodeInfoResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1075,7 +1182,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_proto_goTypes = []any{
 	(*StartRequest)(nil),    // 0: meshbench.agent.v1.StartRequest
 	(*OutputRequest)(nil),   // 1: meshbench.agent.v1.OutputRequest
@@ -1092,6 +1199,8 @@ var file_agent_proto_goTypes = []any{
 	(*ExecResult)(nil),      // 12: meshbench.agent.v1.ExecResult
 	(*SnapshotRequest)(nil), // 13: meshbench.agent.v1.SnapshotRequest
 	(*SnapshotResult)(nil),  // 14: meshbench.agent.v1.SnapshotResult
+	(*NodeInfoRequest)(nil), // 15: meshbench.agent.v1.NodeInfoRequest
+	(*NodeInfoResult)(nil),  // 16: meshbench.agent.v1.NodeInfoResult
 }
 var file_agent_proto_depIdxs = []int32{
 	8,  // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
@@ -1102,16 +1211,18 @@ var file_agent_proto_depIdxs = []int32{
 	1,  // 5: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
 	3,  // 6: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
 	13, // 7: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
-	9,  // 8: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	12, // 9: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	10, // 10: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	5,  // 11: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	7,  // 12: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	2,  // 13: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
-	4,  // 14: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
-	14, // 15: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
+	15, // 8: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
+	9,  // 9: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 10: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 11: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 12: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 13: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 14: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 15: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	14, // 16: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
+	16, // 17: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
+	9,  // [9:18] is the sub-list for method output_type
+	0,  // [0:9] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -1128,7 +1239,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Agent_Output_FullMethodName   = "/meshbench.agent.v1.Agent/Output"
 	Agent_Signal_FullMethodName   = "/meshbench.agent.v1.Agent/Signal"
 	Agent_Snapshot_FullMethodName = "/meshbench.agent.v1.Agent/Snapshot"
+	Agent_NodeInfo_FullMethodName = "/meshbench.agent.v1.Agent/NodeInfo"
 )
 
 // AgentClient is the client API for Agent service.
@@ -72,6 +73,9 @@ type AgentClient interface {
 	// namespaces' TCP counters, as the harness's metrics package does on
 	// its own host.
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (*SnapshotResult, error)
+	// NodeInfo describes the node's networking for the results: the
+	// kube-proxy mode its rules show, and its CNI configuration.
+	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResult, error)
 }
 
 type agentClient struct {
@@ -174,6 +178,16 @@ func (c *agentClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ..
 	return out, nil
 }
 
+func (c *agentClient) NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeInfoResult)
+	err := c.cc.Invoke(ctx, Agent_NodeInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -212,6 +226,9 @@ type AgentServer interface {
 	// namespaces' TCP counters, as the harness's metrics package does on
 	// its own host.
 	Snapshot(context.Context, *SnapshotRequest) (*SnapshotResult, error)
+	// NodeInfo describes the node's networking for the results: the
+	// kube-proxy mode its rules show, and its CNI configuration.
+	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResult, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -245,6 +262,9 @@ func (UnimplementedAgentServer) Signal(context.Context, *SignalRequest) (*Signal
 }
 func (UnimplementedAgentServer) Snapshot(context.Context, *SnapshotRequest) (*SnapshotResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedAgentServer) NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method NodeInfo not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -393,6 +413,24 @@ func _Agent_Snapshot_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_NodeInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeInfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).NodeInfo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_NodeInfo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).NodeInfo(ctx, req.(*NodeInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -423,6 +461,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Snapshot",
 			Handler:    _Agent_Snapshot_Handler,
+		},
+		{
+			MethodName: "NodeInfo",
+			Handler:    _Agent_NodeInfo_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -279,3 +279,21 @@ func grantAllBut(ctx context.Context, t *testing.T, c *Client, user string, skip
 		t.Fatal(err)
 	}
 }
+
+// TestDiagnoseKwokOnly: doctor's cluster check against a real API server
+// whose only nodes are kwok's: the server and permissions are fine, and no
+// node can run the run's pods, which is the error.
+func TestDiagnoseKwokOnly(t *testing.T) {
+	cp := startControlPlane(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lines, err := Diagnose(ctx, Options{Config: cp.Config()})
+	t.Logf("diagnosis:\n%s\nerror: %v", strings.Join(lines, "\n"), err)
+	text := strings.Join(lines, "\n")
+	if !strings.Contains(text, "all 16 a run needs are granted") || !strings.Contains(text, "0 of 2 can run") {
+		t.Errorf("diagnosis does not report the permissions and the 2 kwok nodes")
+	}
+	if err == nil || !strings.Contains(err.Error(), "no node can run the run's pods") {
+		t.Errorf("err = %v, want no node", err)
+	}
+}

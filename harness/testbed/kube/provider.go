@@ -16,10 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/agent/agentpb"
 	"github.com/meshbench/meshbench/harness/metrics"
+	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
 )
 
@@ -56,6 +58,9 @@ func NewProvider(opts ProviderOptions) *Provider {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 3 * time.Minute
 	}
+	// client-go reports through klog, to stderr by default (for example a
+	// port-forward's stream closing at teardown); route it to the log.
+	klog.SetSlogLogger(opts.Log)
 	return &Provider{opts: opts}
 }
 
@@ -356,4 +361,39 @@ func (cl *cluster) Destroy(ctx context.Context) error {
 	defer cancel()
 	errs = append(errs, cl.ns.Delete(dctx))
 	return errors.Join(errs...)
+}
+
+// Describe implements testbed.Describer: the server's version, and for
+// each node the run used its Node object's system info and capacity and
+// what its agent sees of kube-proxy and CNI.
+func (cl *cluster) Describe(ctx context.Context) (*results.Cluster, error) {
+	out := &results.Cluster{KubernetesVersion: cl.c.Version()}
+	list, err := cl.c.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}) // list: the permission the run asks for
+	if err != nil {
+		return nil, fmt.Errorf("describe nodes: %w", err)
+	}
+	for i, n := range cl.nodes {
+		var obj *corev1.Node
+		for j := range list.Items {
+			if list.Items[j].Name == n.Name {
+				obj = &list.Items[j]
+			}
+		}
+		if obj == nil {
+			return nil, fmt.Errorf("describe node %s: not in the cluster any more", n.Name)
+		}
+		ni := obj.Status.NodeInfo
+		cn := results.ClusterNode{
+			Name: n.Name, Kernel: ni.KernelVersion, OSImage: ni.OSImage,
+			ContainerRuntime: ni.ContainerRuntimeVersion, Kubelet: ni.KubeletVersion,
+			CPUs: obj.Status.Capacity.Cpu().Value(), MemoryMiB: obj.Status.Capacity.Memory().Value() >> 20,
+		}
+		info, err := cl.fleet.Clients[i].API().NodeInfo(ctx, &agentpb.NodeInfoRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("describe node %s through its agent: %w", n.Name, err)
+		}
+		cn.KubeProxyMode, cn.CNIConfig, cn.CNIPlugins = info.GetKubeProxyMode(), info.GetCniConfig(), info.GetCniPlugins()
+		out.Nodes = append(out.Nodes, cn)
+	}
+	return out, nil
 }

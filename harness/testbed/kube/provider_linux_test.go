@@ -67,6 +67,11 @@ func TestKubeProviderNone(t *testing.T) {
 	if err := node.ImportImage(ctx, meshTar); err != nil {
 		t.Fatal(err)
 	}
+	doc, err := exec.CommandContext(ctx, meshbench, "doctor", "--provider", "kube", "--kubeconfig", cp.KubeconfigPath()).CombinedOutput()
+	t.Logf("meshbench doctor --provider kube:\n%s", doc)
+	if err != nil || !strings.Contains(string(doc), "1 of 1 can run the run's pods") {
+		t.Errorf("doctor --provider kube: %v", err)
+	}
 	dir := t.TempDir()
 	scenario := filepath.Join(dir, "kube.yaml")
 	if err := os.WriteFile(scenario, []byte(providerScenario), 0o644); err != nil {
@@ -108,6 +113,16 @@ func TestKubeProviderNone(t *testing.T) {
 	}
 	if run.Environment.Provider != "kube" {
 		t.Errorf("environment provider %q, want kube", run.Environment.Provider)
+	}
+	// The cluster is described: the kubeenv node runs kube-proxy in
+	// iptables mode (its CNI configuration is in the node's private
+	// directory, not /etc/cni/net.d, so it is not seen).
+	cl := run.Environment.Cluster
+	if cl == nil || cl.KubernetesVersion != kubeenv.KubernetesVersion || len(cl.Nodes) != 1 ||
+		cl.Nodes[0].KubeProxyMode != "iptables" || cl.Nodes[0].CPUs < 1 || cl.Nodes[0].Kubelet == "" {
+		t.Errorf("environment cluster %+v: want version %s, one node with kube-proxy in iptables mode", cl, kubeenv.KubernetesVersion)
+	} else {
+		t.Logf("cluster: %+v", *cl)
 	}
 	// The run's namespace is gone.
 	if _, err := cp.Client().CoreV1().Namespaces().Get(ctx, NamespaceName(runID), metav1.GetOptions{}); err == nil {
