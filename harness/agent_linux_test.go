@@ -16,8 +16,9 @@ import (
 // cgroups under theirs, with the client's output streamed back; reads the
 // echo servers' and proxies' counters over the agents' Dial streams; and
 // writes the sidecar's and node proxy's iptables rules through the agents'
-// Exec; and reads the processes' CPU, memory and context switches and the
-// namespaces' TCP counters through the agents' Snapshot. Every proof must
+// Exec; has the proxies reach the xDS server through a socket the agents
+// expose on their nodes; and reads the processes' CPU, memory and context
+// switches and the namespaces' TCP counters through the agents' Snapshot. Every proof must
 // be verified. The agents' call counts show the work went through them.
 //
 // Not yet through the agents: BPF attachment and map reads (sockmap,
@@ -29,12 +30,13 @@ func TestAgentDatapaths(t *testing.T) {
 	for _, tt := range []struct {
 		datapath string
 		execs    bool // its rules go through Exec
+		xds      bool // its proxies reach the control plane through the agents
 	}{
-		{"none", false},
-		{"sidecar", true},
-		{"sockmap", true},
-		{"nodeproxy", true},
-		{"afxdp", false},
+		{"none", false, false},
+		{"sidecar", true, true},
+		{"sockmap", true, true},
+		{"nodeproxy", true, true},
+		{"afxdp", false, false},
 	} {
 		t.Run(tt.datapath, func(t *testing.T) {
 			opts := options(t, testScenario+"datapaths: ["+tt.datapath+"]\n")
@@ -67,6 +69,9 @@ func TestAgentDatapaths(t *testing.T) {
 			}
 			if calls.Snapshots == 0 {
 				t.Errorf("no process or namespace was read through the agents")
+			}
+			if tt.xds && calls.Exposed == 0 {
+				t.Errorf("no proxy reached the xDS server through the agents")
 			}
 			if tt.execs && calls.Execs == 0 {
 				t.Errorf("%d Exec calls: the rules did not go through the agents", calls.Execs)

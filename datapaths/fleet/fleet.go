@@ -51,6 +51,11 @@ type Fleet struct {
 	Session *controlplane.Session
 	Dir     string
 	Socket  string
+	// nodeSockets, when the cluster's processes cannot reach Socket (an
+	// Exposer: Kubernetes, or agent mode), are the paths at which node i's
+	// processes reach it; unexpose ends that.
+	nodeSockets []string
+	unexpose    func()
 	// Kind names the proxies in errors and logs ("sidecar", "node proxy").
 	Kind string
 
@@ -103,7 +108,21 @@ func Start(ctx context.Context, env *datapaths.Env, kind string, pl Placement) (
 	if f.Session, err = controlplane.StartSession(ctx, f.Socket, controlplane.ModelOf(env.Services, ids), f.log); err != nil {
 		return nil, errors.Join(err, f.Stop(context.WithoutCancel(ctx)))
 	}
+	if ex, ok := env.Cluster.(testbed.Exposer); ok {
+		if f.nodeSockets, f.unexpose, err = ex.Expose(ctx, f.Socket); err != nil {
+			return nil, errors.Join(fmt.Errorf("expose the xDS socket on the nodes: %w", err), f.Stop(context.WithoutCancel(ctx)))
+		}
+	}
 	return f, nil
+}
+
+// SocketOn returns the path at which processes on node i reach the xDS
+// socket: Socket itself, or where the cluster exposes it on that node.
+func (f *Fleet) SocketOn(node int) string {
+	if f.nodeSockets != nil {
+		return f.nodeSockets[node]
+	}
+	return f.Socket
 }
 
 // Launch starts p and adds it to the fleet.
@@ -215,6 +234,10 @@ func (f *Fleet) Stop(ctx context.Context) error {
 		}
 	}
 	f.proxies = nil
+	if f.unexpose != nil {
+		f.unexpose()
+		f.unexpose = nil
+	}
 	if f.Session != nil {
 		f.Session.Stop()
 		f.Session = nil

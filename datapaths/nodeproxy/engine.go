@@ -45,7 +45,7 @@ func Engine(services []*datapaths.Service, envoyBinary string) (string, error) {
 // own binary) running `proxy` with engine, and for Envoy the binary envoy.
 func proxyArgs(exec []string, f *fleet.Fleet, n *testbed.Node, engine, envoy string) []string {
 	args := append(append([]string{}, exec...), "proxy",
-		"--xds", f.Socket,
+		"--xds", f.SocketOn(n.Index),
 		"--node-id", fleet.PerNode.NodeID(n.Name),
 		"--engine", engine,
 		"--admin", proxy.DefaultAdminAddr,

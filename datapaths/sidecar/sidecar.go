@@ -132,7 +132,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		d.engines[engine]++
 		args := append([]string{bin}, env.Exec[1:]...)
 		args = append(args, "proxy",
-			"--xds", d.fleet.Socket,
+			"--xds", d.fleet.SocketOn(p.NodeIndex),
 			"--node-id", fleet.PerPod.NodeID(p.Name),
 			"--engine", engine,
 			"--config-dir", d.fleet.Dir,

@@ -192,3 +192,89 @@ type agentAddr string
 
 func (a agentAddr) Network() string { return "agent" }
 func (a agentAddr) String() string  { return string(a) }
+
+// Expose makes the harness's unix socket local reachable on the agent's
+// node at remotePath: processes the agent starts connect there, and each
+// connection is carried over its own stream to a new connection to local.
+// It returns once the agent listens. stop ends the listening (connections
+// already carried go on until they close).
+func (c *Client) Expose(ctx context.Context, remotePath, local string) (stop func(), err error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan error, 1)
+	go func() {
+		first := true
+		for sctx.Err() == nil {
+			err := c.exposeOne(sctx, remotePath, local, func() {
+				if first {
+					first = false
+					listening <- nil
+				}
+			})
+			if err != nil && first {
+				listening <- err
+				return
+			}
+			if err != nil && sctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond) // the agent went away; try again
+			}
+		}
+	}()
+	select {
+	case err = <-listening:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("agent: expose %s at %s: %w", local, remotePath, err)
+	}
+	return cancel, nil
+}
+
+// exposeOne waits on one Expose stream until the agent pairs it with a
+// connection, then carries that connection in the background.
+func (c *Client) exposeOne(ctx context.Context, remotePath, local string, listening func()) error {
+	cctx, cancel := context.WithCancel(ctx)
+	stream, err := c.api.Expose(cctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if err := stream.Send(&agentpb.DialFrame{ListenPath: remotePath}); err != nil {
+		cancel()
+		return err
+	}
+	for {
+		f, err := stream.Recv()
+		if err != nil {
+			cancel()
+			return err
+		}
+		switch f.GetEvent() {
+		case "listening":
+			listening()
+			continue
+		case "accepted":
+			c.calls.exposed.Add(1)
+		default:
+			cancel()
+			return fmt.Errorf("unexpected frame %q", f.GetEvent())
+		}
+		break
+	}
+	go func() {
+		defer cancel()
+		conn, err := net.Dial("unix", local)
+		if err != nil {
+			return // the stream's end closes the node's side
+		}
+		sc := &streamConn{stream: stream, cancel: cancel, addr: local}
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(conn, sc); conn.(*net.UnixConn).CloseWrite(); done <- struct{}{} }()
+		go func() { io.Copy(sc, conn); sc.CloseWrite(); done <- struct{}{} }()
+		<-done
+		<-done
+		conn.Close()
+	}()
+	return nil
+}

@@ -19,12 +19,17 @@ import (
 )
 
 // Calls counts the calls the harness made through agents.
-type Calls struct{ Execs, Dials, Starts, Snapshots int64 }
+type Calls struct {
+	Execs, Dials, Starts, Snapshots int64
+	// Exposed counts the connections node processes made to exposed
+	// sockets (the proxies' xDS streams).
+	Exposed int64
+}
 
-type callCounts struct{ execs, dials, starts, snapshots atomic.Int64 }
+type callCounts struct{ execs, dials, starts, snapshots, exposed atomic.Int64 }
 
 func (c *callCounts) load() Calls {
-	return Calls{c.execs.Load(), c.dials.Load(), c.starts.Load(), c.snapshots.Load()}
+	return Calls{c.execs.Load(), c.dials.Load(), c.starts.Load(), c.snapshots.Load(), c.exposed.Load()}
 }
 
 // Fleet is the harness's side of a cluster's node agents, one Client per
@@ -106,6 +111,26 @@ func (f *Fleet) Start(ctx context.Context, node int, nodeName, pod string, req *
 	return proc, nil
 }
 
+// Expose makes socket reachable through every node's agent, at paths[i]
+// on node i (see Client.Expose).
+func (f *Fleet) Expose(ctx context.Context, socket string, paths []string) (stop func(), err error) {
+	var stops []func()
+	stopAll := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	for i, c := range f.Clients {
+		s, err := c.Expose(ctx, paths[i], socket)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		stops = append(stops, s)
+	}
+	return stopAll, nil
+}
+
 // Processes returns the processes started through the agents and not yet
 // reaped.
 func (f *Fleet) Processes() []*testbed.Process {
@@ -158,6 +183,7 @@ func (f *Fleet) Calls() Calls {
 		s.Dials += k.Dials
 		s.Starts += k.Starts
 		s.Snapshots += k.Snapshots
+		s.Exposed += k.Exposed
 	}
 	return s
 }

@@ -235,6 +235,13 @@ func (s *Server) StopAll(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	s.exposedMu.Lock()
+	for path, ex := range s.exposed {
+		ex.ln.Close()
+		os.Remove(path)
+	}
+	s.exposed = nil
+	s.exposedMu.Unlock()
 	return errors.Join(errs...)
 }
 

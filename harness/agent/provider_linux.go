@@ -92,6 +92,10 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	if c.dir, err = os.MkdirTemp("", "meshbench-agents-"+spec.RunID+"-"); err != nil {
 		return nil, fmt.Errorf("agents: %w", err)
 	}
+	// The proxies (uid 1337) reach the xDS socket the agents expose here.
+	if err := os.Chmod(c.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("agents: %w", err)
+	}
 	var b [16]byte
 	rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
@@ -188,6 +192,18 @@ func (c *cluster) startRequest(spec testbed.ProcessSpec, netns, cgroup, memCgrou
 	return req
 }
 
+// Expose implements testbed.Exposer: each node's agent listens in the
+// run's socket directory (one path per node: they share this host's
+// filesystem).
+func (c *cluster) Expose(ctx context.Context, socket string) ([]string, func(), error) {
+	paths := make([]string, len(c.fleet.Clients))
+	for i := range paths {
+		paths[i] = filepath.Join(c.dir, fmt.Sprintf("node%d-%s", i, filepath.Base(socket)))
+	}
+	stop, err := c.fleet.Expose(ctx, socket, paths)
+	return paths, stop, err
+}
+
 // Processes implements testbed.Cluster.
 func (c *cluster) Processes() []*testbed.Process {
 	return append(c.Cluster.Processes(), c.fleet.Processes()...)
@@ -212,6 +228,7 @@ func (c *cluster) Destroy(ctx context.Context) error {
 	c.provider.calls.Dials += calls.Dials
 	c.provider.calls.Starts += calls.Starts
 	c.provider.calls.Snapshots += calls.Snapshots
+	c.provider.calls.Exposed += calls.Exposed
 	c.provider.mu.Unlock()
 	for _, cmd := range c.cmds {
 		cmd.Process.Signal(syscall.SIGTERM)

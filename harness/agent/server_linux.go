@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,6 +62,9 @@ type Server struct {
 	AllowProgram bool
 
 	procs processes
+
+	exposedMu sync.Mutex
+	exposed   map[string]*exposed
 }
 
 // GRPCServer returns a gRPC server serving s, with every call
@@ -215,7 +220,19 @@ func (s *Server) Dial(stream agentpb.Agent_DialServer) error {
 	if err := stream.Send(&agentpb.DialFrame{}); err != nil {
 		return err
 	}
-	// Client → connection, until the client closes its side.
+	return pipe(ctx, stream, c, ap.String())
+}
+
+// frameStream is either side's view of a Dial or Expose stream.
+type frameStream interface {
+	Send(*agentpb.DialFrame) error
+	Recv() (*agentpb.DialFrame, error)
+}
+
+// pipe carries c's bytes over stream both ways: the client's frames are
+// written to c until the client closes its side (then c's write side is
+// shut), and what c reads is sent until c's read side ends.
+func pipe(ctx context.Context, stream frameStream, c net.Conn, what string) error {
 	go func() {
 		for {
 			f, err := stream.Recv()
@@ -233,7 +250,6 @@ func (s *Server) Dial(stream agentpb.Agent_DialServer) error {
 			}
 		}
 	}()
-	// Connection → client, until the connection's read side ends.
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := c.Read(buf)
@@ -249,9 +265,115 @@ func (s *Server) Dial(stream agentpb.Agent_DialServer) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return status.Errorf(codes.Aborted, "agent: connection to %s: %v", ap, err)
+			return status.Errorf(codes.Aborted, "agent: connection to %s: %v", what, err)
 		}
 	}
+}
+
+// exposed is a unix socket the agent listens on for the harness.
+type exposed struct {
+	ln      net.Listener
+	conns   chan net.Conn
+	waiting int
+}
+
+// Expose implements agentpb.AgentServer.
+func (s *Server) Expose(stream agentpb.Agent_ExposeServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	path := first.GetListenPath()
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return status.Errorf(codes.InvalidArgument, "agent: expose %q: want a clean absolute path", path)
+	}
+	ex, err := s.listen(path)
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	if err := stream.Send(&agentpb.DialFrame{Event: "listening"}); err != nil {
+		s.unwait(path, ex)
+		return err
+	}
+	select {
+	case c, ok := <-ex.conns:
+		s.exposedMu.Lock()
+		ex.waiting--
+		s.exposedMu.Unlock()
+		if !ok {
+			return status.Errorf(codes.Unavailable, "agent: %s no longer listens", path)
+		}
+		defer c.Close()
+		if err := stream.Send(&agentpb.DialFrame{Event: "accepted"}); err != nil {
+			return err
+		}
+		return pipe(ctx, stream, c, path)
+	case <-ctx.Done():
+		s.unwait(path, ex)
+		return ctx.Err()
+	}
+}
+
+// listen returns the listener at path, creating it (and its directory)
+// when no stream waits on it, and counts the caller as waiting.
+func (s *Server) listen(path string) (*exposed, error) {
+	s.exposedMu.Lock()
+	defer s.exposedMu.Unlock()
+	if s.exposed == nil {
+		s.exposed = map[string]*exposed{}
+	}
+	ex := s.exposed[path]
+	if ex == nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, status.Errorf(codes.Internal, "agent: %v", err)
+		}
+		os.Remove(path) // a stale socket of a dead agent
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "agent: %v", err)
+		}
+		// The processes the agent starts as other users (the proxies, uid
+		// 1337) connect to it.
+		if err := os.Chmod(path, 0o777); err != nil {
+			ln.Close()
+			return nil, status.Errorf(codes.Internal, "agent: %v", err)
+		}
+		ex = &exposed{ln: ln, conns: make(chan net.Conn)}
+		s.exposed[path] = ex
+		go func() {
+			defer close(ex.conns)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				ex.conns <- c
+			}
+		}()
+	}
+	ex.waiting++
+	return ex, nil
+}
+
+// unwait counts a waiting stream gone unpaired; with none left waiting,
+// the agent stops listening and removes the socket.
+func (s *Server) unwait(path string, ex *exposed) {
+	s.exposedMu.Lock()
+	defer s.exposedMu.Unlock()
+	ex.waiting--
+	if ex.waiting > 0 || s.exposed[path] != ex {
+		return
+	}
+	delete(s.exposed, path)
+	ex.ln.Close()
+	os.Remove(path)
+	// An accepted connection no stream will take.
+	go func() {
+		for c := range ex.conns {
+			c.Close()
+		}
+	}()
 }
 
 // lookTool finds a tool in the node's root, following symlinks (Debian's

@@ -58,6 +58,14 @@ type Describer interface {
 	Describe(ctx context.Context) (*results.Cluster, error)
 }
 
+// Exposer is a cluster whose processes cannot reach this process's unix
+// sockets directly (their nodes are elsewhere, or reached through node
+// agents). Expose makes socket reachable from every node's processes, at
+// paths[i] on node i; stop ends that.
+type Exposer interface {
+	Expose(ctx context.Context, socket string) (paths []string, stop func(), err error)
+}
+
 // ServiceAddresser is a cluster with a service layer of its own: the
 // address (a Kubernetes ClusterIP) at which the cluster itself balances
 // a Spec service over its backends.

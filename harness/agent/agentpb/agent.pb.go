@@ -677,8 +677,11 @@ type DialFrame struct {
 	PodUid    string `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	NetnsPath string `protobuf:"bytes,2,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
 	// address is a literal IP and port.
-	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Data    []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// listen_path and event are Expose's.
+	ListenPath    string `protobuf:"bytes,5,opt,name=listen_path,json=listenPath,proto3" json:"listen_path,omitempty"`
+	Event         string `protobuf:"bytes,6,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -739,6 +742,20 @@ func (x *DialFrame) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *DialFrame) GetListenPath() string {
+	if x != nil {
+		return x.ListenPath
+	}
+	return ""
+}
+
+func (x *DialFrame) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
 }
 
 type ExecRequest struct {
@@ -1128,13 +1145,16 @@ const file_agent_proto_rawDesc = "" +
 	"\x03mac\x18\t \x01(\tR\x03mac\x12\x1b\n" +
 	"\thost_veth\x18\n" +
 	" \x01(\tR\bhostVeth\x12\"\n" +
-	"\rhost_veth_mac\x18\v \x01(\tR\vhostVethMac\"q\n" +
+	"\rhost_veth_mac\x18\v \x01(\tR\vhostVethMac\"\xa8\x01\n" +
 	"\tDialFrame\x12\x17\n" +
 	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x1d\n" +
 	"\n" +
 	"netns_path\x18\x02 \x01(\tR\tnetnsPath\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"o\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1f\n" +
+	"\vlisten_path\x18\x05 \x01(\tR\n" +
+	"listenPath\x12\x14\n" +
+	"\x05event\x18\x06 \x01(\tR\x05event\"o\n" +
 	"\vExecRequest\x12\x17\n" +
 	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x1d\n" +
 	"\n" +
@@ -1158,11 +1178,12 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"cni_config\x18\x02 \x01(\tR\tcniConfig\x12\x1f\n" +
 	"\vcni_plugins\x18\x03 \x03(\tR\n" +
-	"cniPlugins2\xc7\x05\n" +
+	"cniPlugins2\x93\x06\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
 	"\x04Dial\x12\x1d.meshbench.agent.v1.DialFrame\x1a\x1d.meshbench.agent.v1.DialFrame(\x010\x01\x12J\n" +
+	"\x06Expose\x12\x1d.meshbench.agent.v1.DialFrame\x1a\x1d.meshbench.agent.v1.DialFrame(\x010\x01\x12J\n" +
 	"\x05Start\x12 .meshbench.agent.v1.StartRequest\x1a\x1f.meshbench.agent.v1.StartResult\x12G\n" +
 	"\x04Stop\x12\x1f.meshbench.agent.v1.StopRequest\x1a\x1e.meshbench.agent.v1.StopResult\x12N\n" +
 	"\x06Output\x12!.meshbench.agent.v1.OutputRequest\x1a\x1f.meshbench.agent.v1.OutputChunk0\x01\x12M\n" +
@@ -1206,23 +1227,25 @@ var file_agent_proto_depIdxs = []int32{
 	8,  // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
 	11, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
 	10, // 2: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
-	0,  // 3: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
-	6,  // 4: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
-	1,  // 5: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
-	3,  // 6: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
-	13, // 7: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
-	15, // 8: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
-	9,  // 9: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	12, // 10: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	10, // 11: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	5,  // 12: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	7,  // 13: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	2,  // 14: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
-	4,  // 15: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
-	14, // 16: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
-	16, // 17: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
-	9,  // [9:18] is the sub-list for method output_type
-	0,  // [0:9] is the sub-list for method input_type
+	10, // 3: meshbench.agent.v1.Agent.Expose:input_type -> meshbench.agent.v1.DialFrame
+	0,  // 4: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
+	6,  // 5: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
+	1,  // 6: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
+	3,  // 7: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
+	13, // 8: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
+	15, // 9: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
+	9,  // 10: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 11: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 12: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	10, // 13: meshbench.agent.v1.Agent.Expose:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 14: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 15: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 16: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 17: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	14, // 18: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
+	16, // 19: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
+	10, // [10:20] is the sub-list for method output_type
+	0,  // [0:10] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

@@ -27,6 +27,7 @@ const (
 	Agent_Resolve_FullMethodName  = "/meshbench.agent.v1.Agent/Resolve"
 	Agent_Exec_FullMethodName     = "/meshbench.agent.v1.Agent/Exec"
 	Agent_Dial_FullMethodName     = "/meshbench.agent.v1.Agent/Dial"
+	Agent_Expose_FullMethodName   = "/meshbench.agent.v1.Agent/Expose"
 	Agent_Start_FullMethodName    = "/meshbench.agent.v1.Agent/Start"
 	Agent_Stop_FullMethodName     = "/meshbench.agent.v1.Agent/Stop"
 	Agent_Output_FullMethodName   = "/meshbench.agent.v1.Agent/Output"
@@ -56,6 +57,16 @@ type AgentClient interface {
 	// client's side of the stream shuts the connection's write side; the
 	// stream ends when the connection's read side does.
 	Dial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DialFrame, DialFrame], error)
+	// Expose makes a unix socket of the harness's reachable on the node:
+	// the agent listens at listen_path, in its own filesystem (which the
+	// processes it starts see), and carries each connection accepted there
+	// over one Expose stream. The harness keeps one stream waiting. The
+	// first client frame names listen_path; the agent answers "listening"
+	// once it listens, and "accepted" when it has a connection for this
+	// stream; bytes then flow both ways as in Dial. When the last waiting
+	// stream ends unpaired, the agent stops listening and removes the
+	// socket.
+	Expose(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DialFrame, DialFrame], error)
 	// Start starts the agent's own program (meshbench: a proxy, a load
 	// client, a forwarder) in a pod's network namespace and in a new cgroup
 	// under the pod's (a sibling of its containers'), as the given user.
@@ -119,6 +130,19 @@ func (c *agentClient) Dial(ctx context.Context, opts ...grpc.CallOption) (grpc.B
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_DialClient = grpc.BidiStreamingClient[DialFrame, DialFrame]
 
+func (c *agentClient) Expose(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DialFrame, DialFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Expose_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DialFrame, DialFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ExposeClient = grpc.BidiStreamingClient[DialFrame, DialFrame]
+
 func (c *agentClient) Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResult, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StartResult)
@@ -141,7 +165,7 @@ func (c *agentClient) Stop(ctx context.Context, in *StopRequest, opts ...grpc.Ca
 
 func (c *agentClient) Output(ctx context.Context, in *OutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutputChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Output_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_Output_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +233,16 @@ type AgentServer interface {
 	// client's side of the stream shuts the connection's write side; the
 	// stream ends when the connection's read side does.
 	Dial(grpc.BidiStreamingServer[DialFrame, DialFrame]) error
+	// Expose makes a unix socket of the harness's reachable on the node:
+	// the agent listens at listen_path, in its own filesystem (which the
+	// processes it starts see), and carries each connection accepted there
+	// over one Expose stream. The harness keeps one stream waiting. The
+	// first client frame names listen_path; the agent answers "listening"
+	// once it listens, and "accepted" when it has a connection for this
+	// stream; bytes then flow both ways as in Dial. When the last waiting
+	// stream ends unpaired, the agent stops listening and removes the
+	// socket.
+	Expose(grpc.BidiStreamingServer[DialFrame, DialFrame]) error
 	// Start starts the agent's own program (meshbench: a proxy, a load
 	// client, a forwarder) in a pod's network namespace and in a new cgroup
 	// under the pod's (a sibling of its containers'), as the given user.
@@ -247,6 +281,9 @@ func (UnimplementedAgentServer) Exec(context.Context, *ExecRequest) (*ExecResult
 }
 func (UnimplementedAgentServer) Dial(grpc.BidiStreamingServer[DialFrame, DialFrame]) error {
 	return status.Errorf(codes.Unimplemented, "method Dial not implemented")
+}
+func (UnimplementedAgentServer) Expose(grpc.BidiStreamingServer[DialFrame, DialFrame]) error {
+	return status.Errorf(codes.Unimplemented, "method Expose not implemented")
 }
 func (UnimplementedAgentServer) Start(context.Context, *StartRequest) (*StartResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Start not implemented")
@@ -329,6 +366,13 @@ func _Agent_Dial_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_DialServer = grpc.BidiStreamingServer[DialFrame, DialFrame]
+
+func _Agent_Expose_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).Expose(&grpc.GenericServerStream[DialFrame, DialFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_ExposeServer = grpc.BidiStreamingServer[DialFrame, DialFrame]
 
 func _Agent_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartRequest)
@@ -471,6 +515,12 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Dial",
 			Handler:       _Agent_Dial_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Expose",
+			Handler:       _Agent_Expose_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -329,6 +331,18 @@ func (cl *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec tes
 }
 
 func (cl *cluster) Processes() []*testbed.Process { return cl.fleet.Processes() }
+
+// Expose implements testbed.Exposer: each node's agent listens at
+// /run/meshbench/<run>/<socket's name> in its own filesystem, where the
+// processes it starts look.
+func (cl *cluster) Expose(ctx context.Context, socket string) ([]string, func(), error) {
+	paths := make([]string, len(cl.nodes))
+	for i := range paths {
+		paths[i] = path.Join("/run/meshbench", cl.runID, filepath.Base(socket))
+	}
+	stop, err := cl.fleet.Expose(ctx, socket, paths)
+	return paths, stop, err
+}
 
 // ServiceAddr implements testbed.ServiceAddresser: the Service's cluster
 // IP.

@@ -28,17 +28,21 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [none]
+datapaths: [none, sidecar]
 `
 
-// TestKubeProviderNone runs `meshbench bench --provider kube` end to end
+// TestKubeProvider runs `meshbench bench --provider kube` end to end
 // on a real Kubernetes node: the pods are Deployments of the meshbench
 // image built in-process, the agent DaemonSet is reached by port-forward,
 // the echo servers and the load client start in the pods through it, the
 // client sends to the Service's ClusterIP (kube-proxy balances), and the
-// counters and metrics are read through the agents. The proof must be verified
+// counters and metrics are read through the agents. Then the sidecar
+// datapath: its iptables rules go into the pods through the agents, its
+// proxies start in the pods as uid 1337 and reach the xDS server over a
+// socket each agent exposes on its node, and its proof reads their
+// counters through the agents. The proof must be verified
 // and the host left as it was.
-func TestKubeProviderNone(t *testing.T) {
+func TestKubeProvider(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
 	}
@@ -90,22 +94,33 @@ func TestKubeProviderNone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Status != results.StatusOK || len(run.Steps) != 1 {
+	if run.Status != results.StatusOK || len(run.Steps) != 2 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
-	s := run.Steps[0]
-	t.Logf("none on kube: %d requests, success %.3f, p50 %.0f µs, p99 %.0f µs, proof %v %v",
-		s.Requests, s.SuccessRatio, s.LatencyUS.P50, s.LatencyUS.P99, s.Proof.Verified, s.Proof.Counters)
-	if !s.Proof.Verified || s.SuccessRatio != 1 {
-		t.Fatalf("proof %+v, success %v", s.Proof, s.SuccessRatio)
-	}
-	if s.Cost.CPUMicrosPerRequest <= 0 || s.Cost.SegmentsPerRequest < 2 {
-		t.Errorf("cost not measured through the agents: %+v", s.Cost)
-	}
-	for _, p := range s.Processes {
-		if p.RSSBytes == 0 {
-			t.Errorf("process %s in %s: no memory figures", p.Name, p.Pod)
+	for _, s := range run.Steps {
+		t.Logf("%s on kube: %d requests, success %.3f, p50 %.0f µs, p99 %.0f µs, CPU %.1f µs/request, proof verified %v (%d checks)",
+			s.Datapath, s.Requests, s.SuccessRatio, s.LatencyUS.P50, s.LatencyUS.P99, s.Cost.CPUMicrosPerRequest, s.Proof.Verified, len(s.Proof.Checks))
+		if !s.Proof.Verified || s.SuccessRatio != 1 {
+			t.Fatalf("%s: proof %+v, success %v", s.Datapath, s.Proof, s.SuccessRatio)
 		}
+		if s.Cost.CPUMicrosPerRequest <= 0 || s.Cost.SegmentsPerRequest < 2 {
+			t.Errorf("%s: cost not measured through the agents: %+v", s.Datapath, s.Cost)
+		}
+		for _, p := range s.Processes {
+			if p.RSSBytes == 0 {
+				t.Errorf("%s: process %s in %s: no memory figures", s.Datapath, p.Name, p.Pod)
+			}
+		}
+	}
+	s := run.Steps[0]
+	proxies := 0
+	for _, p := range run.Steps[1].Processes {
+		if p.Role == results.RoleDatapath {
+			proxies++
+		}
+	}
+	if proxies != 3 {
+		t.Errorf("%d sidecars measured, want one per pod (3)", proxies)
 	}
 	// The real no-mesh baseline: the cluster's Service path.
 	if !strings.Contains(s.Proof.Source, "Service's cluster address 198.19.") {
