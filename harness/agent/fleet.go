@@ -153,22 +153,13 @@ func (f *Fleet) Stop(ctx context.Context) error {
 	procs := f.procs
 	f.procs = nil
 	f.mu.Unlock()
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = p.Stop(ctx)
-		}()
-	}
-	wg.Wait()
+	err := testbed.StopAll(ctx, procs)
 	for _, c := range f.Clients {
 		if c != nil {
 			c.Close()
 		}
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // Calls sums the calls made through the fleet's agents.

@@ -139,3 +139,19 @@ func (p *Process) Rusage() *syscall.Rusage {
 	ru, _ := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	return ru
 }
+
+// StopAll stops procs at once (Stop each: SIGTERM, then SIGKILL after
+// StopGrace) and joins their errors.
+func StopAll(ctx context.Context, procs []*Process) error {
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -38,39 +38,12 @@ const echoImage = "meshbench.local/kube-test-echo:v1"
 // endpoints when the kubelet notices, as a pod-kill on Kubernetes does.
 // The host is compared before and after.
 func TestAPIOnRealNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
-	}
-	for _, tool := range []string{"containerd", "ctr", "runc", "nsenter", "unshare"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s missing: `make test` installs it (ci/install-deps.sh test)", tool)
-		}
-	}
+	realNodePrivileged(t)
 	tar, echoBin := buildEcho(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
-	before, err := kubeenv.SnapshotHost(ctx, runID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		after, err := kubeenv.SnapshotHost(context.Background(), runID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := before.Diff(after); len(d) > 0 {
-			t.Errorf("the host differs after teardown:\n%s", strings.Join(d, "\n"))
-		}
-	})
-	cp := startControlPlaneID(t, runID, 0)
-	node, err := cp.AddNode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node.ImportImage(ctx, tar); err != nil {
-		t.Fatal(err)
-	}
+	cp, runID := startRealNode(t, ctx, tar)
+	node := cp.Nodes()[0]
 
 	c, err := Connect(ctx, Options{Config: cp.Config()})
 	if err != nil {
@@ -422,24 +395,12 @@ func agentStart(ctx context.Context, t *testing.T, c agentpb.AgentClient, pod Po
 // network namespace with the node's own iptables (chrooted into /host),
 // and start a server in the pod.
 func TestAgentDaemonSetOnRealNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
-	}
+	realNodePrivileged(t)
 	echoTar, _ := buildEcho(t)
 	meshTar := buildMeshbench(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
-	cp := startControlPlaneID(t, runID, 0)
-	node, err := cp.AddNode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tar := range []string{echoTar, meshTar} {
-		if err := node.ImportImage(ctx, tar); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cp, runID := startRealNode(t, ctx, echoTar, meshTar)
 	c, err := Connect(ctx, Options{Config: cp.Config()})
 	if err != nil {
 		t.Fatal(err)
@@ -526,6 +487,53 @@ func TestAgentDaemonSetOnRealNode(t *testing.T) {
 	}
 	if _, err := ac.Stop(ctx, &agentpb.StopRequest{Pid: sr.GetPid()}); err != nil {
 		t.Error(err)
+	}
+}
+
+// startRealNode skips the test unless it runs as root, fails it if a tool
+// `make test` installs is missing, and starts a control plane with one
+// real node that has the image tars imported. Its cleanup checks that the
+// host is as before (the caller's run id is the one returned).
+func startRealNode(t *testing.T, ctx context.Context, tars ...string) (cp *kubeenv.ControlPlane, runID string) {
+	t.Helper()
+	runID = fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
+	before, err := kubeenv.SnapshotHost(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		after, err := kubeenv.SnapshotHost(context.Background(), runID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := before.Diff(after); len(d) > 0 {
+			t.Errorf("the host differs after teardown:\n%s", strings.Join(d, "\n"))
+		}
+	})
+	cp = startControlPlaneID(t, runID, 0)
+	node, err := cp.AddNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tar := range tars {
+		if err := node.ImportImage(ctx, tar); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cp, runID
+}
+
+// realNodePrivileged skips the test unless it runs as root, and fails it
+// when a tool the real node needs (which `make test` installs) is missing.
+func realNodePrivileged(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
+	}
+	for _, tool := range []string{"containerd", "ctr", "runc", "nsenter", "unshare"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s missing: `make test` installs it (ci/install-deps.sh test)", tool)
+		}
 	}
 }
 

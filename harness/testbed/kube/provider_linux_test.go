@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,34 +42,11 @@ datapaths: [none, sidecar]
 // counters through the agents. The proof must be verified
 // and the host left as it was.
 func TestKubeProvider(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a Kubernetes node (run the tests as root)")
-	}
+	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	runID := fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
-	before, err := kubeenv.SnapshotHost(ctx, runID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		after, err := kubeenv.SnapshotHost(context.Background(), runID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := before.Diff(after); len(d) > 0 {
-			t.Errorf("the host differs after teardown:\n%s", strings.Join(d, "\n"))
-		}
-	})
-	cp := startControlPlaneID(t, runID, 0)
-	node, err := cp.AddNode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node.ImportImage(ctx, meshTar); err != nil {
-		t.Fatal(err)
-	}
+	cp, runID := startRealNode(t, ctx, meshTar)
 	doc, err := exec.CommandContext(ctx, meshbench, "doctor", "--provider", "kube", "--kubeconfig", cp.KubeconfigPath()).CombinedOutput()
 	t.Logf("meshbench doctor --provider kube:\n%s", doc)
 	if err != nil || !strings.Contains(string(doc), "1 of 1 can run the run's pods") {
@@ -107,6 +83,7 @@ func TestKubeProvider(t *testing.T) {
 			t.Errorf("%s: cost not measured through the agents: %+v", s.Datapath, s.Cost)
 		}
 		for _, p := range s.Processes {
+			t.Logf("  %s %s in %s: %.3f s CPU, RSS %d KiB, %d descendants", p.Role, p.Name, p.Pod, p.CPUSeconds, p.RSSBytes>>10, len(p.Descendants))
 			if p.RSSBytes == 0 {
 				t.Errorf("%s: process %s in %s: no memory figures", s.Datapath, p.Name, p.Pod)
 			}

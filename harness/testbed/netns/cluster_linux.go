@@ -533,17 +533,7 @@ func (c *cluster) Destroy(ctx context.Context) error {
 	c.procs = nil
 	c.mu.Unlock()
 
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = p.Stop(ctx)
-		}()
-	}
-	wg.Wait()
-	errs = append(errs, c.teardown(context.WithoutCancel(ctx)))
+	errs := []error{testbed.StopAll(ctx, procs), c.teardown(context.WithoutCancel(ctx))}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("destroy cluster %s: %w", c.id, err)
 	}
