@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths/afxdp"
@@ -22,7 +24,6 @@ import (
 	"github.com/meshbench/meshbench/harness/agent"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
-	"github.com/meshbench/meshbench/harness/testbed/kube"
 	"github.com/meshbench/meshbench/harness/workload"
 	"github.com/meshbench/meshbench/internal/version"
 	"github.com/meshbench/meshbench/reports"
@@ -194,6 +195,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if sc.Provider, err = f.providerFlags.resolve(sc.Provider); err != nil {
 		return err
 	}
+	if sc.Provider == "kube" && f.Image == "" {
+		return fmt.Errorf("%w: --provider kube needs --image: an image the cluster can pull holding a static meshbench at /meshbench (build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it)", ErrUsage)
+	}
+	if sc.Provider == "kube" && Kube == nil {
+		return execKube(append([]string{"bench"}, args...))
+	}
 	if f.out == "" {
 		f.out = filepath.Join("results", time.Now().Format("20060102-150405"))
 	}
@@ -309,6 +316,9 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if name == "kube" && Kube == nil {
+		return execKube(append([]string{"down"}, args...))
+	}
 	p, err := pf.provider(name, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
@@ -339,7 +349,10 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if *asJSON {
 			return fmt.Errorf("%w: --json is for the host's report, not --provider kube", ErrUsage)
 		}
-		lines, err := kube.Diagnose(ctx, kube.Options{Kubeconfig: pf.kubeconfig, Context: pf.context})
+		if Kube == nil {
+			return execKube(append([]string{"doctor"}, args...))
+		}
+		lines, err := Kube.Diagnose(ctx, pf.Kubeconfig, pf.Context)
 		for _, l := range lines {
 			fmt.Fprintln(stdout, l)
 		}
@@ -350,4 +363,34 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
+}
+
+// Main runs the command line of os.Args and exits with its status: 2 for
+// a usage error, 3 for differing environments, 1 for any other error.
+// Both binaries, meshbench and meshbench-kube, are this.
+func Main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		// A second signal gets the default behaviour (exit at once);
+		// `meshbench down` removes what that leaves behind.
+		stop()
+	}()
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err == nil {
+		return
+	}
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder") && ctx.Err() != nil {
+		// A workload stopped by the harness is not an error.
+		return
+	}
+	fmt.Fprintf(os.Stderr, "meshbench: %v\n", err)
+	switch {
+	case errors.Is(err, ErrUsage):
+		os.Exit(2)
+	case errors.Is(err, ErrEnvironment):
+		os.Exit(3)
+	}
+	os.Exit(1)
 }

@@ -9,42 +9,77 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-
-	corev1 "k8s.io/api/core/v1"
+	"syscall"
 
 	"github.com/meshbench/meshbench/harness/testbed"
-	"github.com/meshbench/meshbench/harness/testbed/kube"
 	"github.com/meshbench/meshbench/harness/testbed/netns"
-	"github.com/meshbench/meshbench/internal/kubeenv"
 	"github.com/meshbench/meshbench/scenarios"
 )
 
-// providerFlags choose and configure the cluster provider.
-type providerFlags struct {
-	name       string
-	kubeconfig string
-	context    string
-	image      string
-	imagePull  string
+// ProviderFlags choose and configure the cluster provider.
+type ProviderFlags struct {
+	Name       string
+	Kubeconfig string
+	Context    string
+	Image      string
+	ImagePull  string
+}
+
+// providerFlags is the command line's own name for them.
+type providerFlags = ProviderFlags
+
+// Kube is the Kubernetes side of the command line. Package kubeapp sets it
+// in the meshbench-kube binary. It is nil in meshbench, which hands every
+// command that needs Kubernetes to meshbench-kube (execKube): the
+// Kubernetes client libraries nearly double the binary and add about
+// 7 MiB of PSS to every process started from it, and the echo servers,
+// load client and proxies in the pods are started from meshbench.
+var Kube interface {
+	Provider(f ProviderFlags, logger *slog.Logger) (testbed.Provider, error)
+	Diagnose(ctx context.Context, kubeconfig, kubeContext string) ([]string, error)
+	Image(ctx context.Context, ref, out string, stdout io.Writer) error
+}
+
+// KubeBinary is the binary with the Kubernetes side, next to meshbench.
+const KubeBinary = "meshbench-kube"
+
+// execKube replaces this process with meshbench-kube running args (a
+// command and its arguments): found next to this executable, else on
+// PATH.
+func execKube(args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(filepath.Dir(self), KubeBinary)
+	if _, err := os.Stat(path); err != nil {
+		p, lerr := exec.LookPath(KubeBinary)
+		if lerr != nil {
+			return fmt.Errorf("%s needs %s, which carries the Kubernetes client, and it is neither next to %s nor on PATH: 'make build' builds both", strings.Join(args[:1], " ")+" --provider kube", KubeBinary, self)
+		}
+		path = p
+	}
+	return syscall.Exec(path, append([]string{path}, args...), os.Environ())
 }
 
 func (f *providerFlags) register(fs *flag.FlagSet, withImage bool) {
-	fs.StringVar(&f.name, "provider", "", "cluster provider: "+strings.Join(scenarios.KnownProviders, " or ")+" (default: the scenario's, else netns)")
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kube: kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-	fs.StringVar(&f.context, "context", "", "kube: kubeconfig context (default: the current one)")
+	fs.StringVar(&f.Name, "provider", "", "cluster provider: "+strings.Join(scenarios.KnownProviders, " or ")+" (default: the scenario's, else netns)")
+	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "kube: kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+	fs.StringVar(&f.Context, "context", "", "kube: kubeconfig context (default: the current one)")
 	if withImage {
-		fs.StringVar(&f.image, "image", "", "kube: the meshbench image the cluster runs, with a static meshbench at /meshbench ('meshbench image' builds one)")
-		fs.StringVar(&f.imagePull, "image-pull", string(corev1.PullIfNotPresent), "kube: the pods' image pull policy: IfNotPresent, Always, or Never for an image loaded into the nodes")
+		fs.StringVar(&f.Image, "image", "", "kube: the meshbench image the cluster runs, with a static meshbench at /meshbench ('meshbench image' builds one)")
+		fs.StringVar(&f.ImagePull, "image-pull", "IfNotPresent", "kube: the pods' image pull policy: IfNotPresent, Always, or Never for an image loaded into the nodes")
 	}
 }
 
 // resolve returns the provider's name (the flag's, else the scenario's,
 // else netns) and checks the flags fit it, before anything is created.
 func (f *providerFlags) resolve(scenario string) (string, error) {
-	name := f.name
+	name := f.Name
 	if name == "" {
 		name = scenario
 	}
@@ -55,17 +90,17 @@ func (f *providerFlags) resolve(scenario string) (string, error) {
 		return "", fmt.Errorf("%w: --provider %q: want one of %s", ErrUsage, name, strings.Join(scenarios.KnownProviders, ", "))
 	}
 	if name != "kube" {
-		for flagName, v := range map[string]string{"kubeconfig": f.kubeconfig, "context": f.context, "image": f.image} {
+		for flagName, v := range map[string]string{"kubeconfig": f.Kubeconfig, "context": f.Context, "image": f.Image} {
 			if v != "" {
 				return "", fmt.Errorf("%w: --%s applies to --provider kube only", ErrUsage, flagName)
 			}
 		}
 		return name, nil
 	}
-	switch corev1.PullPolicy(f.imagePull) {
-	case "", corev1.PullIfNotPresent, corev1.PullAlways, corev1.PullNever:
+	switch f.ImagePull {
+	case "", "IfNotPresent", "Always", "Never":
 	default:
-		return "", fmt.Errorf("%w: --image-pull %q: want IfNotPresent, Always or Never", ErrUsage, f.imagePull)
+		return "", fmt.Errorf("%w: --image-pull %q: want IfNotPresent, Always or Never", ErrUsage, f.ImagePull)
 	}
 	return name, nil
 }
@@ -78,18 +113,16 @@ func (f *providerFlags) provider(name string, needImage bool, logger *slog.Logge
 		}
 		return netns.New(netns.Options{Logger: logger}), nil
 	}
-	if needImage && f.image == "" {
+	if needImage && f.Image == "" {
 		return nil, fmt.Errorf("%w: --provider kube needs --image: an image the cluster can pull holding a static meshbench at /meshbench (build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it)", ErrUsage)
 	}
-	return kube.NewProvider(kube.ProviderOptions{
-		Kubeconfig: f.kubeconfig, Context: f.context, Log: logger,
-		Image: kube.Image{Ref: f.image, PullPolicy: corev1.PullPolicy(f.imagePull)},
-	}), nil
+	if Kube == nil {
+		return nil, errors.New("the Kubernetes side is not in this binary (use meshbench-kube)")
+	}
+	return Kube.Provider(*f, logger)
 }
 
-// runImage builds the meshbench image from the running binary, in-process
-// (go-containerregistry: no daemon, no base image), as a tar that `ctr
-// image import`, `docker load` or `kind load image-archive` accept.
+// runImage builds the meshbench image (see Kube.Image).
 func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("image", stderr, "image --out FILE [--ref REF]")
 	out := fs.String("out", "", "the image tar to write")
@@ -101,29 +134,30 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return fmt.Errorf("%w: image needs --out", ErrUsage)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
+	if Kube == nil {
+		return execKube(append([]string{"image"}, args...))
 	}
-	if err := checkStatic(exe); err != nil {
-		return err
-	}
-	// The image holds the binary as /meshbench.
-	dir, err := os.MkdirTemp("", "meshbench-image-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "meshbench")
-	if err := copyFile(exe, bin); err != nil {
-		return err
-	}
-	if err := kubeenv.BuildImage(*ref, bin, nil, *out); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: image %s (load it with 'ctr -n k8s.io image import', 'docker load' or 'kind load image-archive')\n", *out, *ref)
-	return nil
+	return Kube.Image(ctx, *ref, *out, stdout)
 }
+
+// LeanBinary returns the binary the pods should run: meshbench next to the
+// running executable (meshbench-kube's sibling), else the running one.
+func LeanBinary() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if p := filepath.Join(filepath.Dir(self), "meshbench"); p != self {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return self, nil
+}
+
+// CheckStatic fails for a dynamically linked binary: the image has no C
+// library.
+func CheckStatic(path string) error { return checkStatic(path) }
 
 // checkStatic fails for a dynamically linked binary: the image has no libc.
 func checkStatic(path string) error {
@@ -138,21 +172,4 @@ func checkStatic(path string) error {
 		}
 	}
 	return nil
-}
-
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

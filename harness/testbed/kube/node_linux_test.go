@@ -546,18 +546,20 @@ func buildMeshbench(t *testing.T) string {
 	return tar
 }
 
-// buildMeshbenchBin is buildMeshbench, also returning the static binary.
+// buildMeshbenchBin is buildMeshbench, also returning the static binary
+// (with meshbench-kube next to it).
 func buildMeshbenchBin(t *testing.T) (tar, bin string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin = filepath.Join(dir, "meshbench")
 	start := time.Now()
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../../cmd/meshbench")
+	// meshbench-kube beside it: meshbench hands --provider kube to it.
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "../../../cmd/meshbench", "../../../cmd/meshbench-kube")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build meshbench: %v\n%s", err, out)
 	}
-	t.Logf("static meshbench built in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("static meshbench and meshbench-kube built in %s", time.Since(start).Round(time.Millisecond))
 	tar = filepath.Join(dir, "meshbench.tar")
 	if err := kubeenv.BuildImage(meshbenchImage, bin, nil, tar); err != nil {
 		t.Fatal(err)
