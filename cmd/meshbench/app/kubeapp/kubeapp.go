@@ -24,8 +24,13 @@ func init() { app.Kube = side{} }
 
 type side struct{}
 
-// Provider returns the kube provider the flags describe.
+// Provider returns the kube provider the flags describe, once the cluster
+// has answered: a wrong kubeconfig or an unreachable server is reported
+// before anything is created, the output directory included.
 func (side) Provider(f app.ProviderFlags, logger *slog.Logger) (testbed.Provider, error) {
+	if _, err := kube.Connect(context.Background(), kube.Options{Kubeconfig: f.Kubeconfig, Context: f.Context, Log: logger}); err != nil {
+		return nil, err
+	}
 	return kube.NewProvider(kube.ProviderOptions{
 		Kubeconfig: f.Kubeconfig, Context: f.Context, Log: logger,
 		Image: kube.Image{Ref: f.Image, PullPolicy: corev1.PullPolicy(f.ImagePull)},
