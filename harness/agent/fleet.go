@@ -26,6 +26,10 @@ type Calls struct {
 	Exposed int64
 }
 
+func (c Calls) add(o Calls) Calls {
+	return Calls{c.Execs + o.Execs, c.Dials + o.Dials, c.Starts + o.Starts, c.Snapshots + o.Snapshots, c.Exposed + o.Exposed}
+}
+
 type callCounts struct{ execs, dials, starts, snapshots, exposed atomic.Int64 }
 
 func (c *callCounts) load() Calls {
@@ -166,15 +170,9 @@ func (f *Fleet) Stop(ctx context.Context) error {
 func (f *Fleet) Calls() Calls {
 	var s Calls
 	for _, c := range f.Clients {
-		if c == nil {
-			continue
+		if c != nil {
+			s = s.add(c.calls.load())
 		}
-		k := c.calls.load()
-		s.Execs += k.Execs
-		s.Dials += k.Dials
-		s.Starts += k.Starts
-		s.Snapshots += k.Snapshots
-		s.Exposed += k.Exposed
 	}
 	return s
 }

@@ -108,10 +108,14 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 		cmd.Env = append(os.Environ(), "MESHBENCH_AGENT_TOKEN="+token)
 		cmd.Stdout, cmd.Stderr = &c.logs, &c.logs
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := nsutil.Do(n.NetnsPath, cmd.Start); err != nil {
+		var proc *testbed.Process
+		if err := nsutil.Do(n.NetnsPath, func() (err error) {
+			proc, err = testbed.StartCmd(cmd, "agent", "", "", n.Name)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("agents: start on node %s: %w", n.Name, err)
 		}
-		c.cmds = append(c.cmds, cmd)
+		c.agents = append(c.agents, proc)
 		client, err := NewClient("unix:"+sock, token)
 		if err != nil {
 			return nil, err
@@ -152,7 +156,7 @@ type cluster struct {
 	provider *Provider
 	dir      string
 	fleet    Fleet
-	cmds     []*exec.Cmd
+	agents   []*testbed.Process
 	logs     syncBuffer
 }
 
@@ -224,28 +228,17 @@ func (c *cluster) Destroy(ctx context.Context) error {
 	errs := []error{c.fleet.Stop(ctx)}
 	c.fleet.Clients = nil
 	c.provider.mu.Lock()
-	c.provider.calls.Execs += calls.Execs
-	c.provider.calls.Dials += calls.Dials
-	c.provider.calls.Starts += calls.Starts
-	c.provider.calls.Snapshots += calls.Snapshots
-	c.provider.calls.Exposed += calls.Exposed
+	c.provider.calls = c.provider.calls.add(calls)
 	c.provider.mu.Unlock()
-	for _, cmd := range c.cmds {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("agent %d: %w: %s", cmd.Process.Pid, err, c.logs.String()))
-			}
-		case <-time.After(testbed.StopGrace):
-			cmd.Process.Kill()
-			<-done
-			errs = append(errs, fmt.Errorf("agent %d: killed after %v", cmd.Process.Pid, testbed.StopGrace))
+	// The agents end on SIGTERM (SIGKILL after the grace), and must exit
+	// cleanly: an agent that fails, or has to be killed, is an error.
+	errs = append(errs, testbed.StopAll(ctx, c.agents))
+	for _, a := range c.agents {
+		if err := a.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("agent on node %s (pid %d): %w: %s", a.Node, a.PID, err, c.logs.String()))
 		}
 	}
-	c.cmds = nil
+	c.agents = nil
 	errs = append(errs, c.Cluster.Destroy(ctx))
 	if c.dir != "" {
 		errs = append(errs, os.RemoveAll(c.dir))

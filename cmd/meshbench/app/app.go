@@ -208,7 +208,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	provider, err := f.providerFlags.provider(sc.Provider, true, logger)
+	provider, err := f.providerFlags.provider(sc.Provider, logger)
 	if err != nil {
 		return err
 	}
@@ -319,7 +319,7 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if name == "kube" && Kube == nil {
 		return execKube(append([]string{"down"}, args...))
 	}
-	p, err := pf.provider(name, false, slog.New(slog.DiscardHandler))
+	p, err := pf.provider(name, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

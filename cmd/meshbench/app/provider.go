@@ -106,15 +106,12 @@ func (f *providerFlags) resolve(scenario string) (string, error) {
 }
 
 // provider returns the provider named name (as resolve returned it).
-func (f *providerFlags) provider(name string, needImage bool, logger *slog.Logger) (testbed.Provider, error) {
+func (f *providerFlags) provider(name string, logger *slog.Logger) (testbed.Provider, error) {
 	if name != "kube" {
 		if os.Geteuid() != 0 {
 			return nil, errors.New("the netns provider needs root to create network namespaces, cgroups and BPF programs: run it with sudo")
 		}
 		return netns.New(netns.Options{Logger: logger}), nil
-	}
-	if needImage && f.Image == "" {
-		return nil, fmt.Errorf("%w: --provider kube needs --image: an image the cluster can pull holding a static meshbench at /meshbench (build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it)", ErrUsage)
 	}
 	if Kube == nil {
 		return nil, errors.New("the Kubernetes side is not in this binary (use meshbench-kube)")

@@ -17,6 +17,7 @@ import (
 	"github.com/meshbench/meshbench/cmd/meshbench/app"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/harness/testbed/kube"
+	"github.com/meshbench/meshbench/internal/atomicfile"
 	"github.com/meshbench/meshbench/internal/kubeenv"
 )
 
@@ -61,7 +62,15 @@ func (side) Image(ctx context.Context, ref, out string, stdout io.Writer) error 
 	}
 	defer os.RemoveAll(dir)
 	dst := filepath.Join(dir, "meshbench")
-	if err := copyFile(bin, dst); err != nil {
+	in, err := os.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := atomicfile.Write(dst, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	}); err != nil {
 		return err
 	}
 	if err := kubeenv.BuildImage(ref, dst, nil, out); err != nil {
@@ -69,21 +78,4 @@ func (side) Image(ctx context.Context, ref, out string, stdout io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "%s: image %s of %s (load it with 'ctr -n k8s.io image import', 'docker load' or 'kind load image-archive')\n", out, ref, bin)
 	return nil
-}
-
-func copyFile(from, to string) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	o, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(o, in); err != nil {
-		o.Close()
-		return err
-	}
-	return o.Close()
 }
