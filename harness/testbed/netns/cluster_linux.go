@@ -508,7 +508,11 @@ func (c *cluster) start(ctx context.Context, netnsPath, v2, mem, pod, node strin
 		return err
 	})
 	if err == nil && mem != "" {
-		err = writePID(mem, proc.PID)
+		// A process that ended already (a short command) has no memory left
+		// to account: the kernel answers ESRCH, which is no failure.
+		if err = writePID(mem, proc.PID); errors.Is(err, syscall.ESRCH) {
+			err = nil
+		}
 	}
 	if err != nil {
 		if proc != nil {
