@@ -75,7 +75,8 @@ func TestKernelLatencyAgainstCapture(t *testing.T) {
 	}
 	slices.Sort(pairs)
 	pct := func(q float64) float64 {
-		return float64(pairs[int(math.Ceil(q*float64(len(pairs))))-1].Microseconds())
+		i := max(int(math.Ceil(q*float64(len(pairs))))-1, 0)
+		return float64(pairs[min(i, len(pairs)-1)].Microseconds())
 	}
 	k := sum.KernelLatencyUS
 	t.Logf("%d successes, %d kernel-stamped; capture paired %d requests. p50: client %.0f µs, kernel-side %.0f, capture %.0f; p99: client %.0f, kernel-side %.0f, capture %.0f",
@@ -86,17 +87,29 @@ func TestKernelLatencyAgainstCapture(t *testing.T) {
 	if d := math.Abs(float64(len(pairs)) - float64(sum.Successes)); d > float64(sum.Successes)/100+4 {
 		t.Errorf("capture paired %d requests, client counted %d", len(pairs), sum.Successes)
 	}
+	// The two measure the same requests, but a request can be read
+	// differently by both (a tap and a stamp a scheduling delay apart
+	// on a busy 2-vCPU machine), so a quantile may move by the share of
+	// such requests. The check allows rankSlack of them: the client's
+	// value at q must lie within the capture's values at q±rankSlack,
+	// widened by the clock-reading tolerance.
+	const rankSlack = 0.005
 	for _, q := range []struct {
-		name       string
-		kern, capt float64
-		tol        float64
+		name     string
+		q        float64
+		kern     float64
+		abs, rel float64
 	}{
-		{"p50", k.P50, pct(0.5), kernelTolerance(pct(0.5), 10, 0.05)},
-		{"p90", k.P90, pct(0.9), kernelTolerance(pct(0.9), 15, 0.10)},
-		{"p99", k.P99, pct(0.99), kernelTolerance(pct(0.99), 25, 0.15)},
+		{"p50", 0.50, k.P50, 10, 0.05},
+		{"p90", 0.90, k.P90, 15, 0.10},
+		{"p99", 0.99, k.P99, 25, 0.15},
 	} {
-		if math.Abs(q.kern-q.capt) > q.tol {
-			t.Errorf("%s: kernel-side %.0f µs, capture %.0f µs: more than %.0f µs apart", q.name, q.kern, q.capt, q.tol)
+		lo, hi := pct(q.q-rankSlack), pct(min(q.q+rankSlack, 1))
+		lo -= kernelTolerance(lo, q.abs, q.rel)
+		hi += kernelTolerance(hi, q.abs, q.rel)
+		if q.kern < lo || q.kern > hi {
+			t.Errorf("%s: kernel-side %.0f µs, outside the capture's p%g–p%g widened to %.0f–%.0f µs",
+				q.name, q.kern, 100*(q.q-rankSlack), 100*min(q.q+rankSlack, 1), lo, hi)
 		}
 	}
 }

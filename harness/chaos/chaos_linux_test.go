@@ -533,14 +533,17 @@ func TestFaults(t *testing.T) {
 		before := b.snapshots(t)
 		addr := tcpListen(t, b.b, 7201)
 		f, rec := b.apply(t, scenarios.ChaosEntry{Fault: "bandwidth", Selector: sel("n1-p0"), Direction: "from", Bandwidth: &scenarios.BandwidthSpec{Rate: "4mbps"}})
-		// A full second, like the other direction: half a second was seen
-		// to measure 0.35 Mbit/s on a loaded machine (TCP's slow start and
-		// TBF's burst dominate a short window).
-		mbps := throughput(t, b.a, addr, time.Second)
+		// Two seconds, and a low floor: drops at the node-side bucket can
+		// cost the sender retransmission timeouts (200 ms, then doubling).
+		// Runs after the subtest above measured 0.9 Mbit/s in one second
+		// (once in 14) and 1.2–1.4 in two (2 of 6), against 3.8 alone.
+		// The ceiling is what shows the limit; the floor shows traffic
+		// still flows.
+		mbps := throughput(t, b.a, addr, 2*time.Second)
 		mustBeActive(t, f)
 		rec()
 		t.Logf("4mbps TBF toward n1-p0 (node side): measured %.2f Mbit/s", mbps)
-		if mbps > 8 || mbps < 1 {
+		if mbps > 8 || mbps < 0.5 {
 			t.Errorf("throughput into n1-p0 %.2f Mbit/s under a 4mbps limit", mbps)
 		}
 		b.checkClean(t, before)
