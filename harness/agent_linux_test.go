@@ -21,8 +21,11 @@ import (
 // switches and the namespaces' TCP counters through the agents' Snapshot. Every proof must
 // be verified. The agents' call counts show the work went through them.
 //
-// Not yet through the agents: BPF attachment and map reads (sockmap,
-// connect4, XDP) and chaos's qdiscs; those still act on this host.
+// The cgroup BPF (sockmap, connect4 steering) is loaded by the agents and
+// its maps read through them. Not yet through the agents: afxdp's
+// checksum-offload ioctls and its read of MACs (its XDP is the forwarder's,
+// a node process the agents start) and chaos's qdiscs; those still act on
+// this host.
 func TestAgentDatapaths(t *testing.T) {
 	testutil.Privileged(t)
 	links := bpfLinks(t)
@@ -31,12 +34,13 @@ func TestAgentDatapaths(t *testing.T) {
 		datapath string
 		execs    bool // its rules go through Exec
 		xds      bool // its proxies reach the control plane through the agents
+		bpf      bool // its cgroup BPF is loaded and read by the agents
 	}{
-		{"none", false, false},
-		{"sidecar", true, true},
-		{"sockmap", true, true},
-		{"nodeproxy", true, true},
-		{"afxdp", false, false},
+		{"none", false, false, false},
+		{"sidecar", true, true, false},
+		{"sockmap", true, true, true},
+		{"nodeproxy", true, true, true},
+		{"afxdp", false, false, false},
 	} {
 		t.Run(tt.datapath, func(t *testing.T) {
 			opts := options(t, testScenario+"datapaths: ["+tt.datapath+"]\n")
@@ -72,6 +76,9 @@ func TestAgentDatapaths(t *testing.T) {
 			}
 			if tt.xds && calls.Exposed == 0 {
 				t.Errorf("no proxy reached the xDS server through the agents")
+			}
+			if tt.bpf != (calls.BPF > 0) {
+				t.Errorf("%d BPF calls through the agents, want them: %v", calls.BPF, tt.bpf)
 			}
 			if tt.execs && calls.Execs == 0 {
 				t.Errorf("%d Exec calls: the rules did not go through the agents", calls.Execs)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshbench/meshbench/internal/iptables"
 
+	"github.com/meshbench/meshbench/bpf/attach"
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/proxy"
@@ -32,8 +33,7 @@ type Datapath struct {
 // nodeState is what the datapath set up on one node.
 type nodeState struct {
 	*fleet.Proxy
-	objs  *steer.Objects
-	atts  []*steer.Attachment
+	steer attach.Set
 	rules bool
 }
 
@@ -111,11 +111,10 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 	if n.CgroupPath == "" {
 		return fmt.Errorf("node %s has no cgroup v2 directory: %w", n.Name, datapaths.ErrNotSupported)
 	}
-	objs, err := steer.Load(steer.Config{Proxy: netip.AddrPortFrom(n.Gateway, OutboundPort)})
-	if err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+	spec := attach.Spec{
+		Steer:      &steer.Config{Proxy: netip.AddrPortFrom(n.Gateway, OutboundPort)},
+		Getsockopt: []string{n.CgroupPath},
 	}
-	ns.objs = objs
 	for _, p := range d.env.Cluster.Pods() {
 		if p.NodeIndex != n.Index {
 			continue
@@ -123,17 +122,13 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 		if p.CgroupPath == "" {
 			return fmt.Errorf("pod %s has no cgroup v2 directory: %w", p.Name, datapaths.ErrNotSupported)
 		}
-		a, err := objs.AttachCgroup(p.CgroupPath)
-		if err != nil {
-			return err
-		}
-		ns.atts = append(ns.atts, a)
+		spec.Cgroups = append(spec.Cgroups, p.CgroupPath)
 	}
-	a, err := objs.AttachGetsockopt(n.CgroupPath)
+	set, err := attach.For(n.Host).AttachBPF(ctx, spec)
 	if err != nil {
-		return err
+		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	ns.atts = append(ns.atts, a)
+	ns.steer = set
 	if d.opts.Hops == HopsBoth {
 		if err := iptables.Run(ctx, n.Netns(), inboundRule("-A", n)...); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
@@ -191,8 +186,8 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		if c := d.env.Client; c != nil && c.NodeIndex == ns.Node.Index {
 			client = ns
 		}
-		if ns.objs != nil {
-			c, err := ns.objs.Counters()
+		if ns.steer != nil {
+			c, err := ns.steer.Counters(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -290,16 +285,10 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 func (d *Datapath) Footprint() results.Footprint {
 	fp := results.Footprint{Basis: "per node: its proxy (the wrapper with its Envoy child, if any) as measured serving this testbed's pods, and its connect4/getsockopt steering programs and maps (kernel memory)"}
 	for _, ns := range d.nodes {
-		if ns.objs == nil {
-			continue
+		if ns.steer != nil {
+			fp.BPFBytes += ns.steer.MemlockBytes()
+			fp.BPFCopies++
 		}
-		n, err := ns.objs.MemlockBytes()
-		if err != nil {
-			fp.Basis += "; node " + ns.Node.Name + "'s steering memory could not be read: " + err.Error()
-			continue
-		}
-		fp.BPFBytes += n
-		fp.BPFCopies++
 	}
 	return fp
 }
@@ -323,13 +312,9 @@ func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) 
 func (d *Datapath) Uninstall(ctx context.Context) error {
 	var errs []error
 	for _, ns := range d.nodes {
-		for i := len(ns.atts) - 1; i >= 0; i-- {
-			errs = append(errs, ns.atts[i].Close())
-		}
-		ns.atts = nil
-		if ns.objs != nil {
-			errs = append(errs, ns.objs.Close())
-			ns.objs = nil
+		if ns.steer != nil {
+			errs = append(errs, ns.steer.Close(ctx))
+			ns.steer = nil
 		}
 		if ns.rules {
 			if err := iptables.Run(ctx, ns.Node.Netns(), inboundRule("-D", ns.Node)...); err != nil {

@@ -45,16 +45,15 @@ type Steering interface {
 	// error it removes what it set up.
 	Install(ctx context.Context, pods []*testbed.Pod) error
 	// Counters returns the steering's own counters (cumulative).
-	Counters() (map[string]int64, error)
+	Counters(ctx context.Context) (map[string]int64, error)
 	// Verify holds the counter deltas of a window to the client's work,
 	// as datapaths.Datapath's Verify does.
 	Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Source names where the counters come from.
 	Source() string
 	// BPFBytes returns the kernel memory of the steering's BPF programs
-	// and maps (their memlock), one copy for every pod it was installed
-	// for.
-	BPFBytes() (int64, error)
+	// and maps (their memlock), and how many copies of them are loaded.
+	BPFBytes() (bytes int64, copies int)
 	// Uninstall removes everything Install set up; safe to call twice.
 	Uninstall(ctx context.Context) error
 }
@@ -215,18 +214,12 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 // Footprint implements datapaths.FootprintReporter: a sidecar per pod,
 // whose processes the harness measures (with their Envoy child, if any);
 // and, with steering, the steering's BPF programs and maps, kernel memory
-// no process shows, loaded once for the whole testbed (a cluster loads
-// them once per node).
+// no process shows, loaded once per node.
 func (d *Datapath) Footprint() results.Footprint {
 	fp := results.Footprint{Basis: "per pod: its sidecar (the wrapper with its Envoy child, if any); iptables rules, no BPF"}
 	if st := d.opts.Steering; st != nil && d.steering {
-		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the steering's BPF programs and maps (kernel memory; one copy served the whole testbed, a cluster loads one per node)"
-		n, err := st.BPFBytes()
-		if err != nil {
-			fp.Basis += "; their memory could not be read: " + err.Error()
-			return fp
-		}
-		fp.BPFBytes, fp.BPFCopies = n, 1
+		fp.Basis = "per pod: its sidecar (the wrapper with its Envoy child, if any); per node: the steering's BPF programs and maps (kernel memory)"
+		fp.BPFBytes, fp.BPFCopies = st.BPFBytes()
 	}
 	return fp
 }
@@ -310,7 +303,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		}
 	}
 	if d.steering {
-		sc, err := d.opts.Steering.Counters()
+		sc, err := d.opts.Steering.Counters(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/meshbench/meshbench/internal/ports"
 	"github.com/meshbench/meshbench/internal/uids"
 
+	"github.com/meshbench/meshbench/bpf/attach"
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/datapaths"
@@ -23,11 +24,11 @@ func New(opts Options) datapaths.Datapath {
 }
 
 // Steering is the eBPF part of the datapath: it implements
-// sidecar.Steering.
+// sidecar.Steering. As Merbridge's per-node daemon does, it loads one set
+// of programs per node (through the node's agent when it has one) and
+// attaches it to the cgroups of the node's pods.
 type Steering struct {
-	steer   *steer.Objects
-	sockmap *sockmap.Objects
-	atts    []interface{ Close() error }
+	sets []attach.Set
 }
 
 var _ sidecar.Steering = (*Steering)(nil)
@@ -37,66 +38,72 @@ func (s *Steering) Source() string {
 	return "BPF maps (steer and sockmap counters)"
 }
 
-// Install loads the programs and attaches them to every pod's cgroup.
+// Install loads the programs on every node with pods and attaches them to
+// those pods' cgroups.
 func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error) {
 	defer datapaths.UndoOnError(ctx, &err, s.Uninstall)
-	s.steer, err = steer.Load(steer.Config{
-		Proxy:   netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.ProxyOutbound),
-		SkipUID: uids.Proxy,
-	})
-	if err != nil {
-		return err
+	spec := attach.Spec{
+		Steer: &steer.Config{
+			Proxy:   netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.ProxyOutbound),
+			SkipUID: uids.Proxy,
+		},
+		// The harness reads the proxies' and echo servers' counters from
+		// outside the pods' cgroups: those connections are not the mesh's.
+		Sockmap: &sockmap.Config{IgnorePorts: []uint16{ports.ProxyAdmin, ports.EchoAdmin}},
 	}
-	// The harness reads the proxies' and echo servers' counters from
-	// outside the pods' cgroups: those connections are not the mesh's.
-	s.sockmap, err = sockmap.Load(sockmap.Config{IgnorePorts: []uint16{ports.ProxyAdmin, ports.EchoAdmin}})
-	if err != nil {
-		return err
-	}
-	for _, p := range pods {
-		if p.CgroupPath == "" {
-			return fmt.Errorf("pod %s has no cgroup v2 directory: %w", p.Name, datapaths.ErrNotSupported)
+	for _, node := range byNode(pods) {
+		spec := spec
+		spec.Cgroups = nil
+		for _, p := range node {
+			if p.CgroupPath == "" {
+				return fmt.Errorf("pod %s has no cgroup v2 directory: %w", p.Name, datapaths.ErrNotSupported)
+			}
+			spec.Cgroups = append(spec.Cgroups, p.CgroupPath)
 		}
-		a, err := s.steer.AttachCgroup(p.CgroupPath)
+		set, err := attach.For(node[0].Host).AttachBPF(ctx, spec)
 		if err != nil {
-			return err
+			return fmt.Errorf("node of pod %s: %w", node[0].Name, err)
 		}
-		s.atts = append(s.atts, a)
-		b, err := s.sockmap.AttachCgroup(p.CgroupPath)
-		if err != nil {
-			return err
-		}
-		s.atts = append(s.atts, b)
+		s.sets = append(s.sets, set)
 	}
 	return nil
 }
 
-// BPFBytes implements sidecar.Steering: the steer and sockmap programs and
-// maps.
-func (s *Steering) BPFBytes() (int64, error) {
-	var sum int64
-	for _, o := range []interface{ MemlockBytes() (int64, error) }{s.steer, s.sockmap} {
-		n, err := o.MemlockBytes()
-		if err != nil {
-			return 0, err
+// byNode groups pods by node, in node order.
+func byNode(pods []*testbed.Pod) [][]*testbed.Pod {
+	idx := map[int]int{}
+	var out [][]*testbed.Pod
+	for _, p := range pods {
+		i, ok := idx[p.NodeIndex]
+		if !ok {
+			i = len(out)
+			idx[p.NodeIndex] = i
+			out = append(out, nil)
 		}
-		sum += n
+		out[i] = append(out[i], p)
 	}
-	return sum, nil
+	return out
 }
 
-// Counters implements sidecar.Steering.
-func (s *Steering) Counters() (map[string]int64, error) {
+// BPFBytes implements sidecar.Steering: the steer and sockmap programs and
+// maps, one copy per node.
+func (s *Steering) BPFBytes() (bytes int64, copies int) {
+	for _, set := range s.sets {
+		bytes += set.MemlockBytes()
+	}
+	return bytes, len(s.sets)
+}
+
+// Counters implements sidecar.Steering: the sum over nodes.
+func (s *Steering) Counters(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
-	for _, src := range []interface {
-		Counters() (map[string]uint64, error)
-	}{s.steer, s.sockmap} {
-		c, err := src.Counters()
+	for _, set := range s.sets {
+		c, err := set.Counters(ctx)
 		if err != nil {
 			return nil, err
 		}
 		for k, v := range c {
-			out[k] = int64(v)
+			out[k] += int64(v)
 		}
 	}
 	return out, nil
@@ -140,20 +147,13 @@ func (s *Steering) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	}
 }
 
-// Uninstall implements sidecar.Steering: detach everything, then unload.
+// Uninstall implements sidecar.Steering: detach and unload every node's
+// set.
 func (s *Steering) Uninstall(ctx context.Context) error {
 	var errs []error
-	for i := len(s.atts) - 1; i >= 0; i-- {
-		errs = append(errs, s.atts[i].Close())
+	for _, set := range s.sets {
+		errs = append(errs, set.Close(ctx))
 	}
-	s.atts = nil
-	if s.sockmap != nil {
-		errs = append(errs, s.sockmap.Close())
-		s.sockmap = nil
-	}
-	if s.steer != nil {
-		errs = append(errs, s.steer.Close())
-		s.steer = nil
-	}
+	s.sets = nil
 	return errors.Join(errs...)
 }

@@ -24,16 +24,18 @@ type Calls struct {
 	// Exposed counts the connections node processes made to exposed
 	// sockets (the proxies' xDS streams).
 	Exposed int64
+	// BPF counts the calls on BPF sets: attach, counters, detach.
+	BPF int64
 }
 
 func (c Calls) add(o Calls) Calls {
-	return Calls{c.Execs + o.Execs, c.Dials + o.Dials, c.Starts + o.Starts, c.Snapshots + o.Snapshots, c.Exposed + o.Exposed}
+	return Calls{c.Execs + o.Execs, c.Dials + o.Dials, c.Starts + o.Starts, c.Snapshots + o.Snapshots, c.Exposed + o.Exposed, c.BPF + o.BPF}
 }
 
-type callCounts struct{ execs, dials, starts, snapshots, exposed atomic.Int64 }
+type callCounts struct{ execs, dials, starts, snapshots, exposed, bpf atomic.Int64 }
 
 func (c *callCounts) load() Calls {
-	return Calls{c.execs.Load(), c.dials.Load(), c.starts.Load(), c.snapshots.Load(), c.exposed.Load()}
+	return Calls{c.execs.Load(), c.dials.Load(), c.starts.Load(), c.snapshots.Load(), c.exposed.Load(), c.bpf.Load()}
 }
 
 // Fleet is the harness's side of a cluster's node agents, one Client per

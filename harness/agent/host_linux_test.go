@@ -180,3 +180,30 @@ func TestAgentStartProgramRefused(t *testing.T) {
 		t.Errorf("start of another program: %v, want PermissionDenied", err)
 	}
 }
+
+// TestAgentAttachBPFRefused checks that an agent refuses a BPF spec that
+// does not parse or does not validate (steering to an address outside
+// loopback and the testbed's range), and that a set it does not hold is
+// not found.
+func TestAgentAttachBPFRefused(t *testing.T) {
+	testutil.Privileged(t)
+	c := serveAgent(t, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, spec := range []string{
+		`{"steer":`,
+		`{"steer":{"Proxy":"10.1.2.3:15001"},"cgroups":["/sys/fs/cgroup/x"]}`,
+		`{"cgroups":["/sys/fs/cgroup/x"]}`,
+	} {
+		_, err := c.API().AttachBPF(ctx, &agentpb.AttachBPFRequest{SpecJson: []byte(spec)})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("attach %s: %v, want InvalidArgument", spec, err)
+		}
+	}
+	if _, err := c.API().BPFCounters(ctx, &agentpb.BPFCountersRequest{Id: 42}); status.Code(err) != codes.NotFound {
+		t.Errorf("counters of set 42: %v, want NotFound", err)
+	}
+	if _, err := c.API().DetachBPF(ctx, &agentpb.DetachBPFRequest{Id: 42}); status.Code(err) != codes.NotFound {
+		t.Errorf("detach of set 42: %v, want NotFound", err)
+	}
+}

@@ -222,8 +222,8 @@ func (p *started) removeCgroups() error {
 	return errors.Join(errs...)
 }
 
-// StopAll stops every process the agent started: on SIGTERM, and when the
-// agent's server stops.
+// StopAll stops every process the agent started and detaches every BPF set
+// it holds: on SIGTERM, and when the agent's server stops.
 func (s *Server) StopAll(ctx context.Context) error {
 	s.procs.mu.Lock()
 	all := s.procs.byID
@@ -242,6 +242,7 @@ func (s *Server) StopAll(ctx context.Context) error {
 	}
 	s.exposed = nil
 	s.exposedMu.Unlock()
+	errs = append(errs, s.detachAll(ctx))
 	return errors.Join(errs...)
 }
 

@@ -62,6 +62,7 @@ type Server struct {
 	AllowProgram bool
 
 	procs processes
+	bpf   bpfSets
 
 	exposedMu sync.Mutex
 	exposed   map[string]*exposed

@@ -1088,6 +1088,272 @@ func (x *NodeInfoResult) GetCniPlugins() []string {
 	return nil
 }
 
+type AttachBPFRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spec_json is a bpf/attach.Spec, encoded as JSON.
+	SpecJson      []byte `protobuf:"bytes,1,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachBPFRequest) Reset() {
+	*x = AttachBPFRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachBPFRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachBPFRequest) ProtoMessage() {}
+
+func (x *AttachBPFRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachBPFRequest.ProtoReflect.Descriptor instead.
+func (*AttachBPFRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AttachBPFRequest) GetSpecJson() []byte {
+	if x != nil {
+		return x.SpecJson
+	}
+	return nil
+}
+
+type AttachBPFResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// memlock_bytes: the kernel memory of the set's programs and maps.
+	MemlockBytes  int64 `protobuf:"varint,2,opt,name=memlock_bytes,json=memlockBytes,proto3" json:"memlock_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachBPFResult) Reset() {
+	*x = AttachBPFResult{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachBPFResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachBPFResult) ProtoMessage() {}
+
+func (x *AttachBPFResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachBPFResult.ProtoReflect.Descriptor instead.
+func (*AttachBPFResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AttachBPFResult) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AttachBPFResult) GetMemlockBytes() int64 {
+	if x != nil {
+		return x.MemlockBytes
+	}
+	return 0
+}
+
+type BPFCountersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPFCountersRequest) Reset() {
+	*x = BPFCountersRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPFCountersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPFCountersRequest) ProtoMessage() {}
+
+func (x *BPFCountersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPFCountersRequest.ProtoReflect.Descriptor instead.
+func (*BPFCountersRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BPFCountersRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type BPFCountersResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Counters      map[string]uint64      `protobuf:"bytes,1,rep,name=counters,proto3" json:"counters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPFCountersResult) Reset() {
+	*x = BPFCountersResult{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPFCountersResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPFCountersResult) ProtoMessage() {}
+
+func (x *BPFCountersResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPFCountersResult.ProtoReflect.Descriptor instead.
+func (*BPFCountersResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BPFCountersResult) GetCounters() map[string]uint64 {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+type DetachBPFRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachBPFRequest) Reset() {
+	*x = DetachBPFRequest{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachBPFRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachBPFRequest) ProtoMessage() {}
+
+func (x *DetachBPFRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachBPFRequest.ProtoReflect.Descriptor instead.
+func (*DetachBPFRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DetachBPFRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type DetachBPFResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachBPFResult) Reset() {
+	*x = DetachBPFResult{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachBPFResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachBPFResult) ProtoMessage() {}
+
+func (x *DetachBPFResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachBPFResult.ProtoReflect.Descriptor instead.
+func (*DetachBPFResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1178,7 +1444,22 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"cni_config\x18\x02 \x01(\tR\tcniConfig\x12\x1f\n" +
 	"\vcni_plugins\x18\x03 \x03(\tR\n" +
-	"cniPlugins2\x93\x06\n" +
+	"cniPlugins\"/\n" +
+	"\x10AttachBPFRequest\x12\x1b\n" +
+	"\tspec_json\x18\x01 \x01(\fR\bspecJson\"F\n" +
+	"\x0fAttachBPFResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12#\n" +
+	"\rmemlock_bytes\x18\x02 \x01(\x03R\fmemlockBytes\"$\n" +
+	"\x12BPFCountersRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"\xa1\x01\n" +
+	"\x11BPFCountersResult\x12O\n" +
+	"\bcounters\x18\x01 \x03(\v23.meshbench.agent.v1.BPFCountersResult.CountersEntryR\bcounters\x1a;\n" +
+	"\rCountersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\"\n" +
+	"\x10DetachBPFRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"\x11\n" +
+	"\x0fDetachBPFResult2\xa1\b\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
@@ -1189,7 +1470,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x06Output\x12!.meshbench.agent.v1.OutputRequest\x1a\x1f.meshbench.agent.v1.OutputChunk0\x01\x12M\n" +
 	"\x06Signal\x12!.meshbench.agent.v1.SignalRequest\x1a .meshbench.agent.v1.SignalResult\x12S\n" +
 	"\bSnapshot\x12#.meshbench.agent.v1.SnapshotRequest\x1a\".meshbench.agent.v1.SnapshotResult\x12S\n" +
-	"\bNodeInfo\x12#.meshbench.agent.v1.NodeInfoRequest\x1a\".meshbench.agent.v1.NodeInfoResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
+	"\bNodeInfo\x12#.meshbench.agent.v1.NodeInfoRequest\x1a\".meshbench.agent.v1.NodeInfoResult\x12V\n" +
+	"\tAttachBPF\x12$.meshbench.agent.v1.AttachBPFRequest\x1a#.meshbench.agent.v1.AttachBPFResult\x12\\\n" +
+	"\vBPFCounters\x12&.meshbench.agent.v1.BPFCountersRequest\x1a%.meshbench.agent.v1.BPFCountersResult\x12V\n" +
+	"\tDetachBPF\x12$.meshbench.agent.v1.DetachBPFRequest\x1a#.meshbench.agent.v1.DetachBPFResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1203,52 +1487,66 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_proto_goTypes = []any{
-	(*StartRequest)(nil),    // 0: meshbench.agent.v1.StartRequest
-	(*OutputRequest)(nil),   // 1: meshbench.agent.v1.OutputRequest
-	(*OutputChunk)(nil),     // 2: meshbench.agent.v1.OutputChunk
-	(*SignalRequest)(nil),   // 3: meshbench.agent.v1.SignalRequest
-	(*SignalResult)(nil),    // 4: meshbench.agent.v1.SignalResult
-	(*StartResult)(nil),     // 5: meshbench.agent.v1.StartResult
-	(*StopRequest)(nil),     // 6: meshbench.agent.v1.StopRequest
-	(*StopResult)(nil),      // 7: meshbench.agent.v1.StopResult
-	(*ResolveRequest)(nil),  // 8: meshbench.agent.v1.ResolveRequest
-	(*PodHandles)(nil),      // 9: meshbench.agent.v1.PodHandles
-	(*DialFrame)(nil),       // 10: meshbench.agent.v1.DialFrame
-	(*ExecRequest)(nil),     // 11: meshbench.agent.v1.ExecRequest
-	(*ExecResult)(nil),      // 12: meshbench.agent.v1.ExecResult
-	(*SnapshotRequest)(nil), // 13: meshbench.agent.v1.SnapshotRequest
-	(*SnapshotResult)(nil),  // 14: meshbench.agent.v1.SnapshotResult
-	(*NodeInfoRequest)(nil), // 15: meshbench.agent.v1.NodeInfoRequest
-	(*NodeInfoResult)(nil),  // 16: meshbench.agent.v1.NodeInfoResult
+	(*StartRequest)(nil),       // 0: meshbench.agent.v1.StartRequest
+	(*OutputRequest)(nil),      // 1: meshbench.agent.v1.OutputRequest
+	(*OutputChunk)(nil),        // 2: meshbench.agent.v1.OutputChunk
+	(*SignalRequest)(nil),      // 3: meshbench.agent.v1.SignalRequest
+	(*SignalResult)(nil),       // 4: meshbench.agent.v1.SignalResult
+	(*StartResult)(nil),        // 5: meshbench.agent.v1.StartResult
+	(*StopRequest)(nil),        // 6: meshbench.agent.v1.StopRequest
+	(*StopResult)(nil),         // 7: meshbench.agent.v1.StopResult
+	(*ResolveRequest)(nil),     // 8: meshbench.agent.v1.ResolveRequest
+	(*PodHandles)(nil),         // 9: meshbench.agent.v1.PodHandles
+	(*DialFrame)(nil),          // 10: meshbench.agent.v1.DialFrame
+	(*ExecRequest)(nil),        // 11: meshbench.agent.v1.ExecRequest
+	(*ExecResult)(nil),         // 12: meshbench.agent.v1.ExecResult
+	(*SnapshotRequest)(nil),    // 13: meshbench.agent.v1.SnapshotRequest
+	(*SnapshotResult)(nil),     // 14: meshbench.agent.v1.SnapshotResult
+	(*NodeInfoRequest)(nil),    // 15: meshbench.agent.v1.NodeInfoRequest
+	(*NodeInfoResult)(nil),     // 16: meshbench.agent.v1.NodeInfoResult
+	(*AttachBPFRequest)(nil),   // 17: meshbench.agent.v1.AttachBPFRequest
+	(*AttachBPFResult)(nil),    // 18: meshbench.agent.v1.AttachBPFResult
+	(*BPFCountersRequest)(nil), // 19: meshbench.agent.v1.BPFCountersRequest
+	(*BPFCountersResult)(nil),  // 20: meshbench.agent.v1.BPFCountersResult
+	(*DetachBPFRequest)(nil),   // 21: meshbench.agent.v1.DetachBPFRequest
+	(*DetachBPFResult)(nil),    // 22: meshbench.agent.v1.DetachBPFResult
+	nil,                        // 23: meshbench.agent.v1.BPFCountersResult.CountersEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	8,  // 0: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
-	11, // 1: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
-	10, // 2: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
-	10, // 3: meshbench.agent.v1.Agent.Expose:input_type -> meshbench.agent.v1.DialFrame
-	0,  // 4: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
-	6,  // 5: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
-	1,  // 6: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
-	3,  // 7: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
-	13, // 8: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
-	15, // 9: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
-	9,  // 10: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	12, // 11: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	10, // 12: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	10, // 13: meshbench.agent.v1.Agent.Expose:output_type -> meshbench.agent.v1.DialFrame
-	5,  // 14: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	7,  // 15: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	2,  // 16: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
-	4,  // 17: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
-	14, // 18: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
-	16, // 19: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
-	10, // [10:20] is the sub-list for method output_type
-	0,  // [0:10] is the sub-list for method input_type
-	0,  // [0:0] is the sub-list for extension type_name
-	0,  // [0:0] is the sub-list for extension extendee
-	0,  // [0:0] is the sub-list for field type_name
+	23, // 0: meshbench.agent.v1.BPFCountersResult.counters:type_name -> meshbench.agent.v1.BPFCountersResult.CountersEntry
+	8,  // 1: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
+	11, // 2: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
+	10, // 3: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
+	10, // 4: meshbench.agent.v1.Agent.Expose:input_type -> meshbench.agent.v1.DialFrame
+	0,  // 5: meshbench.agent.v1.Agent.Start:input_type -> meshbench.agent.v1.StartRequest
+	6,  // 6: meshbench.agent.v1.Agent.Stop:input_type -> meshbench.agent.v1.StopRequest
+	1,  // 7: meshbench.agent.v1.Agent.Output:input_type -> meshbench.agent.v1.OutputRequest
+	3,  // 8: meshbench.agent.v1.Agent.Signal:input_type -> meshbench.agent.v1.SignalRequest
+	13, // 9: meshbench.agent.v1.Agent.Snapshot:input_type -> meshbench.agent.v1.SnapshotRequest
+	15, // 10: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
+	17, // 11: meshbench.agent.v1.Agent.AttachBPF:input_type -> meshbench.agent.v1.AttachBPFRequest
+	19, // 12: meshbench.agent.v1.Agent.BPFCounters:input_type -> meshbench.agent.v1.BPFCountersRequest
+	21, // 13: meshbench.agent.v1.Agent.DetachBPF:input_type -> meshbench.agent.v1.DetachBPFRequest
+	9,  // 14: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 15: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 16: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	10, // 17: meshbench.agent.v1.Agent.Expose:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 18: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 19: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 20: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 21: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	14, // 22: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
+	16, // 23: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
+	18, // 24: meshbench.agent.v1.Agent.AttachBPF:output_type -> meshbench.agent.v1.AttachBPFResult
+	20, // 25: meshbench.agent.v1.Agent.BPFCounters:output_type -> meshbench.agent.v1.BPFCountersResult
+	22, // 26: meshbench.agent.v1.Agent.DetachBPF:output_type -> meshbench.agent.v1.DetachBPFResult
+	14, // [14:27] is the sub-list for method output_type
+	1,  // [1:14] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1262,7 +1560,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,16 +24,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_Resolve_FullMethodName  = "/meshbench.agent.v1.Agent/Resolve"
-	Agent_Exec_FullMethodName     = "/meshbench.agent.v1.Agent/Exec"
-	Agent_Dial_FullMethodName     = "/meshbench.agent.v1.Agent/Dial"
-	Agent_Expose_FullMethodName   = "/meshbench.agent.v1.Agent/Expose"
-	Agent_Start_FullMethodName    = "/meshbench.agent.v1.Agent/Start"
-	Agent_Stop_FullMethodName     = "/meshbench.agent.v1.Agent/Stop"
-	Agent_Output_FullMethodName   = "/meshbench.agent.v1.Agent/Output"
-	Agent_Signal_FullMethodName   = "/meshbench.agent.v1.Agent/Signal"
-	Agent_Snapshot_FullMethodName = "/meshbench.agent.v1.Agent/Snapshot"
-	Agent_NodeInfo_FullMethodName = "/meshbench.agent.v1.Agent/NodeInfo"
+	Agent_Resolve_FullMethodName     = "/meshbench.agent.v1.Agent/Resolve"
+	Agent_Exec_FullMethodName        = "/meshbench.agent.v1.Agent/Exec"
+	Agent_Dial_FullMethodName        = "/meshbench.agent.v1.Agent/Dial"
+	Agent_Expose_FullMethodName      = "/meshbench.agent.v1.Agent/Expose"
+	Agent_Start_FullMethodName       = "/meshbench.agent.v1.Agent/Start"
+	Agent_Stop_FullMethodName        = "/meshbench.agent.v1.Agent/Stop"
+	Agent_Output_FullMethodName      = "/meshbench.agent.v1.Agent/Output"
+	Agent_Signal_FullMethodName      = "/meshbench.agent.v1.Agent/Signal"
+	Agent_Snapshot_FullMethodName    = "/meshbench.agent.v1.Agent/Snapshot"
+	Agent_NodeInfo_FullMethodName    = "/meshbench.agent.v1.Agent/NodeInfo"
+	Agent_AttachBPF_FullMethodName   = "/meshbench.agent.v1.Agent/AttachBPF"
+	Agent_BPFCounters_FullMethodName = "/meshbench.agent.v1.Agent/BPFCounters"
+	Agent_DetachBPF_FullMethodName   = "/meshbench.agent.v1.Agent/DetachBPF"
 )
 
 // AgentClient is the client API for Agent service.
@@ -87,6 +90,14 @@ type AgentClient interface {
 	// NodeInfo describes the node's networking for the results: the
 	// kube-proxy mode its rules show, and its CNI configuration.
 	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResult, error)
+	// AttachBPF loads a set of the project's cgroup BPF programs and
+	// attaches it to cgroups on the node (bpf/attach.Spec); the agent holds
+	// it until DetachBPF, or until the agent stops.
+	AttachBPF(ctx context.Context, in *AttachBPFRequest, opts ...grpc.CallOption) (*AttachBPFResult, error)
+	// BPFCounters reads an attached set's counters.
+	BPFCounters(ctx context.Context, in *BPFCountersRequest, opts ...grpc.CallOption) (*BPFCountersResult, error)
+	// DetachBPF detaches and unloads a set.
+	DetachBPF(ctx context.Context, in *DetachBPFRequest, opts ...grpc.CallOption) (*DetachBPFResult, error)
 }
 
 type agentClient struct {
@@ -212,6 +223,36 @@ func (c *agentClient) NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ..
 	return out, nil
 }
 
+func (c *agentClient) AttachBPF(ctx context.Context, in *AttachBPFRequest, opts ...grpc.CallOption) (*AttachBPFResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttachBPFResult)
+	err := c.cc.Invoke(ctx, Agent_AttachBPF_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) BPFCounters(ctx context.Context, in *BPFCountersRequest, opts ...grpc.CallOption) (*BPFCountersResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BPFCountersResult)
+	err := c.cc.Invoke(ctx, Agent_BPFCounters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) DetachBPF(ctx context.Context, in *DetachBPFRequest, opts ...grpc.CallOption) (*DetachBPFResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DetachBPFResult)
+	err := c.cc.Invoke(ctx, Agent_DetachBPF_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -263,6 +304,14 @@ type AgentServer interface {
 	// NodeInfo describes the node's networking for the results: the
 	// kube-proxy mode its rules show, and its CNI configuration.
 	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResult, error)
+	// AttachBPF loads a set of the project's cgroup BPF programs and
+	// attaches it to cgroups on the node (bpf/attach.Spec); the agent holds
+	// it until DetachBPF, or until the agent stops.
+	AttachBPF(context.Context, *AttachBPFRequest) (*AttachBPFResult, error)
+	// BPFCounters reads an attached set's counters.
+	BPFCounters(context.Context, *BPFCountersRequest) (*BPFCountersResult, error)
+	// DetachBPF detaches and unloads a set.
+	DetachBPF(context.Context, *DetachBPFRequest) (*DetachBPFResult, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -302,6 +351,15 @@ func (UnimplementedAgentServer) Snapshot(context.Context, *SnapshotRequest) (*Sn
 }
 func (UnimplementedAgentServer) NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method NodeInfo not implemented")
+}
+func (UnimplementedAgentServer) AttachBPF(context.Context, *AttachBPFRequest) (*AttachBPFResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AttachBPF not implemented")
+}
+func (UnimplementedAgentServer) BPFCounters(context.Context, *BPFCountersRequest) (*BPFCountersResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BPFCounters not implemented")
+}
+func (UnimplementedAgentServer) DetachBPF(context.Context, *DetachBPFRequest) (*DetachBPFResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DetachBPF not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -475,6 +533,60 @@ func _Agent_NodeInfo_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_AttachBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttachBPFRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).AttachBPF(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_AttachBPF_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).AttachBPF(ctx, req.(*AttachBPFRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_BPFCounters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BPFCountersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).BPFCounters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_BPFCounters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).BPFCounters(ctx, req.(*BPFCountersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_DetachBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DetachBPFRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).DetachBPF(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_DetachBPF_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).DetachBPF(ctx, req.(*DetachBPFRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -509,6 +621,18 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeInfo",
 			Handler:    _Agent_NodeInfo_Handler,
+		},
+		{
+			MethodName: "AttachBPF",
+			Handler:    _Agent_AttachBPF_Handler,
+		},
+		{
+			MethodName: "BPFCounters",
+			Handler:    _Agent_BPFCounters_Handler,
+		},
+		{
+			MethodName: "DetachBPF",
+			Handler:    _Agent_DetachBPF_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
