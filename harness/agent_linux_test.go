@@ -28,8 +28,8 @@ import (
 // this host.
 func TestAgentDatapaths(t *testing.T) {
 	testutil.Privileged(t)
-	links := bpfLinks(t)
-	defer checkNoNewLinks(t, links)
+	links := testutil.BPFLinks(t)
+	defer testutil.CheckNoNewLinks(t, links)
 	for _, tt := range []struct {
 		datapath string
 		execs    bool // its rules go through Exec

@@ -144,8 +144,8 @@ func TestBypassFailsProof(t *testing.T) {
 			if tt.datapath == "afxdp" {
 				requireXDP(t)
 			}
-			links := bpfLinks(t)
-			defer checkNoNewLinks(t, links)
+			links := testutil.BPFLinks(t)
+			defer testutil.CheckNoNewLinks(t, links)
 			opts := options(t, bypassScenario+"datapaths: ["+tt.datapath+"]\n")
 			newDP := all.For(opts.Scenario, all.Options{})
 			opts.NewDatapath = func(name string) (datapaths.Datapath, error) {

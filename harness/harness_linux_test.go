@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
-
 	"github.com/meshbench/meshbench/datapaths/afxdp"
 	"github.com/meshbench/meshbench/datapaths/all"
 	"github.com/meshbench/meshbench/datapaths/proxy"
@@ -253,35 +251,10 @@ func TestRunSidecar(t *testing.T) {
 	}
 }
 
-// bpfLinks returns the ids of every BPF link in the kernel now.
-func bpfLinks(t *testing.T) map[link.ID]bool {
-	t.Helper()
-	ids := map[link.ID]bool{}
-	it := new(link.Iterator)
-	for it.Next() {
-		ids[it.ID] = true
-		it.Take().Close()
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("iterate BPF links: %v", err)
-	}
-	return ids
-}
-
-// checkNoNewLinks fails t if a BPF link that was not there before is left.
-func checkNoNewLinks(t *testing.T, before map[link.ID]bool) {
-	t.Helper()
-	for id := range bpfLinks(t) {
-		if !before[id] {
-			t.Errorf("BPF link %d left attached after the run", id)
-		}
-	}
-}
-
 func TestRunSockmap(t *testing.T) {
 	testutil.Privileged(t)
-	links := bpfLinks(t)
-	defer checkNoNewLinks(t, links)
+	links := testutil.BPFLinks(t)
+	defer testutil.CheckNoNewLinks(t, links)
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
 		t.Skip("iptables-restore not installed (apt-get install iptables)")
 	}
@@ -306,8 +279,8 @@ func TestRunNodeProxy(t *testing.T) {
 	}
 	for _, hops := range []string{"both", "source"} {
 		t.Run(hops, func(t *testing.T) {
-			links := bpfLinks(t)
-			defer checkNoNewLinks(t, links)
+			links := testutil.BPFLinks(t)
+			defer testutil.CheckNoNewLinks(t, links)
 			opts := options(t, testScenario+"datapaths: [nodeproxy]\nnodeproxy: {hops: "+hops+"}\n")
 			run, err := harness.Run(context.Background(), opts)
 			if err != nil {

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"
@@ -22,8 +23,9 @@ type Spec struct {
 	// Sockmap loads the sock_ops/sk_msg splicing programs with this
 	// configuration.
 	Sockmap *sockmap.Config `json:"sockmap,omitempty"`
-	// Cgroups are the cgroup v2 directories (absolute paths on the node)
-	// connect4 and sock_ops attach to: the pods'.
+	// Cgroups are the cgroup v2 directories connect4 and sock_ops attach
+	// to: the pods'. They are absolute paths as the loader sees them (an
+	// agent in a DaemonSet sees the node's cgroupfs under its host mount).
 	Cgroups []string `json:"cgroups"`
 	// Getsockopt are the cgroups where the steering answers
 	// SO_ORIGINAL_DST from its map: the node proxies'. Steer only.
@@ -45,8 +47,8 @@ func (s Spec) Validate() error {
 		return errors.New("attach: getsockopt cgroups without steer")
 	}
 	for _, p := range append(append([]string{}, s.Cgroups...), s.Getsockopt...) {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p || !strings.HasPrefix(p, "/sys/fs/cgroup/") {
-			return fmt.Errorf("attach: cgroup %q is not a clean path under /sys/fs/cgroup", p)
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+			return fmt.Errorf("attach: cgroup %q is not a clean absolute path", p)
 		}
 	}
 	if c := s.Steer; c != nil {
@@ -96,6 +98,11 @@ type Local struct{}
 func (Local) AttachBPF(ctx context.Context, spec Spec) (_ Set, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
+	}
+	for _, p := range append(append([]string{}, spec.Cgroups...), spec.Getsockopt...) {
+		if err := isCgroup2(p); err != nil {
+			return nil, err
+		}
 	}
 	s := &local{}
 	defer func() {
@@ -207,4 +214,16 @@ func (s *local) Close(context.Context) error {
 	}
 	s.steer, s.sockmap = nil, nil
 	return errors.Join(errs...)
+}
+
+// isCgroup2 checks that path is a directory of a cgroup v2 hierarchy.
+func isCgroup2(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("attach: cgroup %s: %w", path, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("attach: %s is not in a cgroup v2 hierarchy", path)
+	}
+	return nil
 }

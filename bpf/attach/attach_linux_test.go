@@ -36,9 +36,8 @@ func TestValidate(t *testing.T) {
 		{"node proxy steering", Spec{Steer: &steer.Config{Proxy: netip.MustParseAddrPort("198.18.0.1:15006")}, Cgroups: cg, Getsockopt: cg}, ""},
 		{"no programs", Spec{Cgroups: cg}, "no programs"},
 		{"getsockopt without steer", Spec{Sockmap: &sockmap.Config{}, Getsockopt: cg}, "without steer"},
-		{"relative cgroup", Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{"meshbench/x"}}, "not a clean path"},
-		{"cgroup escaping", Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{"/sys/fs/cgroup/../../etc"}}, "not a clean path"},
-		{"cgroup elsewhere", Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{"/tmp/cg"}}, "not a clean path"},
+		{"relative cgroup", Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{"meshbench/x"}}, "not a clean absolute path"},
+		{"cgroup escaping", Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{"/sys/fs/cgroup/../../etc"}}, "not a clean absolute path"},
 		{"private proxy", Spec{Steer: &steer.Config{Proxy: netip.MustParseAddrPort("10.0.0.1:15001")}, Cgroups: cg}, "neither loopback"},
 		{"public proxy", Spec{Steer: &steer.Config{Proxy: netip.MustParseAddrPort("8.8.8.8:15001")}, Cgroups: cg}, "neither loopback"},
 		{"no proxy", Spec{Steer: &steer.Config{}, Cgroups: cg}, "neither loopback"},
@@ -55,6 +54,15 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate: %v, want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLocalNotCgroup: a directory outside any cgroup v2 hierarchy is
+// refused before anything loads.
+func TestLocalNotCgroup(t *testing.T) {
+	_, err := Local{}.AttachBPF(context.Background(), Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{t.TempDir()}})
+	if err == nil || !strings.Contains(err.Error(), "not in a cgroup v2 hierarchy") {
+		t.Errorf("attach to a temporary directory: %v", err)
 	}
 }
 

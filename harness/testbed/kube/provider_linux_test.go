@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed/testutil"
 	"github.com/meshbench/meshbench/internal/kubeenv"
 )
 
@@ -27,7 +28,7 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [none, sidecar]
+datapaths: [none, sidecar, sockmap]
 `
 
 // TestKubeProvider runs `meshbench bench --provider kube` end to end
@@ -39,8 +40,10 @@ datapaths: [none, sidecar]
 // datapath: its iptables rules go into the pods through the agents, its
 // proxies start in the pods as uid 1337 and reach the xDS server over a
 // socket each agent exposes on its node, and its proof reads their
-// counters through the agents. The proof must be verified
-// and the host left as it was.
+// counters through the agents. Then sockmap: the same sidecars, with the
+// steering and splicing BPF loaded by the node's agent and attached to the
+// pods' kubelet cgroups, and its maps read through the agent. Every proof
+// must be verified and the host left as it was.
 func TestKubeProvider(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
@@ -58,6 +61,7 @@ func TestKubeProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
+	links := testutil.BPFLinks(t)
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, meshbench, "bench", scenario, "--provider", "kube", "--kubeconfig", cp.KubeconfigPath(),
 		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
@@ -70,12 +74,15 @@ func TestKubeProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Status != results.StatusOK || len(run.Steps) != 2 {
+	if run.Status != results.StatusOK || len(run.Steps) != 3 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
 	for _, s := range run.Steps {
 		t.Logf("%s on kube: %d requests, success %.3f, p50 %.0f µs, p99 %.0f µs, CPU %.1f µs/request, proof verified %v (%d checks)",
 			s.Datapath, s.Requests, s.SuccessRatio, s.LatencyUS.P50, s.LatencyUS.P99, s.Cost.CPUMicrosPerRequest, s.Proof.Verified, len(s.Proof.Checks))
+		for _, c := range s.Proof.Checks {
+			t.Logf("  proof: %s: %s (want %s) ok=%v", c.Name, c.Figure, c.Want, c.OK)
+		}
 		if !s.Proof.Verified || s.SuccessRatio != 1 {
 			t.Fatalf("%s: proof %+v, success %v", s.Datapath, s.Proof, s.SuccessRatio)
 		}
@@ -90,14 +97,20 @@ func TestKubeProvider(t *testing.T) {
 		}
 	}
 	s := run.Steps[0]
-	proxies := 0
-	for _, p := range run.Steps[1].Processes {
-		if p.Role == results.RoleDatapath {
-			proxies++
+	for _, st := range run.Steps[1:] {
+		proxies := 0
+		for _, p := range st.Processes {
+			if p.Role == results.RoleDatapath {
+				proxies++
+			}
+		}
+		if proxies != 3 {
+			t.Errorf("%s: %d sidecars measured, want one per pod (3)", st.Datapath, proxies)
 		}
 	}
-	if proxies != 3 {
-		t.Errorf("%d sidecars measured, want one per pod (3)", proxies)
+	// sockmap's BPF was loaded on the node (by its agent) and spliced.
+	if fp := run.Steps[2].Footprint; fp == nil || fp.BPFCopies != 1 || fp.BPFBytes <= 0 {
+		t.Errorf("sockmap footprint %+v: want one node's BPF", fp)
 	}
 	// The real no-mesh baseline: the cluster's Service path.
 	if !strings.Contains(s.Proof.Source, "Service's cluster address 198.19.") {
@@ -116,6 +129,8 @@ func TestKubeProvider(t *testing.T) {
 	} else {
 		t.Logf("cluster: %+v", *cl)
 	}
+	// The agents' BPF links went with the run.
+	testutil.CheckNoNewLinks(t, links)
 	// The run's namespace is gone.
 	if _, err := cp.Client().CoreV1().Namespaces().Get(ctx, NamespaceName(runID), metav1.GetOptions{}); err == nil {
 		t.Errorf("namespace %s left after the run", NamespaceName(runID))
