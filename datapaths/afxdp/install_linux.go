@@ -34,6 +34,12 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 	if err := probeAFXDP(); err != nil {
 		return err
 	}
+	for _, n := range env.Cluster.Nodes() {
+		if n.Bridge == "" || n.Uplink == "" {
+			return fmt.Errorf("datapath %s: node %s has no pod bridge and uplink of the embedded testbed's (its forwarder owns the node's L2 between them; on Kubernetes the CNI does): %w",
+				Name, n.Name, datapaths.ErrNotSupported)
+		}
+	}
 	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)
 	// Pods must send full checksums: a frame the forwarder copies carries
 	// no checksum-offload state, so a partial checksum would arrive as a

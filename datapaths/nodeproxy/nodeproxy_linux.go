@@ -215,6 +215,11 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	out["client_outbound_bytes_in"] = cv.Outbound.BytesIn
 	out["client_outbound_bytes_out"] = cv.Outbound.BytesOut
 	out["client_retries"] = cv.Retries
+	for ip, o := range cv.Sent {
+		if client.Node.PodCIDR.Contains(ip) {
+			out["client_sent_local_2xx"] += o.Rq2xx
+		}
+	}
 	for i, ns := range d.nodes {
 		if ns == client {
 			continue
@@ -246,7 +251,9 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 // other node's proxy answered on its inbound listener what the client
 // node's proxy sent to pods on that node, exactly however the load was
 // balanced; with the source hop only, no node proxy received anything
-// inbound; and connect4 steered every connection the client opened.
+// inbound; on a single node, nothing was received inbound and the client
+// node's proxy delivered the successes to its pods itself; and connect4
+// steered every connection the client opened.
 func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
 	var checks []results.ProofCheck
 	tcp := w.Protocol == "tcp"
@@ -256,6 +263,13 @@ func (d *Datapath) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 		checks = append(checks, datapaths.Answered("client node's proxy", delta["client_outbound_2xx"], delta["client_outbound_error"], w)...)
 	}
 	switch {
+	case len(d.nodes) == 1:
+		checks = append(checks, datapaths.Within("no node proxy received anything inbound (one node)", delta["inbound_rq"], 0, 0,
+			fmt.Sprintf("%d inbound", delta["inbound_rq"]), "exact: on one node the client node's proxy delivers to the pods itself; there is no destination node"))
+		if !tcp && d.engine != proxy.EngineEnvoy {
+			checks = append(checks, datapaths.Near("the client node's proxy delivered the successes to its node's pods", delta["client_sent_local_2xx"], w.Successes, w.Slack,
+				datapaths.PerSuccess(delta["client_sent_local_2xx"], w, "2xx/req to local pods"), "± the window-edge slack ("+w.SlackWhy+")"))
+		}
 	case d.opts.Hops == HopsSource:
 		checks = append(checks, datapaths.Within("no node proxy received anything inbound (hops: source)", delta["inbound_rq"], 0, 0,
 			fmt.Sprintf("%d inbound", delta["inbound_rq"]), "exact: with the source hop only, the client node's proxy delivers to the pods itself"))

@@ -44,7 +44,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res := &Resolver{HostNetns: *hostNetns}
+	res := &Resolver{HostNetns: *hostNetns, Agent: os.Getpid()}
 	if *hostRoot != "" && *hostRoot != "/" {
 		// The node's cgroup hierarchies, not the container's.
 		roots, err := cgroupfs.FindUnder(*hostRoot)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -53,6 +54,11 @@ type Resolver struct {
 	// network namespace). Default: the agent's own (it runs with
 	// hostNetwork).
 	HostNetns string
+	// Agent is the agent's own pid in Proc, 0 for none. Its children are
+	// not their pod's own processes: the tools it runs (which enter other
+	// pods' namespaces) and the processes it started. A pod is resolved
+	// from its containers.
+	Agent int
 }
 
 // ErrNotOnNode is returned (wrapped) when no process on this node belongs
@@ -93,6 +99,9 @@ func (r *Resolver) Resolve(uid string) (*PodHandles, error) {
 		}
 		podV2, podMem, ok := podCgroups(lines, uid)
 		if !ok {
+			continue
+		}
+		if r.Agent != 0 && parentOf(filepath.Join(proc, e.Name(), "stat")) == r.Agent {
 			continue
 		}
 		h.PIDs = append(h.PIDs, pid)
@@ -249,4 +258,24 @@ func podPrefix(path, cgfs, systemd string) string {
 		}
 	}
 	return ""
+}
+
+// parentOf reads a process's parent pid from its /proc stat file, 0 when
+// it cannot (the process exited).
+func parentOf(statPath string) int {
+	b, err := os.ReadFile(statPath)
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }

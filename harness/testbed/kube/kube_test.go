@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,6 +128,25 @@ func TestMissingPermissionsError(t *testing.T) {
 	for _, want := range []string{"missing 2 RBAC permission(s)", "create namespaces (cluster-wide)", "create deployments.apps (in meshbench-ab)"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("%q lacks %q", s, want)
+		}
+	}
+}
+
+func TestParseInterfaceOf(t *testing.T) {
+	out := `1: lo    inet 127.0.0.1/8 scope host lo\       valid_lft forever preferred_lft forever
+2: mb-up@if7    inet 198.19.1.1/24 brd 198.19.1.255 scope global mb-up\       valid_lft forever preferred_lft forever
+3: cni0    inet 198.18.128.1/24 brd 198.18.128.255 scope global cni0\       valid_lft forever preferred_lft forever
+`
+	for _, tc := range []struct {
+		addr, want string
+	}{
+		{"198.19.1.1", "mb-up"},
+		{"198.18.128.1", "cni0"},
+		{"198.19.1.2", ""},
+	} {
+		got, err := parseInterfaceOf(out, netip.MustParseAddr(tc.addr))
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("interface of %s: %q, %v; want %q", tc.addr, got, err, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -187,6 +188,7 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 		cl.nodes = append(cl.nodes, tn)
 	}
 	cl.fleet.Clients = make([]*agent.Client, len(nodes))
+	cl.agentUIDs = make([]string, len(nodes))
 	for _, info := range infos {
 		if info.App != AgentName {
 			continue
@@ -211,8 +213,14 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 		if err != nil {
 			return nil, fmt.Errorf("kube: agent on node %s: resolve itself: %w", info.Node, err)
 		}
-		cl.nodes[i].NetnsPath = h.GetNetnsPath()
-		cl.nodes[i].Host = client
+		n := cl.nodes[i]
+		n.NetnsPath, n.CgroupPath, n.Host = h.GetNetnsPath(), h.GetCgroupPath(), client
+		cl.agentUIDs[i] = info.UID
+		// Pods reach their node at its address: the per-node proxy's.
+		n.Gateway = n.IP
+		if n.Uplink, err = interfaceOf(ctx, n); err != nil {
+			return nil, fmt.Errorf("kube: node %s: %w", n.Name, err)
+		}
 	}
 	for i, n := range cl.nodes {
 		if n.Host == nil {
@@ -286,8 +294,11 @@ type cluster struct {
 	pods   []*testbed.Pod
 	byName map[string]*testbed.Pod
 	uids   map[string]string
-	fleet  agent.Fleet
-	stops  []func()
+	// agentUIDs are the agents' pods' UIDs, by node index: per-node
+	// processes run in the agent's pod.
+	agentUIDs []string
+	fleet     agent.Fleet
+	stops     []func()
 	// serviceAddrs are the Services' cluster IPs.
 	serviceAddrs map[string]netip.Addr
 
@@ -324,10 +335,41 @@ func (cl *cluster) Start(ctx context.Context, pod *testbed.Pod, spec testbed.Pro
 	return cl.fleet.Start(ctx, pod.NodeIndex, pod.Node, pod.Name, &agentpb.StartRequest{PodUid: cl.uids[pod.Name]}, spec)
 }
 
-// StartOnNode is not supported yet: per-node processes (the node proxy,
-// the AF_XDP forwarder) need a cgroup of the run's on the node.
+// StartOnNode implements testbed.Cluster: the node's agent starts the
+// process in its own pod, as a per-node proxy runs in a DaemonSet's pod:
+// in the node's network namespace (hostNetwork) and a cgroup beside the
+// agent's container, which Node.CgroupPath (the agent pod's) holds.
 func (cl *cluster) StartOnNode(ctx context.Context, node *testbed.Node, spec testbed.ProcessSpec) (*testbed.Process, error) {
-	return nil, fmt.Errorf("start %s on node %s: %w: the kube provider runs no per-node process yet (nodeproxy, afxdp)", spec.Name, node.Name, testbed.ErrNotSupported)
+	if node == nil || node.Index < 0 || node.Index >= len(cl.nodes) || cl.nodes[node.Index] != node {
+		return nil, fmt.Errorf("start %s: node not in run %s", spec.Name, cl.runID)
+	}
+	return cl.fleet.Start(ctx, node.Index, node.Name, "", &agentpb.StartRequest{PodUid: cl.agentUIDs[node.Index]}, spec)
+}
+
+// interfaceOf finds the interface that holds the node's address, in the
+// node's namespace, through its agent.
+func interfaceOf(ctx context.Context, n *testbed.Node) (string, error) {
+	out, err := n.Netns().Exec(ctx, []string{"ip", "-o", "-4", "addr", "show"}, "")
+	if err != nil {
+		return "", err
+	}
+	return parseInterfaceOf(out, n.IP)
+}
+
+// parseInterfaceOf reads `ip -o -4 addr show` ("2: eth0    inet
+// 198.19.1.1/24 brd ...") for the interface holding addr.
+func parseInterfaceOf(out string, addr netip.Addr) (string, error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != "inet" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f[3]); err == nil && p.Addr() == addr {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface holds the node's address %s", addr)
 }
 
 func (cl *cluster) Processes() []*testbed.Process { return cl.fleet.Processes() }

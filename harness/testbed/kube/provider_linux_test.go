@@ -28,7 +28,7 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [none, sidecar, sockmap]
+datapaths: [none, sidecar, sockmap, nodeproxy]
 `
 
 // TestKubeProvider runs `meshbench bench --provider kube` end to end
@@ -43,7 +43,11 @@ datapaths: [none, sidecar, sockmap]
 // counters through the agents. Then sockmap: the same sidecars, with the
 // steering and splicing BPF loaded by the node's agent and attached to the
 // pods' kubelet cgroups, and its maps read through the agent. Every proof
-// must be verified and the host left as it was.
+// must be verified and the host left as it was. Then nodeproxy: a proxy per
+// node, started by the agent in its own pod (hostNetwork, as a per-node
+// proxy DaemonSet runs), connect4 steering the pods' connects to the
+// node's address and getsockopt answering the proxy's SO_ORIGINAL_DST,
+// both loaded by the agent.
 func TestKubeProvider(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
@@ -74,7 +78,7 @@ func TestKubeProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Status != results.StatusOK || len(run.Steps) != 3 {
+	if run.Status != results.StatusOK || len(run.Steps) != 4 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
 	for _, s := range run.Steps {
@@ -97,7 +101,7 @@ func TestKubeProvider(t *testing.T) {
 		}
 	}
 	s := run.Steps[0]
-	for _, st := range run.Steps[1:] {
+	for _, st := range run.Steps[1:3] {
 		proxies := 0
 		for _, p := range st.Processes {
 			if p.Role == results.RoleDatapath {
@@ -108,9 +112,21 @@ func TestKubeProvider(t *testing.T) {
 			t.Errorf("%s: %d sidecars measured, want one per pod (3)", st.Datapath, proxies)
 		}
 	}
-	// sockmap's BPF was loaded on the node (by its agent) and spliced.
-	if fp := run.Steps[2].Footprint; fp == nil || fp.BPFCopies != 1 || fp.BPFBytes <= 0 {
-		t.Errorf("sockmap footprint %+v: want one node's BPF", fp)
+	// sockmap's and nodeproxy's BPF was loaded on the node (by its agent).
+	for _, st := range run.Steps[2:] {
+		if fp := st.Footprint; fp == nil || fp.BPFCopies != 1 || fp.BPFBytes <= 0 {
+			t.Errorf("%s footprint %+v: want one node's BPF", st.Datapath, fp)
+		}
+	}
+	// The node proxy ran in the agent's pod and was measured there.
+	var nodeProxies []results.Process
+	for _, p := range run.Steps[3].Processes {
+		if p.Role == results.RoleDatapath {
+			nodeProxies = append(nodeProxies, p)
+		}
+	}
+	if len(nodeProxies) != 1 || nodeProxies[0].Node != "node-0" || nodeProxies[0].RSSBytes == 0 {
+		t.Errorf("nodeproxy: datapath processes %+v, want one node proxy measured on node-0", nodeProxies)
 	}
 	// The real no-mesh baseline: the cluster's Service path.
 	if !strings.Contains(s.Proof.Source, "Service's cluster address 198.19.") {
