@@ -137,6 +137,32 @@ func Choose(fault, want string, hasTarget bool) string {
 	}
 }
 
+// OnAgents returns the implementation of fault on a cluster reached
+// through node agents, given the one Choose picked: those that act
+// through a pod's or node's Host (signals, iptables, tc qdiscs) stay;
+// tc-bpf, which loads its program in this process, gives way to iptables.
+// nfqueue, whose queue this process reads, stays and refuses to inject
+// on such pods (Inject says why).
+func OnAgents(fault, using string) string {
+	if using == impl.TCBPF {
+		return Default[fault]
+	}
+	return using
+}
+
+// throughAgents reports whether c's nodes are reached through agents.
+func throughAgents(c testbed.Cluster) bool {
+	if c == nil {
+		return false
+	}
+	for _, n := range c.Nodes() {
+		if n.Host != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // New returns the fault of one timeline entry, using impl (from Choose).
 // The entry's Name (default: its fault) tags what the fault installs.
 func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {

@@ -971,3 +971,24 @@ func TestDoctorImplementations(t *testing.T) {
 		}
 	}
 }
+
+// remoteHost stands for a node agent: a Host that is not this machine.
+type remoteHost struct{ nsutil.Host }
+
+// TestLocalOnlyRefusedOnAgents: nfqueue delay and tc-bpf act from the
+// harness's own process, so on a pod reached through an agent they refuse
+// before touching anything, saying why.
+func TestLocalOnlyRefusedOnAgents(t *testing.T) {
+	pod := &testbed.Pod{Name: "n1-p0", NetnsPath: "/proc/1/ns/net", Host: remoteHost{}}
+	d, err := newDelay(impl.NFQueue, scenarios.DelaySpec{Latency: scenarios.Duration(time.Millisecond)}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Inject(context.Background(), Target{Pods: []*testbed.Pod{pod}, Direction: "to"}); err == nil || !strings.Contains(err.Error(), "needs the pod on this machine") {
+		t.Errorf("nfqueue delay on an agent's pod: %v", err)
+	}
+	var drops tcDrops
+	if err := drops.add(pod, 0, 0.5, nil); err == nil || !strings.Contains(err.Error(), "needs the pod on this machine") {
+		t.Errorf("tc-bpf on an agent's pod: %v", err)
+	}
+}

@@ -154,3 +154,21 @@ func TestTimelineRecordsFailures(t *testing.T) {
 		t.Errorf("record 1 = %+v", r)
 	}
 }
+
+// TestOnAgents: on a cluster reached through node agents, tc-bpf (loaded
+// in the harness's process) gives way to iptables; what acts through a
+// Host stays.
+func TestOnAgents(t *testing.T) {
+	for _, tc := range []struct{ fault, using, want string }{
+		{scenarios.FaultLoss, impl.TCBPF, impl.Statistic},
+		{scenarios.FaultPartition, impl.TCBPF, impl.IptablesDrop},
+		{scenarios.FaultLoss, impl.Statistic, impl.Statistic},
+		{scenarios.FaultBandwidth, impl.TBF, impl.TBF},
+		{scenarios.FaultDelay, impl.NFQueue, impl.NFQueue},
+		{scenarios.FaultPodKill, impl.Signal, impl.Signal},
+	} {
+		if got := OnAgents(tc.fault, tc.using); got != tc.want {
+			t.Errorf("OnAgents(%s, %s) = %s, want %s", tc.fault, tc.using, got, tc.want)
+		}
+	}
+}

@@ -75,6 +75,10 @@ type delayQueue struct {
 
 func (f *nfqDelay) Inject(ctx context.Context, t Target) error {
 	for _, p := range t.Pods {
+		if p.Host != nil {
+			return fmt.Errorf("delay (nfqueue) on pod %s: the queue is read in the harness's process, so it needs the pod on this machine; "+
+				"through a node agent it is not implemented yet", p.Name)
+		}
 		if err := nsutil.RefuseRoot(p.NetnsPath); err != nil {
 			return err
 		}

@@ -98,6 +98,9 @@ type tcAttached struct {
 // add attaches a program dropping packets from srcs with probability p to
 // pod's eth0 (ingress or egress), first in the tcx chain.
 func (d *tcDrops) add(pod *testbed.Pod, at ebpf.AttachType, p float64, srcs []*testbed.Pod) error {
+	if pod.Host != nil {
+		return fmt.Errorf("tc-bpf on pod %s: the program is attached from the harness's process, which needs the pod on this machine (through a node agent, iptables is used)", pod.Name)
+	}
 	if err := nsutil.RefuseRoot(pod.NetnsPath); err != nil {
 		return err
 	}

@@ -78,6 +78,9 @@ func (tl *Timeline) Run(ctx context.Context, env Env, start time.Time) <-chan st
 	tl.records = make([]results.FaultRecord, len(tl.entries))
 	for i, e := range tl.entries {
 		impl := Choose(e.Fault, env.Implementations[e.Fault], e.Target != nil)
+		if throughAgents(env.Cluster) {
+			impl = OnAgents(e.Fault, impl)
+		}
 		rec := results.FaultRecord{
 			Name: e.ChaosName(i), Fault: e.Fault, Implementation: impl,
 			Selector: describe(e.Selector, e.Mode, e.Value, e.Direction), Parameters: parameters(e),
