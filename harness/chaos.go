@@ -84,7 +84,9 @@ func (r *runner) echoPort(pod *testbed.Pod, env *datapaths.Env) int {
 func (r *runner) startEcho(ctx context.Context, cluster testbed.Cluster, pod *testbed.Pod, port int) error {
 	args := append(append([]string{}, r.opts.Exec...), "echo",
 		"--listen", ":"+strconv.Itoa(port),
-		"--admin", "127.0.0.1:"+strconv.Itoa(ports.EchoAdmin),
+		// On every address: a kubelet probes it at the pod's (no
+		// datapath captures the port).
+		"--admin", ":"+strconv.Itoa(ports.EchoAdmin),
 		"--response-size", strconv.FormatInt(int64(r.sc.Load.ResponseSize), 10),
 		"--pod", pod.Name)
 	if _, err := cluster.Start(ctx, pod, testbed.ProcessSpec{Name: "echo", Role: results.RoleServer, Args: args}); err != nil {

@@ -197,7 +197,7 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 	}
 	wctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	if err := r.opts.WaitEcho(wctx, cluster.Pods()); err != nil {
+	if err := waitServing(wctx, r.opts.WaitEcho, cluster, cluster.Pods()); err != nil {
 		return nil, err
 	}
 	env := &datapaths.Env{
@@ -220,4 +220,17 @@ func (r *runner) startWorkloads(ctx context.Context, cluster testbed.Cluster, la
 		}
 	}
 	return env, nil
+}
+
+// waitServing waits until the echo servers of pods answer and, on a
+// cluster that probes its pods itself (Kubernetes), until it has them
+// ready in their services' endpoints: a ClusterIP sends nowhere else.
+func waitServing(ctx context.Context, waitEcho func(context.Context, []*testbed.Pod) error, cluster testbed.Cluster, pods []*testbed.Pod) error {
+	if err := waitEcho(ctx, pods); err != nil {
+		return err
+	}
+	if rw, ok := cluster.(testbed.ReadinessWatcher); ok {
+		return rw.WaitServing(ctx, pods)
+	}
+	return nil
 }

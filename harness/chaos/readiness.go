@@ -28,6 +28,10 @@ type prober struct {
 	probe    func(ctx context.Context, pod *testbed.Pod) error
 	setReady func(ctx context.Context, pod *testbed.Pod, ready bool) error
 
+	// source says who decided readiness, for the record: "" for this
+	// prober, else the cluster's (testbed.ReadinessWatcher).
+	source string
+
 	killedAt  time.Time
 	restarted chan struct{} // closed once the workload serves again
 	stop      chan struct{} // closed to end the probe early
@@ -46,9 +50,87 @@ func startProber(ctx context.Context, env *Env, pod *testbed.Pod, killedAt time.
 		pod: pod, spec: env.readiness(pod), probe: env.Probe, setReady: env.SetReady,
 		killedAt: killedAt, restarted: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	if rw, ok := env.Cluster.(testbed.ReadinessWatcher); ok {
+		var mu sync.Mutex
+		var states []bool
+		notify := make(chan struct{}, 1)
+		stop, watched, err := rw.WatchReady(ctx, pod, func(ready bool) {
+			mu.Lock()
+			states = append(states, ready)
+			mu.Unlock()
+			select {
+			case notify <- struct{}{}:
+			default:
+			}
+		})
+		switch {
+		case err != nil:
+			// Fall back to probing here, and say why.
+			p.errs = append(p.errs, fmt.Errorf("follow the cluster's readiness of %s (probing it here instead): %w", pod.Name, err))
+		case watched:
+			p.source = rw.ReadinessSource()
+			next := func() []bool {
+				mu.Lock()
+				defer mu.Unlock()
+				out := states
+				states = nil
+				return out
+			}
+			go p.follow(context.WithoutCancel(ctx), notify, next, stop)
+			return p
+		}
+	}
 	period := time.Duration(p.spec.Period)
 	go p.run(context.WithoutCancel(ctx), killedAt.Add(rand.N(period)))
 	return p
+}
+
+// follow is run for a cluster that decides readiness itself: it follows
+// the cluster's view of the pod (next returns the states seen since the
+// last call, each time notify fires) and marks the pod as the cluster
+// does, until the restarted workload is ready again. A workload restarted
+// before the cluster noticed is given the probe's failure time and a
+// second more to be noticed.
+func (p *prober) follow(ctx context.Context, notify <-chan struct{}, next func() []bool, stop func()) {
+	defer close(p.done)
+	defer stop()
+	ready := true
+	restarted := p.restarted
+	var grace <-chan time.Time
+	for {
+		select {
+		case <-notify:
+			for _, r := range next() {
+				switch {
+				case ready && !r:
+					ready = false
+					p.mark(ctx, false, time.Now())
+				case !ready && r:
+					ready = true
+					if p.isRestarted() {
+						p.mark(ctx, true, time.Now())
+						return
+					}
+					p.mark(ctx, true, time.Time{})
+				}
+			}
+		case <-restarted:
+			restarted = nil
+			if ready {
+				period := max(time.Duration(p.spec.Period), time.Second)
+				grace = time.After(period*time.Duration(max(p.spec.FailureThreshold, 1)) + time.Second)
+			}
+		case <-grace:
+			if ready {
+				return // back before the cluster noticed
+			}
+		case <-p.stop:
+			if !ready {
+				p.mark(ctx, true, time.Time{})
+			}
+			return
+		}
+	}
 }
 
 func (p *prober) run(ctx context.Context, next time.Time) {
@@ -177,6 +259,10 @@ func readinessRecord(spec scenarios.Probe, probers []*prober) *results.Readiness
 	}
 	if len(probers) > 0 {
 		r.NotReadyS, r.ReadyS = notReady, ready
+		r.Source = probers[0].source
+	}
+	if r.Source == "" {
+		r.Source = "the harness's probe"
 	}
 	return r
 }

@@ -100,4 +100,7 @@ type ReadinessRecord struct {
 	// ReadyS is the time from EndS (the restart) until the probe marked
 	// the last killed pod ready again; -1 when it did not in the step.
 	ReadyS float64 `json:"ready_s"`
+	// Source says who probed: the harness, or the cluster's kubelet
+	// (whose endpoint changes the harness followed).
+	Source string `json:"source,omitempty"`
 }

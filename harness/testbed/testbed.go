@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/internal/nsutil"
@@ -49,6 +50,33 @@ type ServiceSpec struct {
 	Port int
 	// Backends are the names of the pods that serve it.
 	Backends []string
+	// Readiness is the backends' readiness probe, for a cluster that
+	// probes them itself (a kubelet); nil: the default probe.
+	Readiness *Probe
+}
+
+// Probe is a readiness probe's timing, as a scenario's readiness_probe
+// gives it.
+type Probe struct {
+	Period, Timeout                    time.Duration
+	FailureThreshold, SuccessThreshold int
+}
+
+// ReadinessWatcher is a cluster whose own machinery decides when a pod
+// serves: a kubelet probes each backend, and the endpoints controller
+// takes it out of its Service's endpoints and puts it back. Chaos then
+// follows that, rather than probing itself.
+type ReadinessWatcher interface {
+	// WatchReady calls fn with the pod's readiness as the cluster sees
+	// it, once at the start and on every change, until stop is called.
+	// ok is false when the cluster does not probe pod (no service of its).
+	WatchReady(ctx context.Context, pod *Pod, fn func(ready bool)) (stop func(), ok bool, err error)
+	// WaitServing waits until the cluster sees every one of pods that it
+	// probes ready.
+	WaitServing(ctx context.Context, pods []*Pod) error
+	// ReadinessSource says who decides, for the results ("kubelet
+	// httpGet /healthz every 1s, via EndpointSlices").
+	ReadinessSource() string
 }
 
 // Describer is a cluster that can describe itself for the results: a

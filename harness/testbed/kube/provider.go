@@ -26,6 +26,7 @@ import (
 	"github.com/meshbench/meshbench/harness/metrics"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
+	"github.com/meshbench/meshbench/internal/ports"
 )
 
 // ProviderOptions configure the kube provider.
@@ -117,7 +118,7 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	if err != nil {
 		return nil, err
 	}
-	cl := &cluster{c: c, ns: ns, runID: spec.RunID, byName: map[string]*testbed.Pod{}, uids: map[string]string{}}
+	cl := &cluster{c: c, ns: ns, runID: spec.RunID, byName: map[string]*testbed.Pod{}, uids: map[string]string{}, podNames: map[string]string{}}
 	defer func() {
 		if err != nil {
 			if derr := cl.Destroy(context.WithoutCancel(ctx)); derr != nil {
@@ -138,10 +139,13 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	if err := ns.CreateAgent(ctx, p.opts.Image, token, hostnames...); err != nil {
 		return nil, err
 	}
-	serviceOf := map[string]string{}
+	cl.serviceOf = map[string]string{}
+	probes := map[string]*Probe{}
 	for _, svc := range spec.Services {
+		pr := kubeletProbe(svc.Readiness)
 		for _, b := range svc.Backends {
-			serviceOf[b] = svc.Name
+			cl.serviceOf[b] = svc.Name
+			probes[b] = pr
 		}
 	}
 	apps := make([]App, 0, len(spec.Pods)+1)
@@ -150,8 +154,13 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 			return nil, fmt.Errorf("kube: pod %s on node %d of %d", ps.Name, ps.Node, len(nodes))
 		}
 		app := App{Name: ps.Name, Replicas: 1, Args: PauseArgs, Nodes: []string{hostnames[ps.Node]}}
-		if svc := serviceOf[ps.Name]; svc != "" {
+		if svc := cl.serviceOf[ps.Name]; svc != "" {
 			app.Labels = map[string]string{ServiceLabel: svc}
+			// The kubelet probes the echo server the harness starts in
+			// the pod later, on its admin port (which no datapath
+			// captures), as the harness's own probe does.
+			app.Readiness, app.ReadyLater = probes[ps.Name], true
+			cl.probe = probes[ps.Name]
 		}
 		apps = append(apps, app)
 	}
@@ -252,8 +261,20 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 		cl.pods = append(cl.pods, pod)
 		cl.byName[pod.Name] = pod
 		cl.uids[pod.Name] = info.UID
+		cl.podNames[pod.Name] = info.Name
 	}
 	return cl, nil
+}
+
+// kubeletProbe is the kubelet's probe of a service's backends: an HTTP GET
+// of the echo server's /healthz on its admin port, with the scenario's
+// timing (Kubernetes rounds it up to whole seconds).
+func kubeletProbe(p *testbed.Probe) *Probe {
+	if p == nil {
+		p = &testbed.Probe{Period: time.Second, Timeout: time.Second, FailureThreshold: 1, SuccessThreshold: 1}
+	}
+	return &Probe{Period: p.Period, Timeout: p.Timeout, FailureThreshold: int32(max(p.FailureThreshold, 1)),
+		SuccessThreshold: int32(max(p.SuccessThreshold, 1)), Port: ports.EchoAdmin, Path: "/healthz"}
 }
 
 // schedulableNodes lists the nodes that can run the run's pods: Ready, not
@@ -294,6 +315,11 @@ type cluster struct {
 	pods   []*testbed.Pod
 	byName map[string]*testbed.Pod
 	uids   map[string]string
+	// podNames are the Kubernetes pods' names (the Deployments' pods), by
+	// testbed pod name; serviceOf the service a backend serves.
+	podNames, serviceOf map[string]string
+	// probe is the kubelet's readiness probe of the backends.
+	probe *Probe
 	// agentUIDs are the agents' pods' UIDs, by node index: per-node
 	// processes run in the agent's pod.
 	agentUIDs []string
@@ -452,4 +478,90 @@ func (cl *cluster) Describe(ctx context.Context) (*results.Cluster, error) {
 		out.Nodes = append(out.Nodes, cn)
 	}
 	return out, nil
+}
+
+var _ testbed.ReadinessWatcher = (*cluster)(nil)
+
+// ReadinessSource implements testbed.ReadinessWatcher.
+func (cl *cluster) ReadinessSource() string {
+	p := cl.probe
+	if p == nil {
+		return "kubelet readiness probes, via EndpointSlices"
+	}
+	return fmt.Sprintf("kubelet readiness probe (HTTP GET %s on port %d every %ds, timeout %ds, failure threshold %d, success threshold %d), via EndpointSlices",
+		p.Path, p.Port, seconds(p.Period), seconds(p.Timeout), p.FailureThreshold, p.SuccessThreshold)
+}
+
+// WatchReady implements testbed.ReadinessWatcher: it follows the
+// EndpointSlices of the pod's Service (a pod not in them counts as not
+// ready).
+func (cl *cluster) WatchReady(ctx context.Context, pod *testbed.Pod, fn func(ready bool)) (func(), bool, error) {
+	svc := cl.serviceOf[pod.Name]
+	if svc == "" || cl.byName[pod.Name] != pod {
+		return nil, false, nil
+	}
+	name := cl.podNames[pod.Name]
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	last, first := false, true
+	err := cl.ns.WatchEndpoints(wctx, svc, func(eps []Endpoint) {
+		ready := false
+		for _, e := range eps {
+			if e.Pod == name {
+				ready = e.Ready
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if first || ready != last {
+			first, last = false, ready
+			fn(ready)
+		}
+	})
+	if err != nil {
+		cancel()
+		return nil, true, err
+	}
+	return cancel, true, nil
+}
+
+// WaitServing implements testbed.ReadinessWatcher: it waits until every
+// pod of pods that serves a Service is a ready endpoint of it.
+func (cl *cluster) WaitServing(ctx context.Context, pods []*testbed.Pod) error {
+	type waiter struct {
+		name  string
+		ready chan struct{}
+		once  sync.Once
+	}
+	var ws []*waiter
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	for _, p := range pods {
+		w := &waiter{name: p.Name, ready: make(chan struct{})}
+		stop, ok, err := cl.WatchReady(ctx, p, func(ready bool) {
+			if ready {
+				w.once.Do(func() { close(w.ready) })
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		stops = append(stops, stop)
+		ws = append(ws, w)
+	}
+	for _, w := range ws {
+		select {
+		case <-w.ready:
+		case <-ctx.Done():
+			return fmt.Errorf("kube: pod %s not a ready endpoint of service %s: %w", w.name, cl.serviceOf[w.name], ctx.Err())
+		}
+	}
+	return nil
 }

@@ -28,7 +28,7 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [none, sidecar, sockmap, nodeproxy]
+datapaths: [none, sockmap, nodeproxy]
 `
 
 // TestKubeProvider runs `meshbench bench --provider kube` end to end
@@ -36,18 +36,17 @@ datapaths: [none, sidecar, sockmap, nodeproxy]
 // image built in-process, the agent DaemonSet is reached by port-forward,
 // the echo servers and the load client start in the pods through it, the
 // client sends to the Service's ClusterIP (kube-proxy balances), and the
-// counters and metrics are read through the agents. Then the sidecar
-// datapath: its iptables rules go into the pods through the agents, its
-// proxies start in the pods as uid 1337 and reach the xDS server over a
-// socket each agent exposes on its node, and its proof reads their
-// counters through the agents. Then sockmap: the same sidecars, with the
-// steering and splicing BPF loaded by the node's agent and attached to the
-// pods' kubelet cgroups, and its maps read through the agent. Every proof
-// must be verified and the host left as it was. Then nodeproxy: a proxy per
-// node, started by the agent in its own pod (hostNetwork, as a per-node
-// proxy DaemonSet runs), connect4 steering the pods' connects to the
-// node's address and getsockopt answering the proxy's SO_ORIGINAL_DST,
-// both loaded by the agent.
+// counters and metrics are read through the agents. Then sockmap: a
+// sidecar per pod (its iptables rules put into the pod through the agent,
+// started in the pod as uid 1337, reaching the xDS server over a socket
+// each agent exposes on its node), with the steering and splicing BPF
+// loaded by the node's agent and attached to the pods' kubelet cgroups,
+// and its maps read through the agent. Then nodeproxy: a proxy per node,
+// started by the agent in its own pod (hostNetwork, as a per-node proxy
+// DaemonSet runs), connect4 steering the pods' connects to the node's
+// address and getsockopt answering the proxy's SO_ORIGINAL_DST, both
+// loaded by the agent. Every proof must be verified and the host left as
+// it was. (The plain sidecar runs on a real node in TestKubeChaos.)
 func TestKubeProvider(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
@@ -78,7 +77,7 @@ func TestKubeProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if run.Status != results.StatusOK || len(run.Steps) != 4 {
+	if run.Status != results.StatusOK || len(run.Steps) != 3 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
 	for _, s := range run.Steps {
@@ -101,7 +100,7 @@ func TestKubeProvider(t *testing.T) {
 		}
 	}
 	s := run.Steps[0]
-	for _, st := range run.Steps[1:3] {
+	for _, st := range run.Steps[1:2] {
 		proxies := 0
 		for _, p := range st.Processes {
 			if p.Role == results.RoleDatapath {
@@ -113,14 +112,14 @@ func TestKubeProvider(t *testing.T) {
 		}
 	}
 	// sockmap's and nodeproxy's BPF was loaded on the node (by its agent).
-	for _, st := range run.Steps[2:] {
+	for _, st := range run.Steps[1:] {
 		if fp := st.Footprint; fp == nil || fp.BPFCopies != 1 || fp.BPFBytes <= 0 {
 			t.Errorf("%s footprint %+v: want one node's BPF", st.Datapath, fp)
 		}
 	}
 	// The node proxy ran in the agent's pod and was measured there.
 	var nodeProxies []results.Process
-	for _, p := range run.Steps[3].Processes {
+	for _, p := range run.Steps[2].Processes {
 		if p.Role == results.RoleDatapath {
 			nodeProxies = append(nodeProxies, p)
 		}
@@ -194,8 +193,10 @@ chaos:
 // on the embedded testbed); bandwidth puts a tbf qdisc on the pod's
 // interface with the node's tc, in the pod's namespace; loss is an
 // iptables statistic rule there (tc-bpf, which loads its program in the
-// harness, gives way to iptables on agents). Every fault must have acted,
-// been recovered without error, and the proof must hold.
+// harness, gives way to iptables on agents). The replicas' readiness is
+// the kubelet's (an HTTP probe of the echo server), and chaos follows it
+// through the EndpointSlices. Every fault must have acted, been recovered
+// without error, and the proof must hold.
 func TestKubeChaos(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
@@ -243,6 +244,19 @@ func TestKubeChaos(t *testing.T) {
 		}
 		if f.Activity == nil || !f.Activity.Active {
 			t.Errorf("fault %s did not act: %+v", f.Name, f.Activity)
+		}
+		if f.Name != "kill-replica" {
+			continue
+		}
+		// The kubelet's probe took the replica out of the Service's
+		// endpoints and put it back after the restart; the harness
+		// followed the EndpointSlices (and pushed the change to the
+		// sidecars over xDS).
+		r := f.Readiness
+		if r == nil || !strings.Contains(r.Source, "kubelet") || r.NotReadyS <= 0 || r.NotReadyS > 2 || r.ReadyS < 0 || r.ReadyS > 3 {
+			t.Errorf("kill-replica readiness %+v: want the kubelet's, not ready within 2 s of the kill, ready within 3 s of the restart", r)
+		} else {
+			t.Logf("kill-replica: %s: not ready %.2f s after the kill, ready %.2f s after the restart", r.Source, r.NotReadyS, r.ReadyS)
 		}
 	}
 }

@@ -45,7 +45,8 @@ var fatalWaiting = []string{
 	"CrashLoopBackOff", "CreateContainerConfigError", "RunContainerError",
 }
 
-// WaitReady waits until every app has its replicas Running and Ready, and
+// WaitReady waits until every app has its replicas Running and Ready (only
+// Running, for an app that is ReadyLater), and
 // returns their pods sorted by app and name. It fails at once, naming the
 // pod, container, image and reason, when a container is in a state that
 // waiting does not cure (an image that cannot be pulled, a crash loop),
@@ -54,9 +55,11 @@ var fatalWaiting = []string{
 func (n *Namespace) WaitReady(ctx context.Context, apps []App, progress func(ready, want int)) ([]PodInfo, error) {
 	want := 0
 	names := map[string]int32{}
+	probedLater := map[string]bool{}
 	for _, a := range apps {
 		want += int(a.Replicas)
 		names[a.Name] = a.Replicas
+		probedLater[a.Name] = a.ReadyLater
 	}
 	last := -1
 	var pending []string
@@ -79,7 +82,7 @@ func (n *Namespace) WaitReady(ctx context.Context, apps []App, progress func(rea
 			if perr := podFailure(p); perr != nil {
 				return nil, perr
 			}
-			if podReady(p) {
+			if podReady(p) || probedLater[app] && podRunning(p) {
 				ready = append(ready, PodInfo{Name: p.Name, App: app, Node: p.Spec.NodeName, IP: p.Status.PodIP, UID: string(p.UID)})
 			} else {
 				pending = append(pending, describePending(p))
@@ -140,6 +143,19 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// podRunning reports whether p runs with every container started.
+func podRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || len(p.Status.ContainerStatuses) == 0 {
+		return false
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Running == nil || c.Started == nil || !*c.Started {
+			return false
+		}
+	}
+	return true
 }
 
 // podFailure returns why p cannot become ready, or nil if it may still.

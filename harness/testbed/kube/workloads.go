@@ -31,10 +31,14 @@ type App struct {
 	// Nodes the pods may run on; empty: any. Replicas are spread evenly
 	// over them (at most one more on any node than on another).
 	Nodes []string
-	// Readiness, when set, is the pods' readiness probe (a TCP connect to
-	// Port): Kubernetes takes a pod out of the Service's endpoints when it
-	// fails.
+	// Readiness, when set, is the pods' readiness probe (an HTTP GET of
+	// its Path on its Port, or a TCP connect to Port): Kubernetes takes a
+	// pod out of the Service's endpoints when it fails.
 	Readiness *Probe
+	// ReadyLater: what the probe checks is started in the pods later (the
+	// harness's echo servers), so WaitReady waits for them to run, not to
+	// be ready.
+	ReadyLater bool
 	// Labels are added to the pods' (for example ServiceLabel, which a
 	// Service of several apps selects).
 	Labels map[string]string
@@ -44,10 +48,16 @@ type App struct {
 // testbed's pods are one Deployment each, and a service spans several.
 const ServiceLabel = "meshbench.io/service"
 
-// Probe mirrors the scenario's readiness_probe.
+// Probe mirrors the scenario's readiness_probe. Kubernetes counts its
+// period and timeout in whole seconds (at least 1): shorter ones are
+// rounded up.
 type Probe struct {
 	Period, Timeout                    time.Duration
 	FailureThreshold, SuccessThreshold int32
+	// Port and Path: an HTTP GET of Path on Port; Path "": a TCP connect
+	// to Port; Port 0: the app's Port.
+	Port int32
+	Path string
 }
 
 // Image says which image the pods run and how the kubelet gets it.
@@ -79,10 +89,17 @@ func (n *Namespace) Deployment(app App, img Image) *appsv1.Deployment {
 	if app.Port != 0 {
 		c.Ports = []corev1.ContainerPort{{Name: "serve", ContainerPort: app.Port, Protocol: corev1.ProtocolTCP}}
 	}
-	if app.Readiness != nil && app.Port != 0 {
-		p := app.Readiness
+	if p := app.Readiness; p != nil && (p.Port != 0 || app.Port != 0) {
+		port := p.Port
+		if port == 0 {
+			port = app.Port
+		}
+		h := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(port)}}
+		if p.Path != "" {
+			h = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p.Path, Port: intstr.FromInt32(port)}}
+		}
 		c.ReadinessProbe = &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(app.Port)}},
+			ProbeHandler:     h,
 			PeriodSeconds:    seconds(p.Period),
 			TimeoutSeconds:   seconds(p.Timeout),
 			FailureThreshold: p.FailureThreshold,
