@@ -37,6 +37,7 @@ func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapa
 		Services:        svcs,
 		Implementations: r.faultImpl,
 		Logger:          r.log,
+		Exec:            r.opts.Exec,
 		StartWorkload: func(ctx context.Context, pod *testbed.Pod) error {
 			if err := r.startEcho(ctx, cluster, pod, r.echoPort(pod, env)); err != nil {
 				return err

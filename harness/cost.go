@@ -35,7 +35,7 @@ func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Proce
 	}
 	for pid, pd := range d.Procs {
 		p := procs[pid]
-		if p == nil || p == client {
+		if p == nil || p == client || p.Role == results.RoleChaos {
 			continue
 		}
 		cpu[role(p.Role)] += pd.CPUSeconds

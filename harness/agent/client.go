@@ -278,3 +278,17 @@ func (c *Client) exposeOne(ctx context.Context, remotePath, local string, listen
 	}()
 	return nil
 }
+
+// TokenCredentials attaches the run's token to every call, for the
+// harness's side of the connection.
+type TokenCredentials string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (t TokenCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials: the
+// connection is a port-forward through the API server (TLS to the API
+// server, then the kubelet) or a local socket.
+func (TokenCredentials) RequireTransportSecurity() bool { return false }

@@ -89,6 +89,10 @@ type Env struct {
 	Implementations map[string]string
 	// Logger receives a record per injection and recovery; nil discards.
 	Logger *slog.Logger
+	// Exec is the command that runs meshbench in a pod (as a datapath's
+	// Env.Exec): faults that need a process of their own in a pod
+	// reached through an agent start it with it.
+	Exec []string
 }
 
 // Default maps each fault to the implementation used when Env does not
@@ -179,7 +183,7 @@ func New(e scenarios.ChaosEntry, impl string, env *Env) (Fault, error) {
 		if e.Delay == nil {
 			return nil, errors.New("delay: no delay parameters")
 		}
-		return newDelay(impl, *e.Delay, tag)
+		return newDelay(impl, *e.Delay, tag, env)
 	case scenarios.FaultLoss:
 		if e.Loss == nil {
 			return nil, errors.New("loss: no loss parameters")

@@ -980,7 +980,7 @@ type remoteHost struct{ nsutil.Host }
 // before touching anything, saying why.
 func TestLocalOnlyRefusedOnAgents(t *testing.T) {
 	pod := &testbed.Pod{Name: "n1-p0", NetnsPath: "/proc/1/ns/net", Host: remoteHost{}}
-	d, err := newDelay(impl.NFQueue, scenarios.DelaySpec{Latency: scenarios.Duration(time.Millisecond)}, "t")
+	d, err := newDelay(impl.NFQueue, scenarios.DelaySpec{Latency: scenarios.Duration(time.Millisecond)}, "t", &Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -990,5 +990,22 @@ func TestLocalOnlyRefusedOnAgents(t *testing.T) {
 	var drops tcDrops
 	if err := drops.add(pod, 0, 0.5, nil); err == nil || !strings.Contains(err.Error(), "needs the pod on this machine") {
 		t.Errorf("tc-bpf on an agent's pod: %v", err)
+	}
+}
+
+// TestQueueOutput: a delay-queue's output may arrive in pieces; READY and
+// the last HELD count are read from whole lines.
+func TestQueueOutput(t *testing.T) {
+	o := newQueueOutput()
+	for _, part := range []string{"REA", "DY\nHELD 1", "2\nHELD x\n", "HELD 40\nHE"} {
+		o.Write([]byte(part))
+	}
+	select {
+	case <-o.ready:
+	default:
+		t.Error("READY not seen")
+	}
+	if got := o.heldCount(); got != 40 {
+		t.Errorf("held %d, want 40", got)
 	}
 }

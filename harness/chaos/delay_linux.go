@@ -21,7 +21,7 @@ import (
 	"github.com/meshbench/meshbench/scenarios"
 )
 
-func newDelay(using string, d scenarios.DelaySpec, tag string) (Fault, error) {
+func newDelay(using string, d scenarios.DelaySpec, tag string, env *Env) (Fault, error) {
 	latency, jitter := time.Duration(d.Latency), time.Duration(d.Jitter)
 	if latency <= 0 || jitter < 0 || jitter > latency {
 		return nil, fmt.Errorf("delay: latency %s, jitter %s: want latency > 0 and 0 <= jitter <= latency", d.Latency, d.Jitter)
@@ -29,7 +29,7 @@ func newDelay(using string, d scenarios.DelaySpec, tag string) (Fault, error) {
 	if using == impl.Netem {
 		return &netemDelay{latency: latency, jitter: jitter}, nil
 	}
-	return &nfqDelay{latency: latency, jitter: jitter, tag: tag}, nil
+	return &nfqDelay{latency: latency, jitter: jitter, tag: tag, env: env}, nil
 }
 
 // nextQueue numbers NFQUEUE queues; queues are per network namespace, but
@@ -45,14 +45,18 @@ const queueLen = 8192
 
 // nfqDelay delays packets by sending them, with an iptables NFQUEUE rule in
 // the pod's namespace, to a netlink queue this process reads: each packet
-// is held for the latency and then accepted, in arrival order.
+// is held for the latency and then accepted, in arrival order. In a pod
+// reached through a node agent, the queue is read by a delay-queue process
+// the agent starts in the pod (DelayQueueMain).
 type nfqDelay struct {
 	latency, jitter time.Duration
 	tag             string
+	env             *Env
 	rules           ruleSet
 	mu              sync.Mutex
 	queues          []*delayQueue
-	held            atomic.Int64 // packets the queues held
+	remote          []*remoteQueue
+	held            atomic.Int64 // packets the queues held (remote ones: once stopped)
 }
 
 func (f *nfqDelay) Kind() string           { return scenarios.FaultDelay }
@@ -75,21 +79,27 @@ type delayQueue struct {
 
 func (f *nfqDelay) Inject(ctx context.Context, t Target) error {
 	for _, p := range t.Pods {
-		if p.Host != nil {
-			return fmt.Errorf("delay (nfqueue) on pod %s: the queue is read in the harness's process, so it needs the pod on this machine; "+
-				"through a node agent it is not implemented yet", p.Name)
-		}
-		if err := nsutil.RefuseRoot(p.NetnsPath); err != nil {
-			return err
-		}
 		num := uint16(nextQueue.Add(1))
-		q, err := f.open(p.NetnsPath, num)
-		if err != nil {
-			return fmt.Errorf("nfqueue in %s: %w", p.Name, err)
+		if p.Host != nil {
+			q, err := f.startRemote(ctx, p, num)
+			if err != nil {
+				return err
+			}
+			f.mu.Lock()
+			f.remote = append(f.remote, q)
+			f.mu.Unlock()
+		} else {
+			if err := nsutil.RefuseRoot(p.NetnsPath); err != nil {
+				return err
+			}
+			q, err := f.open(p.NetnsPath, num)
+			if err != nil {
+				return fmt.Errorf("nfqueue in %s: %w", p.Name, err)
+			}
+			f.mu.Lock()
+			f.queues = append(f.queues, q)
+			f.mu.Unlock()
 		}
-		f.mu.Lock()
-		f.queues = append(f.queues, q)
-		f.mu.Unlock()
 		target := append(comment(f.tag), "-j", "NFQUEUE", "--queue-num", strconv.Itoa(int(num)), "--queue-bypass")
 		if t.Direction == "to" || t.Direction == "both" {
 			if err := f.queueRule(ctx, p.Netns(), "OUTPUT", "-o", "-d", t.Peers, p, target); err != nil {
@@ -123,19 +133,27 @@ func (f *nfqDelay) queueRule(ctx context.Context, ns nsutil.Netns, chain, ifFlag
 // created on a thread inside it, so it belongs to it) and starts holding
 // packets.
 func (f *nfqDelay) open(path string, num uint16) (*delayQueue, error) {
-	var nf *nfqueue.Nfqueue
+	var q *delayQueue
 	err := nsutil.Do(path, func() error {
 		var err error
-		nf, err = nfqueue.Open(&nfqueue.Config{
-			NfQueue:      num,
-			MaxQueueLen:  queueLen,
-			MaxPacketLen: 0,
-			Copymode:     nfqueue.NfQnlCopyMeta,
-			Flags:        nfqueue.NfQaCfgFlagFailOpen | nfqueue.NfQaCfgFlagGSO,
-			AfFamily:     unix.AF_INET,
-			WriteTimeout: time.Second,
-		})
+		q, err = openQueue(num, f.latency, f.jitter, &f.held)
 		return err
+	})
+	return q, err
+}
+
+// openQueue binds queue num in the calling thread's network namespace and
+// holds each packet for latency ± jitter (in arrival order), counting the
+// packets it held in held.
+func openQueue(num uint16, latency, jitter time.Duration, heldCount *atomic.Int64) (*delayQueue, error) {
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      num,
+		MaxQueueLen:  queueLen,
+		MaxPacketLen: 0,
+		Copymode:     nfqueue.NfQnlCopyMeta,
+		Flags:        nfqueue.NfQaCfgFlagFailOpen | nfqueue.NfQaCfgFlagGSO,
+		AfFamily:     unix.AF_INET,
+		WriteTimeout: time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open queue %d: %w", num, err)
@@ -148,9 +166,9 @@ func (f *nfqDelay) open(path string, num uint16) (*delayQueue, error) {
 			return 0
 		}
 		now := time.Now()
-		d := f.latency
-		if f.jitter > 0 {
-			d += time.Duration(rand.Int64N(int64(2*f.jitter)+1)) - f.jitter
+		d := latency
+		if jitter > 0 {
+			d += time.Duration(rand.Int64N(int64(2*jitter)+1)) - jitter
 		}
 		q.mu.Lock()
 		due := now.Add(d)
@@ -159,7 +177,7 @@ func (f *nfqDelay) open(path string, num uint16) (*delayQueue, error) {
 		}
 		q.last = due
 		q.mu.Unlock()
-		f.held.Add(1)
+		heldCount.Add(1)
 		select {
 		case q.items <- held{id: *a.PacketID, due: due}:
 		default:
@@ -222,6 +240,11 @@ func (f *nfqDelay) Activity(ctx context.Context) (results.FaultActivity, error) 
 		return a, err
 	}
 	n := f.held.Load()
+	f.mu.Lock()
+	for _, q := range f.remote {
+		n += q.out.heldCount()
+	}
+	f.mu.Unlock()
 	a.Counters["queued"] = n
 	a.Active = n > 0
 	if n > 0 {
@@ -236,13 +259,18 @@ func (f *nfqDelay) Recover(ctx context.Context, t Target) error {
 	// Rules first, so that no new packet is queued, then the queues.
 	errs := []error{f.rules.removeAll(ctx)}
 	f.mu.Lock()
-	qs := f.queues
-	f.queues = nil
+	qs, rs := f.queues, f.remote
+	f.queues, f.remote = nil, nil
 	f.mu.Unlock()
 	for _, q := range qs {
 		if err := q.close(); err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, fmt.Errorf("close nfqueue: %w", err))
 		}
+	}
+	for _, q := range rs {
+		n, err := q.stop(ctx)
+		f.held.Add(n)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -4,7 +4,9 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/testbed"
@@ -29,8 +31,13 @@ func newProxyKill(env *Env) Fault               { return unsupported{scenarios.F
 func newLoss(p float64, tag, impl string) Fault { return unsupported{scenarios.FaultLoss} }
 func newPartition(tag, impl string) Fault       { return unsupported{scenarios.FaultPartition} }
 
-func newDelay(impl string, d scenarios.DelaySpec, tag string) (Fault, error) {
+func newDelay(impl string, d scenarios.DelaySpec, tag string, env *Env) (Fault, error) {
 	return unsupported{scenarios.FaultDelay}, nil
+}
+
+// DelayQueueMain needs Linux's NFQUEUE.
+func DelayQueueMain(ctx context.Context, args []string, stdout io.Writer) error {
+	return errors.New("delay-queue: Linux only")
 }
 
 func newBandwidth(b scenarios.BandwidthSpec) (Fault, error) {

@@ -334,6 +334,9 @@ const (
 	RoleClient   = "client"   // the load client
 	RoleServer   = "server"   // an echo server
 	RoleDatapath = "datapath" // a proxy or forwarder of the datapath
+	// RoleChaos is a fault's own process (a delay queue in a pod reached
+	// through an agent): not the datapath's, and left out of its cost.
+	RoleChaos = "chaos"
 )
 
 // Process is one process in the testbed, measured over a step, with every

@@ -22,6 +22,7 @@ import (
 	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness"
 	"github.com/meshbench/meshbench/harness/agent"
+	"github.com/meshbench/meshbench/harness/chaos"
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/workload"
@@ -87,6 +88,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "forwarder":
 		// The AF_XDP datapath's per-node forwarder.
 		return afxdp.ForwarderMain(ctx, rest, stdout, stderr)
+	case "delay-queue":
+		// A delay fault's queue in a pod reached through a node agent.
+		return chaos.DelayQueueMain(ctx, rest, stdout)
 	case "agent":
 		// The node agent of the kube provider (a DaemonSet).
 		return agent.Main(ctx, rest, stdout, stderr)
@@ -381,7 +385,7 @@ func Main() {
 	if err == nil {
 		return
 	}
-	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder") && ctx.Err() != nil {
+	if len(os.Args) > 1 && (os.Args[1] == "echo" || os.Args[1] == "load" || os.Args[1] == "proxy" || os.Args[1] == "forwarder" || os.Args[1] == "delay-queue") && ctx.Err() != nil {
 		// A workload stopped by the harness is not an error.
 		return
 	}

@@ -58,25 +58,8 @@ func TestKubeProvider(t *testing.T) {
 	if err != nil || !strings.Contains(string(doc), "1 of 1 can run the run's pods") {
 		t.Errorf("doctor --provider kube: %v", err)
 	}
-	dir := t.TempDir()
-	scenario := filepath.Join(dir, "kube.yaml")
-	if err := os.WriteFile(scenario, []byte(providerScenario), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "out")
 	links := testutil.BPFLinks(t)
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, meshbench, "bench", scenario, "--provider", "kube", "--kubeconfig", cp.KubeconfigPath(),
-		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
-	output, err := cmd.CombinedOutput()
-	t.Logf("meshbench bench --provider kube (%s):\n%s", time.Since(start).Round(time.Millisecond), output)
-	if err != nil {
-		t.Fatalf("meshbench bench: %v", err)
-	}
-	run, err := results.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := benchOnKube(t, ctx, meshbench, cp.KubeconfigPath(), runID, providerScenario, "")
 	if run.Status != results.StatusOK || len(run.Steps) != 3 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
@@ -178,6 +161,13 @@ chaos:
     selector: {pods: [n0-p2]}
     direction: to
     bandwidth: {rate: 16kbps}
+  - name: slow-replica
+    at: 4s
+    duration: 1500ms
+    fault: delay
+    selector: {pods: [n0-p1]}
+    direction: to
+    delay: {latency: 20ms}
   - name: lossy-replica
     at: 5500ms
     duration: 1500ms
@@ -191,9 +181,11 @@ chaos:
 // faults act through the node's agent. pod-kill kills the replica's
 // workload through the agent and restarts it there (a container crash, as
 // on the embedded testbed); bandwidth puts a tbf qdisc on the pod's
-// interface with the node's tc, in the pod's namespace; loss is an
-// iptables statistic rule there (tc-bpf, which loads its program in the
-// harness, gives way to iptables on agents). The replicas' readiness is
+// interface with the node's tc, in the pod's namespace; delay sends the
+// pod's packets to an NFQUEUE read by a delay-queue process the agent
+// starts in the pod; loss is an iptables statistic rule there (tc-bpf,
+// which loads its program in the harness, gives way to iptables on
+// agents). The replicas' readiness is
 // the kubelet's (an HTTP probe of the echo server), and chaos follows it
 // through the EndpointSlices. Every fault must have acted, been recovered
 // without error, and the proof must hold.
@@ -203,24 +195,7 @@ func TestKubeChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cp, runID := startRealNode(t, ctx, meshTar)
-	dir := t.TempDir()
-	scenario := filepath.Join(dir, "chaos.yaml")
-	if err := os.WriteFile(scenario, []byte(chaosScenario), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "out")
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, meshbench, "bench", scenario, "--provider", "kube", "--kubeconfig", cp.KubeconfigPath(),
-		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
-	output, err := cmd.CombinedOutput()
-	t.Logf("meshbench bench --provider kube (%s):\n%s", time.Since(start).Round(time.Millisecond), output)
-	if err != nil {
-		t.Fatalf("meshbench bench: %v", err)
-	}
-	run, err := results.ReadFile(filepath.Join(out, "results.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := benchOnKube(t, ctx, meshbench, cp.KubeconfigPath(), runID, chaosScenario, "")
 	if run.Status != results.StatusOK || len(run.Steps) != 1 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
@@ -229,7 +204,7 @@ func TestKubeChaos(t *testing.T) {
 	if !s.Proof.Verified {
 		t.Errorf("proof %+v", s.Proof)
 	}
-	want := map[string]string{"kill-replica": "signal", "thin-replica": "tbf", "lossy-replica": "iptables-statistic"}
+	want := map[string]string{"kill-replica": "signal", "thin-replica": "tbf", "slow-replica": "nfqueue", "lossy-replica": "iptables-statistic"}
 	if len(s.Faults) != len(want) {
 		t.Fatalf("%d fault records, want %d: %+v", len(s.Faults), len(want), s.Faults)
 	}
@@ -257,6 +232,61 @@ func TestKubeChaos(t *testing.T) {
 			t.Errorf("kill-replica readiness %+v: want the kubelet's, not ready within 2 s of the kill, ready within 3 s of the restart", r)
 		} else {
 			t.Logf("kill-replica: %s: not ready %.2f s after the kill, ready %.2f s after the restart", r.Source, r.NotReadyS, r.ReadyS)
+		}
+	}
+}
+
+// benchOnKube runs `meshbench bench --provider kube` on scenario (YAML)
+// with the image the node has imported, writing into out ("": a temporary
+// directory), and returns its results.
+func benchOnKube(t *testing.T, ctx context.Context, meshbench, kubeconfig, runID, scenario, out string) *results.Run {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "scenario.yaml")
+	if err := os.WriteFile(path, []byte(scenario), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out == "" {
+		out = filepath.Join(dir, "out")
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, meshbench, "bench", path, "--provider", "kube", "--kubeconfig", kubeconfig,
+		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
+	output, err := cmd.CombinedOutput()
+	t.Logf("meshbench bench --provider kube (%s):\n%s", time.Since(start).Round(time.Millisecond), output)
+	if err != nil {
+		t.Fatalf("meshbench bench: %v", err)
+	}
+	run, err := results.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// TestKubeBench runs scenarios/kube-node.yaml on a real node, when
+// MESHBENCH_KUBE_BENCH is set (a benchmark of several minutes, not a
+// test: it checks only that every proof held). Its results and report go
+// to MESHBENCH_KUBE_BENCH_OUT when set, and each step is logged.
+func TestKubeBench(t *testing.T) {
+	if os.Getenv("MESHBENCH_KUBE_BENCH") == "" {
+		t.Skip("a benchmark: set MESHBENCH_KUBE_BENCH=1 to run scenarios/kube-node.yaml on a real node")
+	}
+	realNodePrivileged(t)
+	scenario, err := os.ReadFile("../../../scenarios/kube-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshTar, meshbench := buildMeshbenchBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cp, runID := startRealNode(t, ctx, meshTar)
+	run := benchOnKube(t, ctx, meshbench, cp.KubeconfigPath(), runID, string(scenario), os.Getenv("MESHBENCH_KUBE_BENCH_OUT"))
+	for _, s := range run.Steps {
+		t.Logf("%-9s rep %d: %d requests, success %.3f, p50 %.0f µs, p90 %.0f, p99 %.0f, CPU %.0f µs/request, proof verified %v",
+			s.Datapath, s.Repetition, s.Requests, s.SuccessRatio, s.LatencyUS.P50, s.LatencyUS.P90, s.LatencyUS.P99, s.Cost.CPUMicrosPerRequest, s.Proof.Verified)
+		if !s.Proof.Verified {
+			t.Errorf("%s rep %d: proof %+v", s.Datapath, s.Repetition, s.Proof)
 		}
 	}
 }
