@@ -435,10 +435,12 @@ func (cl *cluster) Destroy(ctx context.Context) error {
 	}
 	cl.destroyed = true
 	cl.mu.Unlock()
+	start := time.Now()
 	errs := []error{cl.fleet.Stop(ctx)}
 	for _, stop := range cl.stops {
 		stop()
 	}
+	cl.c.log.Debug("run's processes stopped", "took", time.Since(start).Round(time.Millisecond))
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	errs = append(errs, cl.ns.Delete(dctx))

@@ -250,7 +250,7 @@ func benchOnKube(t *testing.T, ctx context.Context, meshbench, kubeconfig, runID
 		out = filepath.Join(dir, "out")
 	}
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, meshbench, "bench", path, "--provider", "kube", "--kubeconfig", kubeconfig,
+	cmd := exec.CommandContext(ctx, meshbench, "bench", path, "-v", "--provider", "kube", "--kubeconfig", kubeconfig,
 		"--image", meshbenchImage, "--image-pull", "Never", "--run-id", runID, "--out", out)
 	output, err := cmd.CombinedOutput()
 	t.Logf("meshbench bench --provider kube (%s):\n%s", time.Since(start).Round(time.Millisecond), output)
