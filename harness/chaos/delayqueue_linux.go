@@ -1,7 +1,6 @@
 package chaos
 
 import (
-
 	"bytes"
 	"context"
 	"errors"
@@ -169,4 +168,3 @@ func (q *remoteQueue) stop(ctx context.Context) (int64, error) {
 type writerFunc func([]byte) (int, error)
 
 func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
-
