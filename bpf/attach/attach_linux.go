@@ -225,5 +225,10 @@ func isCgroup2(path string) error {
 	if st.Type != unix.CGROUP2_SUPER_MAGIC {
 		return fmt.Errorf("attach: %s is not in a cgroup v2 hierarchy", path)
 	}
+	// Never the hierarchy's root: programs there would act on every
+	// socket of the machine, not on the run's pods.
+	if err := unix.Statfs(filepath.Dir(path), &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("attach: %s is the root of its cgroup v2 hierarchy, not a pod's cgroup", path)
+	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/meshbench/meshbench/bpf/sockmap"
 	"github.com/meshbench/meshbench/bpf/steer"
 	"github.com/meshbench/meshbench/harness/testbed/testutil"
+	"github.com/meshbench/meshbench/internal/cgroupfs"
 )
 
 func TestMain(m *testing.M) {
@@ -57,12 +58,21 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestLocalNotCgroup: a directory outside any cgroup v2 hierarchy is
-// refused before anything loads.
+// TestLocalNotCgroup: a directory outside any cgroup v2 hierarchy, or the
+// hierarchy's root (every socket of the machine), is refused before
+// anything loads.
 func TestLocalNotCgroup(t *testing.T) {
 	_, err := Local{}.AttachBPF(context.Background(), Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{t.TempDir()}})
 	if err == nil || !strings.Contains(err.Error(), "not in a cgroup v2 hierarchy") {
 		t.Errorf("attach to a temporary directory: %v", err)
+	}
+	roots, err := cgroupfs.Find()
+	if err != nil || roots.V2 == "" {
+		t.Skipf("no cgroup v2 hierarchy here (%v)", err)
+	}
+	_, err = Local{}.AttachBPF(context.Background(), Spec{Sockmap: &sockmap.Config{}, Cgroups: []string{roots.V2}})
+	if err == nil || !strings.Contains(err.Error(), "root of its cgroup v2 hierarchy") {
+		t.Errorf("attach to the cgroup v2 root %s: %v", roots.V2, err)
 	}
 }
 

@@ -130,6 +130,11 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 	}
 	ns.steer = set
 	if d.opts.Hops == HopsBoth {
+		// The rule redirects traffic for the node's pod range: never
+		// hand iptables a range outside the testbed's.
+		if c := n.PodCIDR; !c.IsValid() || c.Bits() < attach.Meshed.Bits() || !attach.Meshed.Contains(c.Addr()) {
+			return fmt.Errorf("node %s: pod range %s is outside %s, where meshbench may redirect traffic", n.Name, c, attach.Meshed)
+		}
 		if err := iptables.Run(ctx, n.Netns(), inboundRule("-A", n)...); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}

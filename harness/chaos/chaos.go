@@ -145,8 +145,8 @@ func Choose(fault, want string, hasTarget bool) string {
 // through node agents, given the one Choose picked: those that act
 // through a pod's or node's Host (signals, iptables, tc qdiscs) stay;
 // tc-bpf, which loads its program in this process, gives way to iptables.
-// nfqueue, whose queue this process reads, stays and refuses to inject
-// on such pods (Inject says why).
+// nfqueue stays: on such pods its queue is read by a delay-queue process
+// the agent starts in the pod.
 func OnAgents(fault, using string) string {
 	if using == impl.TCBPF {
 		return Default[fault]

@@ -975,17 +975,18 @@ func TestDoctorImplementations(t *testing.T) {
 // remoteHost stands for a node agent: a Host that is not this machine.
 type remoteHost struct{ nsutil.Host }
 
-// TestLocalOnlyRefusedOnAgents: nfqueue delay and tc-bpf act from the
-// harness's own process, so on a pod reached through an agent they refuse
-// before touching anything, saying why.
+// TestLocalOnlyRefusedOnAgents: tc-bpf acts from the harness's own
+// process, so on a pod reached through an agent it refuses before
+// touching anything, saying why; nfqueue delay there needs a cluster to
+// start its delay-queue process with, and says so without one.
 func TestLocalOnlyRefusedOnAgents(t *testing.T) {
 	pod := &testbed.Pod{Name: "n1-p0", NetnsPath: "/proc/1/ns/net", Host: remoteHost{}}
 	d, err := newDelay(impl.NFQueue, scenarios.DelaySpec{Latency: scenarios.Duration(time.Millisecond)}, "t", &Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Inject(context.Background(), Target{Pods: []*testbed.Pod{pod}, Direction: "to"}); err == nil || !strings.Contains(err.Error(), "needs the pod on this machine") {
-		t.Errorf("nfqueue delay on an agent's pod: %v", err)
+	if err := d.Inject(context.Background(), Target{Pods: []*testbed.Pod{pod}, Direction: "to"}); err == nil || !strings.Contains(err.Error(), "no cluster or command to start the queue with") {
+		t.Errorf("nfqueue delay on an agent's pod without a cluster: %v", err)
 	}
 	var drops tcDrops
 	if err := drops.add(pod, 0, 0.5, nil); err == nil || !strings.Contains(err.Error(), "needs the pod on this machine") {

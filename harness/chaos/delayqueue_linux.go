@@ -154,7 +154,7 @@ func (f *nfqDelay) startRemote(ctx context.Context, pod *testbed.Pod, num uint16
 // returns the count of packets it held.
 func (q *remoteQueue) stop(ctx context.Context) (int64, error) {
 	if err := q.proc.Signal(syscall.SIGTERM); err != nil && !q.proc.Exited() {
-		return q.out.heldCount(), err
+		return q.out.heldCount(), errors.Join(err, q.proc.Stop(ctx))
 	}
 	select {
 	case <-q.proc.Done():

@@ -85,6 +85,12 @@ func (n *Namespace) deleteWorkloads(ctx context.Context) error {
 	if err := apps.DaemonSets(n.Name).DeleteCollection(ctx, opts, sel); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete daemonsets: %w", err)
 	}
+	// The Deployments' ReplicaSets too (they carry the pods' labels), or
+	// they would replace the pods deleted below until the garbage
+	// collector got to them.
+	if err := apps.ReplicaSets(n.Name).DeleteCollection(ctx, opts, sel); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete replicasets: %w", err)
+	}
 	if err := n.c.cs.CoreV1().Pods(n.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete pods: %w", err)
 	}

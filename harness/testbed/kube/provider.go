@@ -503,7 +503,12 @@ func (cl *cluster) WatchReady(ctx context.Context, pod *testbed.Pod, fn func(rea
 		return nil, false, nil
 	}
 	name := cl.podNames[pod.Name]
+	// The watch outlives ctx (it runs until stop), but its setup (the
+	// first list and sync) must not: the caller's end cancels it until
+	// then.
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopSetup := context.AfterFunc(ctx, cancel)
+	defer stopSetup()
 	var mu sync.Mutex
 	last, first := false, true
 	err := cl.ns.WatchEndpoints(wctx, svc, func(eps []Endpoint) {
