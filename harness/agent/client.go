@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshbench/meshbench/harness/agent/agentpb"
 	"github.com/meshbench/meshbench/internal/nsutil"
@@ -65,6 +68,10 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) Exec(ctx context.Context, netns string, argv []string, stdin string) (string, error) {
 	c.calls.execs.Add(1)
 	res, err := c.api.Exec(ctx, &agentpb.ExecRequest{NetnsPath: netns, Argv: argv, Stdin: []byte(stdin)})
+	if status.Code(err) == codes.NotFound {
+		// The namespace is gone, as a local one would be: os.ErrNotExist.
+		return "", fmt.Errorf("agent: %v in %s: %w (%v)", argv, netns, os.ErrNotExist, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("agent: %v in %s: %w", argv, netns, err)
 	}

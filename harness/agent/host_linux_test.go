@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -205,5 +206,19 @@ func TestAgentAttachBPFRefused(t *testing.T) {
 	}
 	if _, err := c.API().DetachBPF(ctx, &agentpb.DetachBPFRequest{Id: 42}); status.Code(err) != codes.NotFound {
 		t.Errorf("detach of set 42: %v, want NotFound", err)
+	}
+}
+
+// TestAgentGoneNetns: a namespace that is gone is reported as such
+// (os.ErrNotExist through the client, NotFound on the wire), as a local
+// one would be, so cleanup can count what was in it as removed.
+func TestAgentGoneNetns(t *testing.T) {
+	testutil.Privileged(t)
+	c := serveAgent(t, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gone := nsutil.Netns{Path: filepath.Join(t.TempDir(), "gone"), Host: c}
+	if _, err := gone.Exec(ctx, []string{"ip", "link"}, ""); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("exec in a gone namespace: %v, want os.ErrNotExist", err)
 	}
 }

@@ -191,6 +191,9 @@ func (s *Server) netns(podUID, path string) (string, error) {
 		if !filepath.IsAbs(path) {
 			return "", status.Errorf(codes.InvalidArgument, "agent: netns path %q is not absolute", path)
 		}
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return "", status.Errorf(codes.NotFound, "agent: netns %s is gone", path)
+		}
 		return path, nil
 	}
 	return s.Resolver.hostNetns(), nil

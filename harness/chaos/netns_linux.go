@@ -56,6 +56,10 @@ func (rs *ruleSet) removeAll(ctx context.Context) error {
 			if err = iptables.Run(ctx, r.netns, append([]string{"-D", r.chain}, r.spec...)...); err == nil {
 				break
 			}
+			if errors.Is(err, os.ErrNotExist) {
+				err = nil // the namespace is gone (through an agent)
+				break
+			}
 			if iptables.RuleAbsent(iptables.Run(ctx, r.netns, append([]string{"-C", r.chain}, r.spec...)...)) {
 				err = nil // not there any more
 				break
