@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"path"
 	"path/filepath"
@@ -533,41 +534,45 @@ func (cl *cluster) WatchReady(ctx context.Context, pod *testbed.Pod, fn func(rea
 }
 
 // WaitServing implements testbed.ReadinessWatcher: it waits until every
-// pod of pods that serves a Service is a ready endpoint of it.
+// pod of pods that serves a Service is a ready endpoint of it, with one
+// EndpointSlice watch per Service.
 func (cl *cluster) WaitServing(ctx context.Context, pods []*testbed.Pod) error {
-	type waiter struct {
-		name  string
-		ready chan struct{}
-		once  sync.Once
-	}
-	var ws []*waiter
-	var stops []func()
-	defer func() {
-		for _, stop := range stops {
-			stop()
-		}
-	}()
+	want := map[string]map[string]bool{} // service → its pods' Kubernetes names
 	for _, p := range pods {
-		w := &waiter{name: p.Name, ready: make(chan struct{})}
-		stop, ok, err := cl.WatchReady(ctx, p, func(ready bool) {
-			if ready {
-				w.once.Do(func() { close(w.ready) })
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if !ok {
+		svc := cl.serviceOf[p.Name]
+		if svc == "" || cl.byName[p.Name] != p {
 			continue
 		}
-		stops = append(stops, stop)
-		ws = append(ws, w)
+		if want[svc] == nil {
+			want[svc] = map[string]bool{}
+		}
+		want[svc][cl.podNames[p.Name]] = true
 	}
-	for _, w := range ws {
-		select {
-		case <-w.ready:
-		case <-ctx.Done():
-			return fmt.Errorf("kube: pod %s not a ready endpoint of service %s: %w", w.name, cl.serviceOf[w.name], ctx.Err())
+	for svc, names := range want {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		var once sync.Once
+		err := cl.ns.WatchEndpoints(wctx, svc, func(eps []Endpoint) {
+			ready := 0
+			for _, e := range eps {
+				if e.Ready && names[e.Pod] {
+					ready++
+				}
+			}
+			if ready == len(names) {
+				once.Do(func() { close(done) })
+			}
+		})
+		if err == nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				err = fmt.Errorf("kube: pods %v not all ready endpoints of service %s: %w", slices.Sorted(maps.Keys(names)), svc, ctx.Err())
+			}
+		}
+		cancel()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
