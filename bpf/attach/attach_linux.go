@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -47,8 +49,8 @@ func (s Spec) Validate() error {
 		return errors.New("attach: getsockopt cgroups without steer")
 	}
 	for _, p := range append(append([]string{}, s.Cgroups...), s.Getsockopt...) {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-			return fmt.Errorf("attach: cgroup %q is not a clean absolute path", p)
+		if err := checkPath(p); err != nil {
+			return err
 		}
 	}
 	if c := s.Steer; c != nil {
@@ -72,6 +74,11 @@ type Set interface {
 	// MemlockBytes is the kernel memory of the set's programs and maps,
 	// read when it was loaded.
 	MemlockBytes() int64
+	// Update attaches the set's programs to the cgroups in attach too and
+	// detaches them from those in detach (Spec.Cgroups): a pod replaced by
+	// a new one, with a new cgroup, keeps its node's set, and so the other
+	// pods' spliced sockets. The programs and maps stay as they are.
+	Update(ctx context.Context, attach, detach []string) error
 	// Close detaches and unloads everything; safe to call twice.
 	Close(ctx context.Context) error
 }
@@ -99,10 +106,8 @@ func (Local) AttachBPF(ctx context.Context, spec Spec) (_ Set, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	for _, p := range append(append([]string{}, spec.Cgroups...), spec.Getsockopt...) {
-		if err := isCgroup2(p); err != nil {
-			return nil, err
-		}
+	if err := checkCgroups(append(append([]string{}, spec.Cgroups...), spec.Getsockopt...)); err != nil {
+		return nil, err
 	}
 	s := &local{}
 	defer func() {
@@ -121,19 +126,8 @@ func (Local) AttachBPF(ctx context.Context, spec Spec) (_ Set, err error) {
 		}
 	}
 	for _, cg := range spec.Cgroups {
-		if s.steer != nil {
-			a, err := s.steer.AttachCgroup(cg)
-			if err != nil {
-				return nil, err
-			}
-			s.atts = append(s.atts, a)
-		}
-		if s.sockmap != nil {
-			a, err := s.sockmap.AttachCgroup(cg)
-			if err != nil {
-				return nil, err
-			}
-			s.atts = append(s.atts, a)
+		if err := s.attachCgroup(cg); err != nil {
+			return nil, err
 		}
 	}
 	for _, cg := range spec.Getsockopt {
@@ -141,7 +135,7 @@ func (Local) AttachBPF(ctx context.Context, spec Spec) (_ Set, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s.atts = append(s.atts, a)
+		s.atts = append(s.atts, attachment{cg, false, a})
 	}
 	for _, o := range s.objects() {
 		n, err := o.MemlockBytes()
@@ -163,8 +157,72 @@ type local struct {
 	mu      sync.Mutex
 	steer   *steer.Objects
 	sockmap *sockmap.Objects
-	atts    []interface{ Close() error }
+	atts    []attachment
 	memlock int64
+}
+
+// attachment is the programs attached to one cgroup.
+type attachment struct {
+	cgroup string
+	// pod: attached as one of Spec.Cgroups (not Getsockopt).
+	pod bool
+	io.Closer
+}
+
+// attachCgroup attaches the set's programs to a pod's cgroup cg.
+func (s *local) attachCgroup(cg string) error {
+	if s.steer != nil {
+		a, err := s.steer.AttachCgroup(cg)
+		if err != nil {
+			return err
+		}
+		s.atts = append(s.atts, attachment{cg, true, a})
+	}
+	if s.sockmap != nil {
+		a, err := s.sockmap.AttachCgroup(cg)
+		if err != nil {
+			return err
+		}
+		s.atts = append(s.atts, attachment{cg, true, a})
+	}
+	return nil
+}
+
+// Update implements Set. Every path is checked as AttachBPF checks
+// Spec.Cgroups; on an error nothing has changed.
+func (s *local) Update(_ context.Context, attach, detach []string) error {
+	if err := checkCgroups(attach); err != nil {
+		return err
+	}
+	for _, p := range detach {
+		if err := checkPath(p); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.objects()) == 0 {
+		return errors.New("attach: update of a closed set")
+	}
+	n := len(s.atts)
+	for _, cg := range attach {
+		if err := s.attachCgroup(cg); err != nil {
+			for _, a := range s.atts[n:] {
+				a.Close()
+			}
+			s.atts = s.atts[:n]
+			return err
+		}
+	}
+	var errs []error
+	s.atts = slices.DeleteFunc(s.atts, func(a attachment) bool {
+		if !a.pod || !slices.Contains(detach, a.cgroup) {
+			return false
+		}
+		errs = append(errs, a.Close())
+		return true
+	})
+	return errors.Join(errs...)
 }
 
 func (s *local) objects() []objects {
@@ -214,6 +272,28 @@ func (s *local) Close(context.Context) error {
 	}
 	s.steer, s.sockmap = nil, nil
 	return errors.Join(errs...)
+}
+
+// checkPath checks that p is a clean absolute path.
+func checkPath(p string) error {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("attach: cgroup %q is not a clean absolute path", p)
+	}
+	return nil
+}
+
+// checkCgroups checks that every path is a clean absolute path to a
+// cgroup v2 directory below its hierarchy's root.
+func checkCgroups(paths []string) error {
+	for _, p := range paths {
+		if err := checkPath(p); err != nil {
+			return err
+		}
+		if err := isCgroup2(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isCgroup2 checks that path is a directory of a cgroup v2 hierarchy.

@@ -124,3 +124,45 @@ func TestLocal(t *testing.T) {
 	}
 	bpftest.CheckDetached(t, pod.Pod.CgroupPath, []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupSockOps}, nil, nil)
 }
+
+// TestLocalUpdate moves a set from one pod's cgroup to another's, as a
+// replaced pod's node does: the new pod's connects are steered and
+// spliced, the old pod's cgroup has nothing attached, and the counters
+// carry on.
+func TestLocalUpdate(t *testing.T) {
+	old, repl := bpftest.NewPod(t), bpftest.NewPod(t)
+	repl.StartProxy(t, loopProxy.String(), bpftest.ProxyUID)
+	set, err := Local{}.AttachBPF(context.Background(), Spec{
+		Steer:   &steer.Config{Proxy: loopProxy},
+		Sockmap: &sockmap.Config{},
+		Cgroups: []string{old.Pod.CgroupPath},
+	})
+	bpftest.RequireLoaded(t, "attach steer and sockmap", err)
+	defer set.Close(context.Background())
+	if err := set.Update(context.Background(), []string{t.TempDir()}, nil); err == nil || !strings.Contains(err.Error(), "not in a cgroup v2 hierarchy") {
+		t.Errorf("update with a temporary directory: %v", err)
+	}
+	if err := set.Update(context.Background(), []string{repl.Pod.CgroupPath}, []string{old.Pod.CgroupPath}); err != nil {
+		t.Fatal(err)
+	}
+	bpftest.CheckDetached(t, old.Pod.CgroupPath, []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupSockOps}, nil, nil)
+	r := repl.Client(t, "198.18.200.1:80", 0, 10, 64)
+	if r.First != "ORIG 198.18.200.1:80" || r.Rounds != 10 {
+		t.Fatalf("client in the new pod saw %+v: not steered to the proxy", r)
+	}
+	c, err := set.Counters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counters after the update: %v", c)
+	if c["steer_rewrites"] != 1 || c["sockmap_redirects"] < 10 {
+		t.Errorf("steer_rewrites %d (want 1), sockmap_redirects %d (want ≥ 10)", c["steer_rewrites"], c["sockmap_redirects"])
+	}
+	if err := set.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Update(context.Background(), []string{repl.Pod.CgroupPath}, nil); err == nil {
+		t.Error("update of a closed set: no error")
+	}
+	bpftest.CheckDetached(t, repl.Pod.CgroupPath, []ebpf.AttachType{ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupSockOps}, nil, nil)
+}

@@ -69,6 +69,18 @@ func (s *Server) BPFCounters(ctx context.Context, req *agentpb.BPFCountersReques
 	return &agentpb.BPFCountersResult{Counters: c}, nil
 }
 
+// UpdateBPF implements agentpb.AgentServer.
+func (s *Server) UpdateBPF(ctx context.Context, req *agentpb.UpdateBPFRequest) (*agentpb.UpdateBPFResult, error) {
+	set, err := s.bpfSet(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if err := set.Update(ctx, req.GetAttach(), req.GetDetach()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &agentpb.UpdateBPFResult{}, nil
+}
+
 // DetachBPF implements agentpb.AgentServer.
 func (s *Server) DetachBPF(ctx context.Context, req *agentpb.DetachBPFRequest) (*agentpb.DetachBPFResult, error) {
 	s.bpf.mu.Lock()
@@ -137,6 +149,14 @@ func (r *remoteSet) Counters(ctx context.Context) (map[string]uint64, error) {
 }
 
 func (r *remoteSet) MemlockBytes() int64 { return r.memlock }
+
+func (r *remoteSet) Update(ctx context.Context, attach, detach []string) error {
+	r.c.calls.bpf.Add(1)
+	if _, err := r.c.api.UpdateBPF(ctx, &agentpb.UpdateBPFRequest{Id: r.id, Attach: attach, Detach: detach}); err != nil {
+		return fmt.Errorf("agent: update BPF set %d: %w", r.id, err)
+	}
+	return nil
+}
 
 func (r *remoteSet) Close(ctx context.Context) error {
 	r.mu.Lock()

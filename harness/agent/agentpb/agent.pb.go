@@ -1274,6 +1274,103 @@ func (x *BPFCountersResult) GetCounters() map[string]uint64 {
 	return nil
 }
 
+type UpdateBPFRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// attach and detach are cgroup v2 directories, as the spec's cgroups.
+	Attach        []string `protobuf:"bytes,2,rep,name=attach,proto3" json:"attach,omitempty"`
+	Detach        []string `protobuf:"bytes,3,rep,name=detach,proto3" json:"detach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBPFRequest) Reset() {
+	*x = UpdateBPFRequest{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBPFRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBPFRequest) ProtoMessage() {}
+
+func (x *UpdateBPFRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBPFRequest.ProtoReflect.Descriptor instead.
+func (*UpdateBPFRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateBPFRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *UpdateBPFRequest) GetAttach() []string {
+	if x != nil {
+		return x.Attach
+	}
+	return nil
+}
+
+func (x *UpdateBPFRequest) GetDetach() []string {
+	if x != nil {
+		return x.Detach
+	}
+	return nil
+}
+
+type UpdateBPFResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateBPFResult) Reset() {
+	*x = UpdateBPFResult{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateBPFResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateBPFResult) ProtoMessage() {}
+
+func (x *UpdateBPFResult) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateBPFResult.ProtoReflect.Descriptor instead.
+func (*UpdateBPFResult) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
 type DetachBPFRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1283,7 +1380,7 @@ type DetachBPFRequest struct {
 
 func (x *DetachBPFRequest) Reset() {
 	*x = DetachBPFRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1392,7 @@ func (x *DetachBPFRequest) String() string {
 func (*DetachBPFRequest) ProtoMessage() {}
 
 func (x *DetachBPFRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1405,7 @@ func (x *DetachBPFRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachBPFRequest.ProtoReflect.Descriptor instead.
 func (*DetachBPFRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DetachBPFRequest) GetId() int64 {
@@ -1326,7 +1423,7 @@ type DetachBPFResult struct {
 
 func (x *DetachBPFResult) Reset() {
 	*x = DetachBPFResult{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1435,7 @@ func (x *DetachBPFResult) String() string {
 func (*DetachBPFResult) ProtoMessage() {}
 
 func (x *DetachBPFResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1448,7 @@ func (x *DetachBPFResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachBPFResult.ProtoReflect.Descriptor instead.
 func (*DetachBPFResult) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1456,10 +1553,15 @@ const file_agent_proto_rawDesc = "" +
 	"\bcounters\x18\x01 \x03(\v23.meshbench.agent.v1.BPFCountersResult.CountersEntryR\bcounters\x1a;\n" +
 	"\rCountersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\"\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"R\n" +
+	"\x10UpdateBPFRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x16\n" +
+	"\x06attach\x18\x02 \x03(\tR\x06attach\x12\x16\n" +
+	"\x06detach\x18\x03 \x03(\tR\x06detach\"\x11\n" +
+	"\x0fUpdateBPFResult\"\"\n" +
 	"\x10DetachBPFRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"\x11\n" +
-	"\x0fDetachBPFResult2\xa1\b\n" +
+	"\x0fDetachBPFResult2\xf9\b\n" +
 	"\x05Agent\x12M\n" +
 	"\aResolve\x12\".meshbench.agent.v1.ResolveRequest\x1a\x1e.meshbench.agent.v1.PodHandles\x12G\n" +
 	"\x04Exec\x12\x1f.meshbench.agent.v1.ExecRequest\x1a\x1e.meshbench.agent.v1.ExecResult\x12H\n" +
@@ -1473,6 +1575,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bNodeInfo\x12#.meshbench.agent.v1.NodeInfoRequest\x1a\".meshbench.agent.v1.NodeInfoResult\x12V\n" +
 	"\tAttachBPF\x12$.meshbench.agent.v1.AttachBPFRequest\x1a#.meshbench.agent.v1.AttachBPFResult\x12\\\n" +
 	"\vBPFCounters\x12&.meshbench.agent.v1.BPFCountersRequest\x1a%.meshbench.agent.v1.BPFCountersResult\x12V\n" +
+	"\tUpdateBPF\x12$.meshbench.agent.v1.UpdateBPFRequest\x1a#.meshbench.agent.v1.UpdateBPFResult\x12V\n" +
 	"\tDetachBPF\x12$.meshbench.agent.v1.DetachBPFRequest\x1a#.meshbench.agent.v1.DetachBPFResultB6Z4github.com/meshbench/meshbench/harness/agent/agentpbb\x06proto3"
 
 var (
@@ -1487,7 +1590,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_agent_proto_goTypes = []any{
 	(*StartRequest)(nil),       // 0: meshbench.agent.v1.StartRequest
 	(*OutputRequest)(nil),      // 1: meshbench.agent.v1.OutputRequest
@@ -1510,12 +1613,14 @@ var file_agent_proto_goTypes = []any{
 	(*AttachBPFResult)(nil),    // 18: meshbench.agent.v1.AttachBPFResult
 	(*BPFCountersRequest)(nil), // 19: meshbench.agent.v1.BPFCountersRequest
 	(*BPFCountersResult)(nil),  // 20: meshbench.agent.v1.BPFCountersResult
-	(*DetachBPFRequest)(nil),   // 21: meshbench.agent.v1.DetachBPFRequest
-	(*DetachBPFResult)(nil),    // 22: meshbench.agent.v1.DetachBPFResult
-	nil,                        // 23: meshbench.agent.v1.BPFCountersResult.CountersEntry
+	(*UpdateBPFRequest)(nil),   // 21: meshbench.agent.v1.UpdateBPFRequest
+	(*UpdateBPFResult)(nil),    // 22: meshbench.agent.v1.UpdateBPFResult
+	(*DetachBPFRequest)(nil),   // 23: meshbench.agent.v1.DetachBPFRequest
+	(*DetachBPFResult)(nil),    // 24: meshbench.agent.v1.DetachBPFResult
+	nil,                        // 25: meshbench.agent.v1.BPFCountersResult.CountersEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	23, // 0: meshbench.agent.v1.BPFCountersResult.counters:type_name -> meshbench.agent.v1.BPFCountersResult.CountersEntry
+	25, // 0: meshbench.agent.v1.BPFCountersResult.counters:type_name -> meshbench.agent.v1.BPFCountersResult.CountersEntry
 	8,  // 1: meshbench.agent.v1.Agent.Resolve:input_type -> meshbench.agent.v1.ResolveRequest
 	11, // 2: meshbench.agent.v1.Agent.Exec:input_type -> meshbench.agent.v1.ExecRequest
 	10, // 3: meshbench.agent.v1.Agent.Dial:input_type -> meshbench.agent.v1.DialFrame
@@ -1528,22 +1633,24 @@ var file_agent_proto_depIdxs = []int32{
 	15, // 10: meshbench.agent.v1.Agent.NodeInfo:input_type -> meshbench.agent.v1.NodeInfoRequest
 	17, // 11: meshbench.agent.v1.Agent.AttachBPF:input_type -> meshbench.agent.v1.AttachBPFRequest
 	19, // 12: meshbench.agent.v1.Agent.BPFCounters:input_type -> meshbench.agent.v1.BPFCountersRequest
-	21, // 13: meshbench.agent.v1.Agent.DetachBPF:input_type -> meshbench.agent.v1.DetachBPFRequest
-	9,  // 14: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
-	12, // 15: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
-	10, // 16: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
-	10, // 17: meshbench.agent.v1.Agent.Expose:output_type -> meshbench.agent.v1.DialFrame
-	5,  // 18: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
-	7,  // 19: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
-	2,  // 20: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
-	4,  // 21: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
-	14, // 22: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
-	16, // 23: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
-	18, // 24: meshbench.agent.v1.Agent.AttachBPF:output_type -> meshbench.agent.v1.AttachBPFResult
-	20, // 25: meshbench.agent.v1.Agent.BPFCounters:output_type -> meshbench.agent.v1.BPFCountersResult
-	22, // 26: meshbench.agent.v1.Agent.DetachBPF:output_type -> meshbench.agent.v1.DetachBPFResult
-	14, // [14:27] is the sub-list for method output_type
-	1,  // [1:14] is the sub-list for method input_type
+	21, // 13: meshbench.agent.v1.Agent.UpdateBPF:input_type -> meshbench.agent.v1.UpdateBPFRequest
+	23, // 14: meshbench.agent.v1.Agent.DetachBPF:input_type -> meshbench.agent.v1.DetachBPFRequest
+	9,  // 15: meshbench.agent.v1.Agent.Resolve:output_type -> meshbench.agent.v1.PodHandles
+	12, // 16: meshbench.agent.v1.Agent.Exec:output_type -> meshbench.agent.v1.ExecResult
+	10, // 17: meshbench.agent.v1.Agent.Dial:output_type -> meshbench.agent.v1.DialFrame
+	10, // 18: meshbench.agent.v1.Agent.Expose:output_type -> meshbench.agent.v1.DialFrame
+	5,  // 19: meshbench.agent.v1.Agent.Start:output_type -> meshbench.agent.v1.StartResult
+	7,  // 20: meshbench.agent.v1.Agent.Stop:output_type -> meshbench.agent.v1.StopResult
+	2,  // 21: meshbench.agent.v1.Agent.Output:output_type -> meshbench.agent.v1.OutputChunk
+	4,  // 22: meshbench.agent.v1.Agent.Signal:output_type -> meshbench.agent.v1.SignalResult
+	14, // 23: meshbench.agent.v1.Agent.Snapshot:output_type -> meshbench.agent.v1.SnapshotResult
+	16, // 24: meshbench.agent.v1.Agent.NodeInfo:output_type -> meshbench.agent.v1.NodeInfoResult
+	18, // 25: meshbench.agent.v1.Agent.AttachBPF:output_type -> meshbench.agent.v1.AttachBPFResult
+	20, // 26: meshbench.agent.v1.Agent.BPFCounters:output_type -> meshbench.agent.v1.BPFCountersResult
+	22, // 27: meshbench.agent.v1.Agent.UpdateBPF:output_type -> meshbench.agent.v1.UpdateBPFResult
+	24, // 28: meshbench.agent.v1.Agent.DetachBPF:output_type -> meshbench.agent.v1.DetachBPFResult
+	15, // [15:29] is the sub-list for method output_type
+	1,  // [1:15] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -1560,7 +1667,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,7 @@ const (
 	Agent_NodeInfo_FullMethodName    = "/meshbench.agent.v1.Agent/NodeInfo"
 	Agent_AttachBPF_FullMethodName   = "/meshbench.agent.v1.Agent/AttachBPF"
 	Agent_BPFCounters_FullMethodName = "/meshbench.agent.v1.Agent/BPFCounters"
+	Agent_UpdateBPF_FullMethodName   = "/meshbench.agent.v1.Agent/UpdateBPF"
 	Agent_DetachBPF_FullMethodName   = "/meshbench.agent.v1.Agent/DetachBPF"
 )
 
@@ -96,6 +97,9 @@ type AgentClient interface {
 	AttachBPF(ctx context.Context, in *AttachBPFRequest, opts ...grpc.CallOption) (*AttachBPFResult, error)
 	// BPFCounters reads an attached set's counters.
 	BPFCounters(ctx context.Context, in *BPFCountersRequest, opts ...grpc.CallOption) (*BPFCountersResult, error)
+	// UpdateBPF attaches a set's programs to more pods' cgroups and
+	// detaches them from others (a replaced pod's).
+	UpdateBPF(ctx context.Context, in *UpdateBPFRequest, opts ...grpc.CallOption) (*UpdateBPFResult, error)
 	// DetachBPF detaches and unloads a set.
 	DetachBPF(ctx context.Context, in *DetachBPFRequest, opts ...grpc.CallOption) (*DetachBPFResult, error)
 }
@@ -243,6 +247,16 @@ func (c *agentClient) BPFCounters(ctx context.Context, in *BPFCountersRequest, o
 	return out, nil
 }
 
+func (c *agentClient) UpdateBPF(ctx context.Context, in *UpdateBPFRequest, opts ...grpc.CallOption) (*UpdateBPFResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateBPFResult)
+	err := c.cc.Invoke(ctx, Agent_UpdateBPF_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentClient) DetachBPF(ctx context.Context, in *DetachBPFRequest, opts ...grpc.CallOption) (*DetachBPFResult, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DetachBPFResult)
@@ -310,6 +324,9 @@ type AgentServer interface {
 	AttachBPF(context.Context, *AttachBPFRequest) (*AttachBPFResult, error)
 	// BPFCounters reads an attached set's counters.
 	BPFCounters(context.Context, *BPFCountersRequest) (*BPFCountersResult, error)
+	// UpdateBPF attaches a set's programs to more pods' cgroups and
+	// detaches them from others (a replaced pod's).
+	UpdateBPF(context.Context, *UpdateBPFRequest) (*UpdateBPFResult, error)
 	// DetachBPF detaches and unloads a set.
 	DetachBPF(context.Context, *DetachBPFRequest) (*DetachBPFResult, error)
 	mustEmbedUnimplementedAgentServer()
@@ -357,6 +374,9 @@ func (UnimplementedAgentServer) AttachBPF(context.Context, *AttachBPFRequest) (*
 }
 func (UnimplementedAgentServer) BPFCounters(context.Context, *BPFCountersRequest) (*BPFCountersResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method BPFCounters not implemented")
+}
+func (UnimplementedAgentServer) UpdateBPF(context.Context, *UpdateBPFRequest) (*UpdateBPFResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateBPF not implemented")
 }
 func (UnimplementedAgentServer) DetachBPF(context.Context, *DetachBPFRequest) (*DetachBPFResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DetachBPF not implemented")
@@ -569,6 +589,24 @@ func _Agent_BPFCounters_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_UpdateBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateBPFRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).UpdateBPF(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_UpdateBPF_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).UpdateBPF(ctx, req.(*UpdateBPFRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Agent_DetachBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DetachBPFRequest)
 	if err := dec(in); err != nil {
@@ -629,6 +667,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BPFCounters",
 			Handler:    _Agent_BPFCounters_Handler,
+		},
+		{
+			MethodName: "UpdateBPF",
+			Handler:    _Agent_UpdateBPF_Handler,
 		},
 		{
 			MethodName: "DetachBPF",
