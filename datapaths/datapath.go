@@ -74,6 +74,22 @@ type EndpointUpdater interface {
 	SetPodHealth(ctx context.Context, pod string, healthy bool) error
 }
 
+// PodReplacer is implemented by datapaths with per-pod state (rules,
+// sidecars, BPF attachments, endpoint addresses) that run on clusters
+// whose controller replaces deleted pods (testbed.PodReplacer): chaos
+// pod-kill deletes a pod there, and the datapath follows its replacement,
+// as a mesh injects itself into every new pod.
+type PodReplacer interface {
+	// PodDeleted is called just before pod is deleted. It must not change
+	// what any proxy does: it only stops waiting for what goes with the
+	// pod (its sidecar's ACKs).
+	PodDeleted(ctx context.Context, pod *testbed.Pod) error
+	// PodReplaced is called once pod points at its replacement (new IP,
+	// namespaces and cgroups), before its workload starts: the datapath
+	// sets its per-pod part up there and returns once it serves.
+	PodReplaced(ctx context.Context, pod *testbed.Pod) error
+}
+
 // ProcessRestarter is implemented by datapaths that can restart one of
 // their processes after chaos proxy-kill killed it, as a kubelet restarts
 // a crashed container.

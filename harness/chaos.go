@@ -63,6 +63,9 @@ func (r *runner) chaosEnv(cluster testbed.Cluster, env *datapaths.Env, dp datapa
 			return eu.SetPodHealth(ctx, pod.Name, ready)
 		}
 	}
+	if pr, ok := dp.(datapaths.PodReplacer); ok {
+		ce.PodDeleted, ce.PodReplaced = pr.PodDeleted, pr.PodReplaced
+	}
 	if rs, ok := dp.(datapaths.ProcessRestarter); ok {
 		ce.RestartDatapath = rs.RestartProcess
 	}

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
@@ -41,6 +42,23 @@ func (m Model) WithPodHealth(pod string, healthy bool) Model {
 		for j := range s.Endpoints {
 			if s.Endpoints[j].Pod == pod {
 				s.Endpoints[j].Healthy = healthy
+			}
+		}
+		out.Services[i] = s
+	}
+	return out
+}
+
+// WithPodAddress returns a copy of m in which pod's endpoints have address
+// ip (a deleted pod's replacement), their health unchanged.
+func (m Model) WithPodAddress(pod string, ip netip.Addr) Model {
+	out := m
+	out.Services = make([]Service, len(m.Services))
+	for i, s := range m.Services {
+		s.Endpoints = append([]Endpoint(nil), s.Endpoints...)
+		for j := range s.Endpoints {
+			if s.Endpoints[j].Pod == pod {
+				s.Endpoints[j].IP = ip
 			}
 		}
 		out.Services[i] = s

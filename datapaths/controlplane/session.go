@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -14,8 +16,15 @@ import (
 type Session struct {
 	srv    *Server
 	cancel context.CancelFunc
-	model  Model
-	ids    []string
+	// mu serializes pushes: one model change is pushed and ACKed before
+	// the next is made (a readiness change and a replaced pod's new
+	// address can come at once).
+	mu    sync.Mutex
+	model Model
+	// ids are the node ids whose ACKs pushes wait for; gone are those
+	// left out while their proxy is gone with its pod.
+	ids  []string
+	gone map[string]bool
 	// Startup is the time from the first push until every proxy, started
 	// after it, ACKed; Push the time from a push of a new version until
 	// every running proxy ACKed (MeasurePush); EndpointPush the slowest
@@ -57,7 +66,9 @@ func (m *Session) WaitAcked(ctx context.Context) error {
 // MeasurePush pushes the model again as a new version and records how long
 // the running proxies take to ACK it (Push).
 func (m *Session) MeasurePush(ctx context.Context) error {
-	lat, _, err := m.srv.PushLatency(ctx, m.model, m.ids)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lat, _, err := m.srv.PushLatency(ctx, m.model, m.waited())
 	if err != nil {
 		return fmt.Errorf("measure push latency: %w", err)
 	}
@@ -68,8 +79,10 @@ func (m *Session) MeasurePush(ctx context.Context) error {
 // SetPodHealth marks pod's endpoints healthy or not, pushes the change and
 // returns once every proxy ACKed it.
 func (m *Session) SetPodHealth(ctx context.Context, pod string, healthy bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.model = m.model.WithPodHealth(pod, healthy)
-	lat, _, err := m.srv.PushLatency(ctx, m.model, m.ids)
+	lat, _, err := m.srv.PushLatency(ctx, m.model, m.waited())
 	if err != nil {
 		return fmt.Errorf("push endpoints of pod %s: %w", pod, err)
 	}
@@ -77,8 +90,57 @@ func (m *Session) SetPodHealth(ctx context.Context, pod string, healthy bool) er
 	return nil
 }
 
+// SetPodAddress gives pod's endpoints a new address (its replacement's,
+// after a pod delete), health unchanged, pushes the change and returns
+// once every proxy ACKed it.
+func (m *Session) SetPodAddress(ctx context.Context, pod string, ip netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.model = m.model.WithPodAddress(pod, ip)
+	if _, _, err := m.srv.PushLatency(ctx, m.model, m.waited()); err != nil {
+		return fmt.Errorf("push the new address %s of pod %s: %w", ip, pod, err)
+	}
+	return nil
+}
+
+// Leave stops waiting for the ACKs of node id: its proxy is gone with its
+// pod (deleted), and pushes until it is back must not wait for it.
+func (m *Session) Leave(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gone == nil {
+		m.gone = map[string]bool{}
+	}
+	m.gone[id] = true
+}
+
+// Rejoin waits until node id's proxy, started again, has ACKed the
+// current configuration; pushes wait for it again from then on.
+func (m *Session) Rejoin(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.srv.WaitAcked(ctx, m.srv.Version(), []string{id}); err != nil {
+		return err
+	}
+	delete(m.gone, id)
+	return nil
+}
+
+// waited returns the node ids pushes wait for. m.mu is held.
+func (m *Session) waited() []string {
+	out := make([]string, 0, len(m.ids))
+	for _, id := range m.ids {
+		if !m.gone[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Metrics returns the push latencies in microseconds, for results.
 func (m *Session) Metrics() map[string]float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	out := map[string]float64{
 		"xds_push_to_ack_us":    float64(m.Push.Microseconds()),
 		"xds_startup_to_ack_us": float64(m.Startup.Microseconds()),

@@ -211,6 +211,45 @@ func (f *Fleet) Restart(ctx context.Context, killed *testbed.Process) error {
 	return fmt.Errorf("process %s (pid %d) is not one of this datapath's %ss", killed.Name, killed.PID, f.Kind)
 }
 
+// PodDeleted is called before pod is deleted (chaos pod-kill on a
+// testbed.PodReplacer): its sidecar goes with it, so pushes stop waiting
+// for its ACKs. It is the harness's bookkeeping only: no proxy is told.
+func (f *Fleet) PodDeleted(pod *testbed.Pod) {
+	for _, p := range f.proxies {
+		if p.Pod == pod {
+			f.Session.Leave(controlplane.SidecarNodeID(pod.Name))
+		}
+	}
+}
+
+// PodReplaced is called once pod points at its replacement: its
+// endpoints get the replacement's address (pushed to the proxies), and
+// its sidecar, if it has one, starts in the replacement and is waited
+// for until it has ACKed the configuration and serves.
+func (f *Fleet) PodReplaced(ctx context.Context, pod *testbed.Pod) error {
+	if f == nil || f.Session == nil {
+		return controlplane.ErrNotRunning
+	}
+	if err := f.Session.SetPodAddress(ctx, pod.Name, pod.IP); err != nil {
+		return err
+	}
+	for _, p := range f.proxies {
+		if p.Pod != pod {
+			continue
+		}
+		if err := f.start(ctx, p); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
+		defer cancel()
+		if err := f.Session.Rejoin(ctx, controlplane.SidecarNodeID(pod.Name)); err != nil {
+			return fmt.Errorf("%s on %s: %w%s", f.Kind, p.Where(), err, f.exited())
+		}
+		return f.waitReady(ctx, p)
+	}
+	return nil
+}
+
 // Metrics returns the control plane's push latencies.
 func (f *Fleet) Metrics() map[string]float64 {
 	if f == nil || f.Session == nil {

@@ -28,6 +28,8 @@ type Datapath struct {
 	nodes []*nodeState
 	// engine is the proxies' engine, "builtin" or "envoy".
 	engine string
+	// cgroups are the cgroups the steering attached to, by pod name.
+	cgroups map[string]string
 }
 
 // nodeState is what the datapath set up on one node.
@@ -123,6 +125,10 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 			return fmt.Errorf("pod %s has no cgroup v2 directory: %w", p.Name, datapaths.ErrNotSupported)
 		}
 		spec.Cgroups = append(spec.Cgroups, p.CgroupPath)
+		if d.cgroups == nil {
+			d.cgroups = map[string]string{}
+		}
+		d.cgroups[p.Name] = p.CgroupPath
 	}
 	set, err := attach.For(n.Host).AttachBPF(ctx, spec)
 	if err != nil {
@@ -317,6 +323,32 @@ func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) e
 	if err := d.fleet.SetPodHealth(ctx, pod, healthy); err != nil {
 		return fmt.Errorf("datapath %s: %w", Name, err)
 	}
+	return nil
+}
+
+var _ datapaths.PodReplacer = (*Datapath)(nil)
+
+// PodDeleted implements datapaths.PodReplacer: nothing of the datapath
+// goes with a pod (its node's proxy serves on).
+func (d *Datapath) PodDeleted(context.Context, *testbed.Pod) error { return nil }
+
+// PodReplaced implements datapaths.PodReplacer: the endpoints' new
+// address is pushed to the node proxies, and the node's steering attaches
+// to the replacement's cgroup and leaves the deleted pod's.
+func (d *Datapath) PodReplaced(ctx context.Context, pod *testbed.Pod) error {
+	if err := d.fleet.PodReplaced(ctx, pod); err != nil {
+		return fmt.Errorf("datapath %s: replacement of pod %s: %w", Name, pod.Name, err)
+	}
+	if pod.NodeIndex < 0 || pod.NodeIndex >= len(d.nodes) || d.nodes[pod.NodeIndex].steer == nil {
+		return fmt.Errorf("datapath %s: no steering on the node of pod %s", Name, pod.Name)
+	}
+	if pod.CgroupPath == "" {
+		return fmt.Errorf("replacement of pod %s has no cgroup v2 directory: %w", pod.Name, datapaths.ErrNotSupported)
+	}
+	if err := d.nodes[pod.NodeIndex].steer.Update(ctx, []string{pod.CgroupPath}, []string{d.cgroups[pod.Name]}); err != nil {
+		return fmt.Errorf("datapath %s: steer the replacement of pod %s: %w", Name, pod.Name, err)
+	}
+	d.cgroups[pod.Name] = pod.CgroupPath
 	return nil
 }
 

@@ -51,6 +51,9 @@ type Steering interface {
 	Verify(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Source names where the counters come from.
 	Source() string
+	// PodReplaced moves the steering of a deleted pod to its replacement
+	// (pod, pointing at it now), whose previous cgroup was oldCgroup.
+	PodReplaced(ctx context.Context, pod *testbed.Pod, oldCgroup string) error
 	// BPFBytes returns the kernel memory of the steering's BPF programs
 	// and maps (their memlock), and how many copies of them are loaded.
 	BPFBytes() (bytes int64, copies int)
@@ -67,6 +70,10 @@ type Datapath struct {
 	proxies map[string]*sidecarProc // by pod name
 	rules   []*testbed.Pod          // pods whose rules are installed
 	engines map[string]int          // proxies per engine
+	// pastIPs are the addresses pods had before they were replaced (chaos
+	// pod-kill deleting them), by pod name: what the client's sidecar
+	// sent to a pod is counted at all of them.
+	pastIPs map[string][]netip.Addr
 	// steering is set once Steering.Install has been called.
 	steering bool
 }
@@ -75,6 +82,10 @@ type Datapath struct {
 type sidecarProc struct {
 	*fleet.Proxy
 	engine string
+	// ip and cgroup are the pod's when the sidecar started (a replaced
+	// pod's change).
+	ip     netip.Addr
+	cgroup string
 }
 
 var (
@@ -146,7 +157,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			}
 			args = append(args, "--envoy-binary", envoy)
 		}
-		sp := &sidecarProc{engine: engine}
+		sp := &sidecarProc{engine: engine, ip: p.IP, cgroup: p.CgroupPath}
 		sp.Proxy = &fleet.Proxy{
 			Pod:  p,
 			Spec: testbed.ProcessSpec{Name: "sidecar", Role: results.RoleDatapath, Args: args, UID: ProxyUID, GID: ProxyGID},
@@ -232,6 +243,49 @@ func (d *Datapath) SetPodHealth(ctx context.Context, pod string, healthy bool) e
 	return nil
 }
 
+var _ datapaths.PodReplacer = (*Datapath)(nil)
+
+// PodDeleted implements datapaths.PodReplacer: the pod's sidecar goes
+// with it.
+func (d *Datapath) PodDeleted(ctx context.Context, pod *testbed.Pod) error {
+	if d.fleet == nil {
+		return fmt.Errorf("datapath %s: not installed", d.opts.Name)
+	}
+	d.fleet.PodDeleted(pod)
+	return nil
+}
+
+// PodReplaced implements datapaths.PodReplacer, as the sidecar injector
+// and init container would in a new pod: the nat rules in the
+// replacement's namespace, the endpoints' new address pushed to every
+// proxy, the sidecar started in it (and waited for), then the steering
+// moved to its cgroup.
+func (d *Datapath) PodReplaced(ctx context.Context, pod *testbed.Pod) error {
+	sp := d.proxies[pod.Name]
+	if sp == nil {
+		return fmt.Errorf("datapath %s: pod %s has no sidecar", d.opts.Name, pod.Name)
+	}
+	if err := applyRules(ctx, pod.Netns(), d.opts.Rules); err != nil {
+		return fmt.Errorf("install rules in the replacement of pod %s: %w", pod.Name, err)
+	}
+	if err := d.fleet.PodReplaced(ctx, pod); err != nil {
+		return fmt.Errorf("datapath %s: replacement of pod %s: %w", d.opts.Name, pod.Name, err)
+	}
+	if d.steering {
+		if err := d.opts.Steering.PodReplaced(ctx, pod, sp.cgroup); err != nil {
+			return fmt.Errorf("datapath %s: replacement of pod %s: %w", d.opts.Name, pod.Name, err)
+		}
+	}
+	if sp.ip != pod.IP {
+		if d.pastIPs == nil {
+			d.pastIPs = map[string][]netip.Addr{}
+		}
+		d.pastIPs[pod.Name] = append(d.pastIPs[pod.Name], sp.ip)
+	}
+	sp.ip, sp.cgroup = pod.IP, pod.CgroupPath
+	return nil
+}
+
 // RestartProcess implements datapaths.ProcessRestarter: it starts the
 // sidecar of the killed one's pod again and waits until it is configured.
 func (d *Datapath) RestartProcess(ctx context.Context, killed *testbed.Process) error {
@@ -295,10 +349,12 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 			out[datapaths.HopReceived2xx+name] = v.Inbound.Rq2xx
 			out[datapaths.HopReceivedBytes+name] = v.Inbound.BytesIn
 			if cv.Sent != nil {
-				sent := cv.Sent[d.proxies[name].Pod.IP]
-				out[datapaths.HopSent2xx+name] = sent.Rq2xx
-				out[datapaths.HopSentErr+name] = sent.RqError
-				out[datapaths.HopSentBytes+name] = sent.BytesOut
+				for _, ip := range append([]netip.Addr{d.proxies[name].ip}, d.pastIPs[name]...) {
+					sent := cv.Sent[ip]
+					out[datapaths.HopSent2xx+name] += sent.Rq2xx
+					out[datapaths.HopSentErr+name] += sent.RqError
+					out[datapaths.HopSentBytes+name] += sent.BytesOut
+				}
 			}
 		}
 	}

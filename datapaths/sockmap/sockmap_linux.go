@@ -29,6 +29,8 @@ func New(opts Options) datapaths.Datapath {
 // attaches it to the cgroups of the node's pods.
 type Steering struct {
 	sets []attach.Set
+	// setOf is the index in sets of each node's set, by node index.
+	setOf map[int]int
 }
 
 var _ sidecar.Steering = (*Steering)(nil)
@@ -64,9 +66,27 @@ func (s *Steering) Install(ctx context.Context, pods []*testbed.Pod) (err error)
 		if err != nil {
 			return fmt.Errorf("node of pod %s: %w", node[0].Name, err)
 		}
+		if s.setOf == nil {
+			s.setOf = map[int]int{}
+		}
+		s.setOf[node[0].NodeIndex] = len(s.sets)
 		s.sets = append(s.sets, set)
 	}
 	return nil
+}
+
+// PodReplaced implements sidecar.Steering: the node's set attaches to
+// the replacement's cgroup and leaves the deleted pod's; the programs,
+// maps (with the other pods' spliced sockets) and counters stay.
+func (s *Steering) PodReplaced(ctx context.Context, pod *testbed.Pod, oldCgroup string) error {
+	i, ok := s.setOf[pod.NodeIndex]
+	if !ok {
+		return fmt.Errorf("sockmap: no BPF set on the node of pod %s", pod.Name)
+	}
+	if pod.CgroupPath == "" {
+		return fmt.Errorf("replacement of pod %s has no cgroup v2 directory: %w", pod.Name, datapaths.ErrNotSupported)
+	}
+	return s.sets[i].Update(ctx, []string{pod.CgroupPath}, []string{oldCgroup})
 }
 
 // byNode groups pods by node, in node order.
@@ -154,6 +174,6 @@ func (s *Steering) Uninstall(ctx context.Context) error {
 	for _, set := range s.sets {
 		errs = append(errs, set.Close(ctx))
 	}
-	s.sets = nil
+	s.sets, s.setOf = nil, nil
 	return errors.Join(errs...)
 }

@@ -78,6 +78,12 @@ type Env struct {
 	// Readiness returns the readiness probe settings of a pod; nil:
 	// scenarios.DefaultProbe for every pod.
 	Readiness func(pod *testbed.Pod) scenarios.Probe
+	// PodDeleted and PodReplaced are the datapath's part of a pod delete
+	// on a cluster that replaces deleted pods (testbed.PodReplacer), as
+	// datapaths.PodReplacer says: called before the delete, and once the
+	// pod points at its replacement, before its workload starts. nil:
+	// the datapath has nothing per pod.
+	PodDeleted, PodReplaced func(ctx context.Context, pod *testbed.Pod) error
 	// DatapathProcesses lists the datapath's processes (sidecars, node
 	// proxies). nil: Cluster.Processes with role datapath.
 	DatapathProcesses func() []*testbed.Process

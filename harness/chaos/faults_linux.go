@@ -34,7 +34,12 @@ func ips(pods []*testbed.Pod, self *testbed.Pod) string {
 // notLo keeps INPUT rules off the loopback interface.
 var notLo = []string{"!", "-i", "lo"}
 
-func newPodKill(env *Env) Fault   { return &podKill{env: env} }
+func newPodKill(env *Env) Fault {
+	if r, ok := env.Cluster.(testbed.PodReplacer); ok {
+		return &podDelete{env: env, rep: r}
+	}
+	return &podKill{env: env}
+}
 func newProxyKill(env *Env) Fault { return &proxyKill{env: env} }
 func newLoss(p float64, tag, using string) Fault {
 	if using == impl.TCBPF {

@@ -143,7 +143,7 @@ func (tl *Timeline) runEntry(ctx context.Context, env *Env, i int, impl string) 
 	tl.records[i].StartS = tl.since()
 	tl.records[i].Pods = podNames(t.Pods)
 	tl.mu.Unlock()
-	tl.log.Info("chaos inject", "fault", name, "kind", e.Fault, "implementation", impl, "pods", podNames(t.Pods))
+	tl.log.Info("chaos inject", "fault", name, "kind", e.Fault, "implementation", f.Implementation(), "pods", podNames(t.Pods))
 	err = f.Inject(ctx, t)
 	tl.mu.Lock()
 	tl.records[i].Implementation = f.Implementation() // after a fallback, the one in use

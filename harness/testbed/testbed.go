@@ -101,6 +101,24 @@ type ServiceAddresser interface {
 	ServiceAddr(name string) (netip.Addr, bool)
 }
 
+// PodReplacer is a cluster whose pods a controller replaces when they are
+// deleted (a Kubernetes Deployment's ReplicaSet). Chaos pod-kill deletes
+// such pods, as Chaos Mesh does, instead of crashing their workload.
+type PodReplacer interface {
+	// DeletePod deletes pod at once (no grace period, as Chaos Mesh's
+	// pod-kill) and kills what the harness started in it, as the
+	// container runtime kills the pod's containers. It returns the name
+	// the cluster knew the deleted pod by.
+	DeletePod(ctx context.Context, pod *Pod) (deleted string, err error)
+	// AwaitReplacement waits until the pod that replaces pod runs, then
+	// points pod at it: its IP, MAC, namespaces, cgroups and veths change
+	// in place, its Name and node stay. It returns the replacement's name
+	// in the cluster. Nothing runs in the replacement until the harness
+	// starts it (the datapath's per-pod part, then the workload); callers
+	// change pod only while nothing else reads it.
+	AwaitReplacement(ctx context.Context, pod *Pod) (replacement string, err error)
+}
+
 // PodSpec describes one pod.
 type PodSpec struct {
 	// Name is unique in the cluster: lower-case letters, digits and '-'.

@@ -3,6 +3,7 @@ package impl
 // Implementations of the faults.
 const (
 	Signal       = "signal"             // pod-kill, proxy-kill: SIGKILL, restart by callback
+	PodDelete    = "pod-delete"         // pod-kill on Kubernetes: the pod deleted (grace period 0), its Deployment's replacement followed
 	Netem        = "netem"              // delay: sch_netem on the pod's eth0
 	NFQueue      = "nfqueue"            // delay: iptables NFQUEUE + user-space hold
 	Statistic    = "iptables-statistic" // loss: iptables statistic DROP on the receiver's INPUT

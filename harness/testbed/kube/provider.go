@@ -315,10 +315,8 @@ type cluster struct {
 	nodes  []*testbed.Node
 	pods   []*testbed.Pod
 	byName map[string]*testbed.Pod
-	uids   map[string]string
-	// podNames are the Kubernetes pods' names (the Deployments' pods), by
-	// testbed pod name; serviceOf the service a backend serves.
-	podNames, serviceOf map[string]string
+	// serviceOf is the service a backend serves, by testbed pod name.
+	serviceOf map[string]string
 	// probe is the kubelet's readiness probe of the backends.
 	probe *Probe
 	// agentUIDs are the agents' pods' UIDs, by node index: per-node
@@ -329,8 +327,12 @@ type cluster struct {
 	// serviceAddrs are the Services' cluster IPs.
 	serviceAddrs map[string]netip.Addr
 
-	mu        sync.Mutex
-	destroyed bool
+	mu sync.Mutex
+	// uids and podNames are the Kubernetes pods' UIDs and names (the
+	// Deployments' pods; a deleted pod's replacement once resolved), by
+	// testbed pod name.
+	uids, podNames map[string]string
+	destroyed      bool
 }
 
 func (cl *cluster) RunID() string                { return cl.runID }
@@ -359,7 +361,16 @@ func (cl *cluster) Start(ctx context.Context, pod *testbed.Pod, spec testbed.Pro
 	if pod == nil || cl.byName[pod.Name] != pod {
 		return nil, fmt.Errorf("start %s: pod not in run %s", spec.Name, cl.runID)
 	}
-	return cl.fleet.Start(ctx, pod.NodeIndex, pod.Node, pod.Name, &agentpb.StartRequest{PodUid: cl.uids[pod.Name]}, spec)
+	_, uid := cl.kubePod(pod.Name)
+	return cl.fleet.Start(ctx, pod.NodeIndex, pod.Node, pod.Name, &agentpb.StartRequest{PodUid: uid}, spec)
+}
+
+// kubePod returns the name and UID of the Kubernetes pod that is testbed
+// pod name now (a deleted pod's replacement after AwaitReplacement).
+func (cl *cluster) kubePod(name string) (kname, uid string) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.podNames[name], cl.uids[name]
 }
 
 // StartOnNode implements testbed.Cluster: the node's agent starts the
@@ -503,7 +514,6 @@ func (cl *cluster) WatchReady(ctx context.Context, pod *testbed.Pod, fn func(rea
 	if svc == "" || cl.byName[pod.Name] != pod {
 		return nil, false, nil
 	}
-	name := cl.podNames[pod.Name]
 	// The watch outlives ctx (it runs until stop), but its setup (the
 	// first list and sync) must not: the caller's end cancels it until
 	// then.
@@ -513,6 +523,9 @@ func (cl *cluster) WatchReady(ctx context.Context, pod *testbed.Pod, fn func(rea
 	var mu sync.Mutex
 	last, first := false, true
 	err := cl.ns.WatchEndpoints(wctx, svc, func(eps []Endpoint) {
+		// The pod's Kubernetes name now: a deleted pod's replacement has
+		// another.
+		name, _ := cl.kubePod(pod.Name)
 		ready := false
 		for _, e := range eps {
 			if e.Pod == name {
@@ -546,7 +559,8 @@ func (cl *cluster) WaitServing(ctx context.Context, pods []*testbed.Pod) error {
 		if want[svc] == nil {
 			want[svc] = map[string]bool{}
 		}
-		want[svc][cl.podNames[p.Name]] = true
+		name, _ := cl.kubePod(p.Name)
+		want[svc][name] = true
 	}
 	for svc, names := range want {
 		wctx, cancel := context.WithCancel(ctx)
