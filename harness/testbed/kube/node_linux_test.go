@@ -496,6 +496,13 @@ func TestAgentDaemonSetOnRealNode(t *testing.T) {
 // host is as before (the caller's run id is the one returned).
 func startRealNode(t *testing.T, ctx context.Context, tars ...string) (cp *kubeenv.ControlPlane, runID string) {
 	t.Helper()
+	return startRealNodes(t, ctx, 1, tars...)
+}
+
+// startRealNodes is startRealNode with n real nodes, each with the
+// images imported.
+func startRealNodes(t *testing.T, ctx context.Context, n int, tars ...string) (cp *kubeenv.ControlPlane, runID string) {
+	t.Helper()
 	runID = fmt.Sprintf("%08x", uint32(time.Now().UnixNano()))
 	before, err := kubeenv.SnapshotHost(ctx, runID)
 	if err != nil {
@@ -511,13 +518,15 @@ func startRealNode(t *testing.T, ctx context.Context, tars ...string) (cp *kubee
 		}
 	})
 	cp = startControlPlaneID(t, runID, 0)
-	node, err := cp.AddNode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tar := range tars {
-		if err := node.ImportImage(ctx, tar); err != nil {
+	for range n {
+		node, err := cp.AddNode(ctx)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for _, tar := range tars {
+			if err := node.ImportImage(ctx, tar); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return cp, runID

@@ -18,11 +18,11 @@ import (
 
 const providerScenario = `
 topology:
-  nodes: 1
-  pods_per_node: 3
+  nodes: 2
+  pods_per_node: 2
   services:
     - name: echo
-      replicas: 2
+      replicas: 3
 load:
   rates: [200]
   duration: 2s
@@ -32,7 +32,8 @@ datapaths: [none, sockmap, nodeproxy]
 `
 
 // TestKubeProvider runs `meshbench bench --provider kube` end to end
-// on a real Kubernetes node: the pods are Deployments of the meshbench
+// on two real Kubernetes nodes (the echo replicas on both, the client on
+// node-0, so requests cross nodes and stay on one): the pods are Deployments of the meshbench
 // image built in-process, the agent DaemonSet is reached by port-forward,
 // the echo servers and the load client start in the pods through it, the
 // client sends to the Service's ClusterIP (kube-proxy balances), and the
@@ -46,16 +47,18 @@ datapaths: [none, sockmap, nodeproxy]
 // DaemonSet runs), connect4 steering the pods' connects to the node's
 // address and getsockopt answering the proxy's SO_ORIGINAL_DST, both
 // loaded by the agent. Every proof must be verified and the host left as
-// it was. (The plain sidecar runs on a real node in TestKubeChaos.)
+// it was. With two nodes, nodeproxy runs both hops: the destination
+// node's proxy captures what arrives on its uplink for its pods. (The
+// plain sidecar, and nodeproxy on one node, run in TestKubeChaos.)
 func TestKubeProvider(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, runID := startRealNode(t, ctx, meshTar)
+	cp, runID := startRealNodes(t, ctx, 2, meshTar)
 	doc, err := exec.CommandContext(ctx, meshbench, "doctor", "--provider", "kube", "--kubeconfig", cp.KubeconfigPath()).CombinedOutput()
 	t.Logf("meshbench doctor --provider kube:\n%s", doc)
-	if err != nil || !strings.Contains(string(doc), "1 of 1 can run the run's pods") {
+	if err != nil || !strings.Contains(string(doc), "2 of 2 can run the run's pods") {
 		t.Errorf("doctor --provider kube: %v", err)
 	}
 	links := testutil.BPFLinks(t)
@@ -90,25 +93,31 @@ func TestKubeProvider(t *testing.T) {
 				proxies++
 			}
 		}
-		if proxies != 3 {
-			t.Errorf("%s: %d sidecars measured, want one per pod (3)", st.Datapath, proxies)
+		if proxies != 4 {
+			t.Errorf("%s: %d sidecars measured, want one per pod (4)", st.Datapath, proxies)
 		}
 	}
-	// sockmap's and nodeproxy's BPF was loaded on the node (by its agent).
+	// sockmap's and nodeproxy's BPF was loaded on each node (by its
+	// agent).
 	for _, st := range run.Steps[1:] {
-		if fp := st.Footprint; fp == nil || fp.BPFCopies != 1 || fp.BPFBytes <= 0 {
-			t.Errorf("%s footprint %+v: want one node's BPF", st.Datapath, fp)
+		if fp := st.Footprint; fp == nil || fp.BPFCopies != 2 || fp.BPFBytes <= 0 {
+			t.Errorf("%s footprint %+v: want each node's BPF (2)", st.Datapath, fp)
 		}
 	}
-	// The node proxy ran in the agent's pod and was measured there.
-	var nodeProxies []results.Process
+	// The node proxies ran in the agents' pods and were measured there;
+	// node-1's received the cross-node requests on its inbound listener
+	// (the proof holds that to what node-0's sent there).
+	nodeProxies := map[string]results.Process{}
 	for _, p := range run.Steps[2].Processes {
-		if p.Role == results.RoleDatapath {
-			nodeProxies = append(nodeProxies, p)
+		if p.Role == results.RoleDatapath && p.RSSBytes > 0 {
+			nodeProxies[p.Node] = p
 		}
 	}
-	if len(nodeProxies) != 1 || nodeProxies[0].Node != "node-0" || nodeProxies[0].RSSBytes == 0 {
-		t.Errorf("nodeproxy: datapath processes %+v, want one node proxy measured on node-0", nodeProxies)
+	if _, ok := nodeProxies["node-0"]; !ok || len(nodeProxies) != 2 {
+		t.Errorf("nodeproxy: datapath processes %+v, want a node proxy measured on node-0 and node-1", nodeProxies)
+	}
+	if c := run.Steps[2].Proof.Counters; c["hop_received_2xx/node-1"] <= 0 || c["client_sent_local_2xx"] != 0 && c["hop_sent_2xx/node-1"] <= 0 {
+		t.Errorf("nodeproxy: node-1's proxy received %d inbound: want the cross-node share", c["hop_received_2xx/node-1"])
 	}
 	// The real no-mesh baseline: the cluster's Service path.
 	if !strings.Contains(s.Proof.Source, "Service's cluster address 198.19.") {
@@ -121,9 +130,9 @@ func TestKubeProvider(t *testing.T) {
 	// iptables mode (its CNI configuration is in the node's private
 	// directory, not /etc/cni/net.d, so it is not seen).
 	cl := run.Environment.Cluster
-	if cl == nil || cl.KubernetesVersion != kubeenv.KubernetesVersion || len(cl.Nodes) != 1 ||
-		cl.Nodes[0].KubeProxyMode != "iptables" || cl.Nodes[0].CPUs < 1 || cl.Nodes[0].Kubelet == "" {
-		t.Errorf("environment cluster %+v: want version %s, one node with kube-proxy in iptables mode", cl, kubeenv.KubernetesVersion)
+	if cl == nil || cl.KubernetesVersion != kubeenv.KubernetesVersion || len(cl.Nodes) != 2 ||
+		cl.Nodes[1].KubeProxyMode != "iptables" || cl.Nodes[1].CPUs < 1 || cl.Nodes[1].Kubelet == "" {
+		t.Errorf("environment cluster %+v: want version %s, two nodes with kube-proxy in iptables mode", cl, kubeenv.KubernetesVersion)
 	} else {
 		t.Logf("cluster: %+v", *cl)
 	}
