@@ -33,46 +33,56 @@ func BuildImage(ref, binPath string, args []string, tarPath string) error {
 	if err != nil {
 		return fmt.Errorf("build image %s: %w", ref, err)
 	}
-	bin, err := os.ReadFile(binPath)
+	img, err := NewImage(binPath, "", args)
 	if err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	file := filepath.Base(binPath)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: file, Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	layerBytes := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerBytes)), nil
-	})
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer})
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", ref, err)
-	}
-	cfg = cfg.DeepCopy()
-	cfg.OS = "linux"
-	cfg.Architecture = goarch
-	cfg.Config = v1.Config{Entrypoint: append([]string{"/" + file}, args...), WorkingDir: "/"}
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return fmt.Errorf("build image %s: %w", ref, err)
 	}
 	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
 		return fmt.Errorf("build image %s: %w", ref, err)
 	}
 	return nil
+}
+
+// NewImage returns an image whose only file is the static binary at
+// binPath, stored as /<file> (file "": its base name) and run as the
+// entrypoint with args, for this machine's architecture.
+func NewImage(binPath, file string, args []string) (v1.Image, error) {
+	bin, err := os.ReadFile(binPath)
+	if err != nil {
+		return nil, err
+	}
+	if file == "" {
+		file = filepath.Base(binPath)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: file, Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerBytes)), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer})
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS = "linux"
+	cfg.Architecture = goarch
+	cfg.Config = v1.Config{Entrypoint: append([]string{"/" + file}, args...), WorkingDir: "/"}
+	return mutate.ConfigFile(img, cfg)
 }

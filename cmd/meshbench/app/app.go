@@ -199,8 +199,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if sc.Provider, err = f.providerFlags.resolve(sc.Provider); err != nil {
 		return err
 	}
-	if sc.Provider == "kube" && f.Image == "" {
-		return fmt.Errorf("%w: --provider kube needs --image: an image the cluster can pull holding a static meshbench at /meshbench (build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it)", ErrUsage)
+	if sc.Provider == "kube" && f.Image == "" && f.ImageRepo == "" {
+		return fmt.Errorf("%w: --provider kube needs --image (an image the cluster can pull holding a static meshbench at /meshbench: build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it) or --image-repo (a repository meshbench pushes the image it builds to)", ErrUsage)
 	}
 	if sc.Provider == "kube" && Kube == nil {
 		return execKube(append([]string{"bench"}, args...))

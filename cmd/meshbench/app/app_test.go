@@ -25,6 +25,8 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind"}, `--provider "kind": want one of netns, kube`},
 		{"kube flag on netns", []string{"bench", "../../../scenarios/quick.yaml", "--kubeconfig", "k"}, "--kubeconfig applies to --provider kube only"},
 		{"kube without image", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube"}, "--provider kube needs --image"},
+		{"image and image repo", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-repo", "r.example/team"}, "--image and --image-repo: give one"},
+		{"image repo without kube", []string{"bench", "../../../scenarios/quick.yaml", "--image-repo", "r.example/team"}, "--image-repo applies to --provider kube only"},
 		{"bad pull policy", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-pull", "sometimes"}, `--image-pull "sometimes"`},
 		{"image without out", []string{"image"}, "image needs --out"},
 		{"pause with arguments", []string{"pause", "x"}, "pause takes no arguments"},

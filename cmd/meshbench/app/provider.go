@@ -26,6 +26,7 @@ type ProviderFlags struct {
 	Kubeconfig string
 	Context    string
 	Image      string
+	ImageRepo  string
 	ImagePull  string
 }
 
@@ -72,6 +73,7 @@ func (f *providerFlags) register(fs *flag.FlagSet, withImage bool) {
 	fs.StringVar(&f.Context, "context", "", "kube: kubeconfig context (default: the current one)")
 	if withImage {
 		fs.StringVar(&f.Image, "image", "", "kube: the meshbench image the cluster runs, with a static meshbench at /meshbench ('meshbench image' builds one)")
+		fs.StringVar(&f.ImageRepo, "image-repo", "", "kube: build the meshbench image and push it to this repository (e.g. registry.example.com/team), with your Docker credentials; the pods run it by digest")
 		fs.StringVar(&f.ImagePull, "image-pull", "IfNotPresent", "kube: the pods' image pull policy: IfNotPresent, Always, or Never for an image loaded into the nodes")
 	}
 }
@@ -90,12 +92,15 @@ func (f *providerFlags) resolve(scenario string) (string, error) {
 		return "", fmt.Errorf("%w: --provider %q: want one of %s", ErrUsage, name, strings.Join(scenarios.KnownProviders, ", "))
 	}
 	if name != "kube" {
-		for flagName, v := range map[string]string{"kubeconfig": f.Kubeconfig, "context": f.Context, "image": f.Image} {
+		for flagName, v := range map[string]string{"kubeconfig": f.Kubeconfig, "context": f.Context, "image": f.Image, "image-repo": f.ImageRepo} {
 			if v != "" {
 				return "", fmt.Errorf("%w: --%s applies to --provider kube only", ErrUsage, flagName)
 			}
 		}
 		return name, nil
+	}
+	if f.Image != "" && f.ImageRepo != "" {
+		return "", fmt.Errorf("%w: --image and --image-repo: give one (an image the cluster can pull, or a repository to push the one meshbench builds)", ErrUsage)
 	}
 	switch f.ImagePull {
 	case "", "IfNotPresent", "Always", "Never":

@@ -32,9 +32,26 @@ func (side) Provider(f app.ProviderFlags, logger *slog.Logger) (testbed.Provider
 	if _, err := kube.Connect(context.Background(), kube.Options{Kubeconfig: f.Kubeconfig, Context: f.Context, Log: logger}); err != nil {
 		return nil, err
 	}
+	ref := f.Image
+	if f.ImageRepo != "" {
+		bin, err := app.LeanBinary()
+		if err != nil {
+			return nil, err
+		}
+		if err := app.CheckStatic(bin); err != nil {
+			return nil, err
+		}
+		logger.Info("kube: pushing the meshbench image", "repository", f.ImageRepo, "binary", bin)
+		ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+		defer cancel()
+		if ref, err = pushImage(ctx, bin, f.ImageRepo); err != nil {
+			return nil, err
+		}
+		logger.Info("kube: image pushed", "ref", ref)
+	}
 	return kube.NewProvider(kube.ProviderOptions{
 		Kubeconfig: f.Kubeconfig, Context: f.Context, Log: logger,
-		Image: kube.Image{Ref: f.Image, PullPolicy: corev1.PullPolicy(f.ImagePull)},
+		Image: kube.Image{Ref: ref, PullPolicy: corev1.PullPolicy(f.ImagePull)},
 	}), nil
 }
 
