@@ -141,7 +141,7 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 		if c := n.PodCIDR; !c.IsValid() || c.Bits() < attach.Meshed.Bits() || !attach.Meshed.Contains(c.Addr()) {
 			return fmt.Errorf("node %s: pod range %s is outside %s, where meshbench may redirect traffic", n.Name, c, attach.Meshed)
 		}
-		if err := iptables.Run(ctx, n.Netns(), inboundRule("-A", n)...); err != nil {
+		if err := iptables.Run(ctx, n.Netns(), inboundRule("-A", n, d.env.Cluster.RunID())...); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		ns.rules = true
@@ -150,10 +150,12 @@ func (d *Datapath) steerNode(ctx context.Context, ns *nodeState) error {
 }
 
 // inboundRule is the nat rule that captures traffic arriving from other
-// nodes for this node's pods.
-func inboundRule(op string, n *testbed.Node) []string {
+// nodes for this node's pods. It is tagged with the run (a node agent
+// removes its run's rules when it stops, should the harness not).
+func inboundRule(op string, n *testbed.Node, runID string) []string {
 	return []string{"-t", "nat", op, "PREROUTING", "-i", n.Uplink, "-p", "tcp",
-		"-d", n.PodCIDR.String(), "-j", "REDIRECT", "--to-ports", strconv.Itoa(InboundPort)}
+		"-d", n.PodCIDR.String(), "-m", "comment", "--comment", iptables.NodeComment(runID),
+		"-j", "REDIRECT", "--to-ports", strconv.Itoa(InboundPort)}
 }
 
 // Target implements datapaths.Datapath: the service's virtual address.
@@ -368,7 +370,7 @@ func (d *Datapath) Uninstall(ctx context.Context) error {
 			ns.steer = nil
 		}
 		if ns.rules {
-			if err := iptables.Run(ctx, ns.Node.Netns(), inboundRule("-D", ns.Node)...); err != nil {
+			if err := iptables.Run(ctx, ns.Node.Netns(), inboundRule("-D", ns.Node, d.env.Cluster.RunID())...); err != nil {
 				errs = append(errs, err)
 			}
 			ns.rules = false

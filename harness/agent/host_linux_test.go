@@ -222,3 +222,40 @@ func TestAgentGoneNetns(t *testing.T) {
 		t.Errorf("exec in a gone namespace: %v, want os.ErrNotExist", err)
 	}
 }
+
+// TestAgentRemovesNodeRules checks that an agent removes its run's rules
+// from the node's namespace when it stops (and only its run's), as it
+// does for a node proxy's inbound capture whose harness died.
+func TestAgentRemovesNodeRules(t *testing.T) {
+	testutil.Privileged(t)
+	id := testutil.NewRunID(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := netns.New(netns.Options{}).Create(ctx, testbed.Spec{RunID: id, Nodes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Destroy(context.Background()) })
+	node := cl.Nodes()[0].Netns()
+	rule := func(run string) []string {
+		return []string{"PREROUTING", "-p", "tcp", "-d", "198.18.250.0/24", "-m", "comment", "--comment", iptables.NodeComment(run), "-j", "REDIRECT", "--to-ports", "15008"}
+	}
+	for _, run := range []string{id, id + "x"} {
+		if err := iptables.Run(ctx, node, append([]string{"-t", "nat", "-A"}, rule(run)...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := &agent.Server{Resolver: &agent.Resolver{HostNetns: cl.Nodes()[0].NetnsPath}, RunID: id}
+	if err := srv.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := iptables.Run(ctx, node, append([]string{"-t", "nat", "-C"}, rule(id)...)...); !iptables.RuleAbsent(err) {
+		t.Errorf("the run's node rule is still there after the agent stopped (check: %v)", err)
+	}
+	if err := iptables.Run(ctx, node, append([]string{"-t", "nat", "-C"}, rule(id+"x")...)...); err != nil {
+		t.Errorf("another run's node rule was removed: %v", err)
+	}
+	if n, err := srv.RemoveNodeRules(ctx); n != 0 || err != nil {
+		t.Errorf("second removal: %d rules, %v", n, err)
+	}
+}

@@ -28,6 +28,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tokenFile := fs.String("token-file", "", "file holding the token every call must carry (default: $MESHBENCH_AGENT_TOKEN)")
 	hostRoot := fs.String("host-root", "", "where the node's root filesystem is mounted (its network tools run chrooted there); empty: /")
 	hostNetns := fs.String("host-netns", "", "the node's network namespace (default: the agent's own)")
+	runID := fs.String("run", "", "the run the agent serves: its rules in the node's namespace are removed when the agent starts and stops")
 	allowProgram := fs.Bool("allow-program", false, "let Start run any program the harness names, not only the agent's own executable (the embedded testbed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,7 +59,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		res.Roots = &roots
 	}
-	srv := &Server{Resolver: res, HostRoot: *hostRoot, Token: token, AllowProgram: *allowProgram}
+	srv := &Server{Resolver: res, HostRoot: *hostRoot, Token: token, AllowProgram: *allowProgram, RunID: *runID}
+	if n, err := srv.RemoveNodeRules(context.Background()); err != nil {
+		fmt.Fprintf(stdout, "agent: remove the run's stale node rules: %v\n", err)
+	} else if n > 0 {
+		fmt.Fprintf(stdout, "agent: removed %d stale node rules of run %s\n", n, *runID)
+	}
 	g, err := srv.GRPCServer()
 	if err != nil {
 		l.Close()

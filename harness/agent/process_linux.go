@@ -243,6 +243,9 @@ func (s *Server) StopAll(ctx context.Context) error {
 	s.exposed = nil
 	s.exposedMu.Unlock()
 	errs = append(errs, s.detachAll(ctx))
+	if _, err := s.RemoveNodeRules(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -101,7 +101,7 @@ func (p *Provider) Create(ctx context.Context, spec testbed.Spec) (_ testbed.Clu
 	token := hex.EncodeToString(b[:])
 	for _, n := range inner.Nodes() {
 		sock := filepath.Join(c.dir, n.Name+".sock")
-		args := append(append([]string{}, exe...), "agent", "--listen", "unix:"+sock, "--allow-program")
+		args := append(append([]string{}, exe...), "agent", "--listen", "unix:"+sock, "--allow-program", "--run", spec.RunID)
 		// Not a cluster process: the agent is the harness's, and its CPU
 		// and memory are no datapath's.
 		cmd := exec.Command(args[0], args[1:]...)

@@ -60,6 +60,10 @@ type Server struct {
 	// AllowProgram lets Start run the program the request names (the
 	// embedded testbed's agents, `--allow-program`).
 	AllowProgram bool
+	// RunID is the run the agent serves: the rules tagged with it in the
+	// node's namespace (iptables.NodeComment) are removed when the agent
+	// starts and when it stops. "": none.
+	RunID string
 
 	procs processes
 	bpf   bpfSets

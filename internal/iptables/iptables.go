@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -82,4 +83,54 @@ func matched(save, comment string) (packets, bytes int64, rules int, err error) 
 		packets, bytes, rules = packets+p, bytes+b, rules+1
 	}
 	return packets, bytes, rules, nil
+}
+
+// NodeComment is the comment of the rules a run adds to a node's own
+// namespace (not a pod's, which goes with its pod): the node's agent
+// removes the rules of its run when it stops (RemoveTagged), whatever
+// became of the harness.
+func NodeComment(runID string) string { return "meshbench-node-" + runID }
+
+// RemoveTagged deletes the rules of the nat, filter and mangle tables in
+// ns whose comment is exactly comment, and returns how many it deleted.
+func RemoveTagged(ctx context.Context, ns nsutil.Netns, comment string) (int, error) {
+	n := 0
+	var errs []error
+	for _, table := range []string{"nat", "filter", "mangle"} {
+		save, err := Save(ctx, ns, table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		del := tagged(save, comment)
+		if len(del) == 0 {
+			continue
+		}
+		rules := "*" + table + "\n" + strings.Join(del, "\n") + "\nCOMMIT\n"
+		if err := Restore(ctx, ns, rules); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n += len(del)
+	}
+	return n, errors.Join(errs...)
+}
+
+// tagged returns, as -D lines for iptables-restore, the -A lines of an
+// iptables-save output whose comment is comment.
+func tagged(save, comment string) []string {
+	var out []string
+	for line := range strings.Lines(save) {
+		line = strings.TrimSpace(line)
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "-A" {
+			continue
+		}
+		i := slices.Index(f, "--comment")
+		if i < 0 || i+1 >= len(f) || strings.Trim(f[i+1], `"`) != comment {
+			continue
+		}
+		out = append(out, "-D"+strings.TrimPrefix(line, "-A"))
+	}
+	return out
 }

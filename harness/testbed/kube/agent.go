@@ -57,6 +57,7 @@ func (n *Namespace) AgentDaemonSet(img Image) *appsv1.DaemonSet {
 							"--listen", "127.0.0.1:" + strconv.Itoa(AgentPort),
 							"--host-root", "/host",
 							"--token-file", "/etc/meshbench-agent/" + agentTokenKey,
+							"--run", n.RunID,
 						},
 						SecurityContext: &corev1.SecurityContext{Privileged: ptr(true)},
 						VolumeMounts: []corev1.VolumeMount{
