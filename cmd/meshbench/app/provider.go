@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -150,23 +149,4 @@ func LeanBinary() (string, error) {
 		}
 	}
 	return self, nil
-}
-
-// CheckStatic fails for a dynamically linked binary: the image has no C
-// library.
-func CheckStatic(path string) error { return checkStatic(path) }
-
-// checkStatic fails for a dynamically linked binary: the image has no libc.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("image: read %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("image: %s is dynamically linked, and the image has no C library: build meshbench with CGO_ENABLED=0", path)
-		}
-	}
-	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/meshbench/meshbench/harness/testbed/kube"
 	"github.com/meshbench/meshbench/internal/atomicfile"
 	"github.com/meshbench/meshbench/internal/kubeenv"
+	"github.com/meshbench/meshbench/internal/staticbin"
 )
 
 func init() { app.Kube = side{} }
@@ -52,7 +53,7 @@ func (side) Image(ctx context.Context, ref, out string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if err := app.CheckStatic(bin); err != nil {
+	if err := staticbin.Check(bin); err != nil {
 		return err
 	}
 	// The image holds the binary as /meshbench.
