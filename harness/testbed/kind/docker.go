@@ -36,7 +36,11 @@ func docker(ctx context.Context, args ...string) (string, error) {
 		if i := strings.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[:i]
 		}
-		return stdout.String(), fmt.Errorf("docker %s: %w: %s", strings.Join(args[:min(len(args), 2)], " "), err, msg)
+		what := args[:min(len(args), 2)]
+		if len(what) == 2 && strings.HasPrefix(what[1], "-") {
+			what = what[:1]
+		}
+		return stdout.String(), fmt.Errorf("docker %s: %w: %s", strings.Join(what, " "), err, msg)
 	}
 	return stdout.String(), nil
 }
