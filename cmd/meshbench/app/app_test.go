@@ -22,8 +22,15 @@ func TestUsageErrors(t *testing.T) {
 		{"bench two scenarios", []string{"bench", "a.yaml", "b.yaml"}, "exactly one scenario"},
 		{"bench unknown flag", []string{"bench", "--nope", "a.yaml"}, "flag provided but not defined"},
 		{"compare one file", []string{"compare", "a.json"}, "base and a new"},
-		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind"}, `--provider "kind": want one of netns, kube`},
+		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "nomad"}, `--provider "nomad": want one of netns, kube, kind`},
 		{"kube flag on netns", []string{"bench", "../../../scenarios/quick.yaml", "--kubeconfig", "k"}, "--kubeconfig applies to --provider kube only"},
+		{"pull policy on netns", []string{"bench", "../../../scenarios/quick.yaml", "--image-pull", "Never"}, "--image-pull applies to --provider kube only"},
+		{"kubeconfig on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--kubeconfig", "k"}, "--kubeconfig does not apply to --provider kind: it creates its own cluster"},
+		{"context on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--context", "c"}, "--context does not apply to --provider kind"},
+		{"image on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--image", "x"}, "--image does not apply to --provider kind: it builds the meshbench image"},
+		{"pull policy on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--image-pull", "Never"}, "--image-pull does not apply to --provider kind"},
+		{"kubeconfig on kind down", []string{"down", "--provider", "kind", "--kubeconfig", "k"}, "--kubeconfig does not apply to --provider kind"},
+		{"unknown provider on doctor", []string{"doctor", "--provider", "nomad"}, `--provider "nomad"`},
 		{"kube without image", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube"}, "--provider kube needs --image"},
 		{"bad pull policy", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-pull", "sometimes"}, `--image-pull "sometimes"`},
 		{"image without out", []string{"image"}, "image needs --out"},
@@ -65,6 +72,42 @@ func TestBenchBadDatapathFlag(t *testing.T) {
 	err := Run(context.Background(), []string{"bench", "../../../scenarios/quick.yaml", "--datapaths", "none,warp"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "--datapaths") || !strings.Contains(err.Error(), "warp") {
 		t.Fatalf("err = %v, want a --datapaths error naming warp", err)
+	}
+}
+
+// TestProviderResolve checks which provider the flags and the scenario
+// choose, and that kind takes the Kubernetes side's route.
+func TestProviderResolve(t *testing.T) {
+	tests := []struct {
+		flag, scenario, want string
+		kubeSide             bool
+	}{
+		{"", "", "netns", false},
+		{"", "kind", "kind", true},
+		{"kind", "netns", "kind", true},
+		{"netns", "kind", "netns", false},
+		{"kube", "", "kube", true},
+	}
+	for _, tt := range tests {
+		f := providerFlags{Name: tt.flag}
+		got, err := f.resolve(tt.scenario)
+		if err != nil || got != tt.want || needsKube(got) != tt.kubeSide {
+			t.Errorf("resolve(flag %q, scenario %q) = %q, %v (Kubernetes side %v); want %q (%v)", tt.flag, tt.scenario, got, err, needsKube(got), tt.want, tt.kubeSide)
+		}
+	}
+}
+
+// A scenario naming kind gets the kind rules (its flags refused) and is
+// handed to the Kubernetes side.
+func TestBenchKindScenario(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kind.yaml")
+	if err := os.WriteFile(path, []byte("provider: kind\nload: {rates: [100]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), []string{"bench", path, "--image", "x"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--image does not apply to --provider kind") {
+		t.Errorf("err = %v, want the kind usage error", err)
 	}
 }
 
