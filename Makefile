@@ -17,7 +17,7 @@ TESTFLAGS ?= -count=1 -p 1 -timeout 15m
 all: build
 
 # meshbench, and meshbench-kube beside it: meshbench hands the commands that
-# need the Kubernetes client (--provider kube, image) to meshbench-kube, so
+# need the Kubernetes client (--provider kube or kind, image) to meshbench-kube, so
 # that the programs the harness starts in pods (meshbench) stay lean.
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/meshbench ./cmd/meshbench-kube

@@ -28,9 +28,10 @@ type Scenario struct {
 }
 
 // KnownProviders are the cluster providers a scenario may name: the
-// embedded network-namespace testbed, and any Kubernetes cluster reached
-// by a kubeconfig.
-var KnownProviders = []string{"netns", "kube"}
+// embedded network-namespace testbed, any Kubernetes cluster reached by a
+// kubeconfig, and a kind cluster (Kubernetes nodes as Docker containers)
+// created for each datapath and repetition.
+var KnownProviders = []string{"netns", "kube", "kind"}
 
 // Topology is the cluster to build.
 type Topology struct {

@@ -81,7 +81,7 @@ func TestBadFiles(t *testing.T) {
 			`:3: more than one YAML document: a scenario file holds exactly one`,
 		}},
 		{"unknown_provider.yaml", []string{
-			`:2: provider: unknown provider "kind" (want one of netns, kube)`,
+			`:2: provider: unknown provider "nomad" (want one of netns, kube, kind)`,
 		}},
 		{"reserved_port.yaml", []string{
 			`:4: topology.services[0].port: port 15001 is reserved by the harness (reserved: 15000, 15001, 15006, 15008, 15020, 15021, 15090)`,

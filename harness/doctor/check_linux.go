@@ -306,7 +306,7 @@ func (p *prober) probeTools(ctx context.Context) {
 	} else {
 		p.set(FeatDockerDaemon, false, "not probed: no docker client")
 	}
-	p.probeTool(ctx, FeatKind, "kind", " (install it from the kind project, e.g. `go install sigs.k8s.io/kind@latest`)", "version")
+	p.probeTool(ctx, FeatKind, "kind", " (optional: the kind provider uses kind's Go packages; the kind command only helps to inspect its clusters)", "version")
 	p.probeTool(ctx, FeatClang, "clang", "", "--version")
 	const helpers = "/usr/include/bpf/bpf_helpers.h"
 	if _, err := os.Stat(helpers); err != nil {

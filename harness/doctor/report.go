@@ -320,7 +320,10 @@ var specs = []spec{
 	{KindEngine, "envoy", one(FeatEnvoy)},
 
 	{KindProvider, "netns", one(needTestbed...)},
-	{KindProvider, "kind", one(FeatKind, FeatDocker, FeatDockerDaemon)},
+	// The kind provider uses kind's Go packages, not the kind command:
+	// it needs the docker command and an engine (one that can run
+	// privileged containers, which is not probed).
+	{KindProvider, "kind", one(FeatDocker, FeatDockerDaemon)},
 
 	{KindTask, "generate", one(FeatClang, FeatLibbpf)},
 }

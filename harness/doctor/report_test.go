@@ -100,6 +100,8 @@ func TestEvaluate(t *testing.T) {
 		{"afxdp needs AF_XDP", all(FeatAFXDP, FeatXDPVeth), KindDatapath, "afxdp", false, "", []string{FeatXDPVeth, FeatAFXDP}},
 		{"nodeproxy without cgroup v2", all(FeatCgroupV2), KindDatapath, "nodeproxy", false, "", []string{FeatCgroupV2}},
 		{"nothing needs nothing", nil, KindEngine, "builtin", true, "", nil},
+		{"kind needs a docker engine, not the kind command", all(FeatKind), KindProvider, "kind", true, "", nil},
+		{"kind without a docker engine", all(FeatDockerDaemon), KindProvider, "kind", false, "", []string{FeatDockerDaemon}},
 		{"no features at all", nil, KindDatapath, "none", false, "", []string{FeatRoot, FeatNetns, FeatVeth}},
 	}
 	for _, tt := range tests {

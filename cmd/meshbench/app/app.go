@@ -26,6 +26,7 @@ import (
 	"github.com/meshbench/meshbench/harness/doctor"
 	"github.com/meshbench/meshbench/harness/results"
 	"github.com/meshbench/meshbench/harness/workload"
+	"github.com/meshbench/meshbench/internal/staticbin"
 	"github.com/meshbench/meshbench/internal/version"
 	"github.com/meshbench/meshbench/reports"
 	"github.com/meshbench/meshbench/scenarios"
@@ -47,13 +48,13 @@ var ErrEnvironment = errors.New("the runs' environments differ")
 const usage = `meshbench compares service-mesh datapath architectures.
 
 Usage:
-  meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain] [--provider netns|kube]
+  meshbench bench SCENARIO.yaml [--datapaths a,b] [--out DIR] [--retain] [--provider netns|kube|kind]
   meshbench report RESULTS.json [--out DIR]
   meshbench compare BASE.json NEW.json [--markdown FILE] [--strict-env] [--alpha A]
   meshbench gate-check RESULTS.json [RESULTS.json ...] [--splits N] [--seed S]
-  meshbench down [--run ID] [--provider kube]
+  meshbench down [--run ID] [--provider kube|kind]
   meshbench image --out FILE [--ref REF]
-  meshbench doctor [--json]
+  meshbench doctor [--json] [--provider kube|kind]
   meshbench version
 
 Run 'meshbench COMMAND --help' for a command's flags.
@@ -164,7 +165,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("bench", stderr, "bench SCENARIO.yaml [flags]")
 	fs.StringVar(&f.datapaths, "datapaths", "", "comma-separated datapaths to compare, overriding the scenario's")
 	fs.StringVar(&f.out, "out", "", "output directory (default results/<timestamp>)")
-	fs.BoolVar(&f.retain, "retain", false, "keep a failed datapath's cluster for inspection (remove it with 'meshbench down')")
+	fs.BoolVar(&f.retain, "retain", false, "keep a failed datapath's cluster for inspection (remove it with 'meshbench down'); with --provider kind, keep the kind cluster as well, which the run's clusters then share")
 	fs.BoolVar(&f.verbose, "v", false, "log details to stderr")
 	fs.StringVar(&f.runID, "run-id", "", "run id carried in object names (default random)")
 	fs.StringVar(&f.envoyBin, "envoy-bin", "", "Envoy binary for proxy datapaths (default: envoy on PATH, else the builtin engine)")
@@ -202,7 +203,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if sc.Provider == "kube" && f.Image == "" && f.ImageRepo == "" {
 		return fmt.Errorf("%w: --provider kube needs --image (an image the cluster can pull holding a static meshbench at /meshbench: build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it) or --image-repo (a repository meshbench pushes the image it builds to)", ErrUsage)
 	}
-	if sc.Provider == "kube" && Kube == nil {
+	if sc.Provider == "kind" {
+		// The kind provider packs this binary (meshbench) into the image
+		// its nodes run: it must be static.
+		bin, err := LeanBinary()
+		if err != nil {
+			return err
+		}
+		if err := staticbin.Check(bin); err != nil {
+			return fmt.Errorf("--provider kind: %w", err)
+		}
+	}
+	if needsKube(sc.Provider) && Kube == nil {
 		return execKube(append([]string{"bench"}, args...))
 	}
 	if f.out == "" {
@@ -212,6 +224,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	f.providerFlags.Retain = f.retain
 	provider, err := f.providerFlags.provider(sc.Provider, logger)
 	if err != nil {
 		return err
@@ -309,7 +322,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("down", stderr, "down [--run ID] [--provider kube --kubeconfig FILE --context NAME]")
+	fs := newFlagSet("down", stderr, "down [--run ID] [--provider kube --kubeconfig FILE --context NAME | --provider kind]")
 	runID := fs.String("run", "", "remove only this run's objects (default: every run's)")
 	var pf providerFlags
 	pf.register(fs, false)
@@ -320,7 +333,7 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if name == "kube" && Kube == nil {
+	if needsKube(name) && Kube == nil {
 		return execKube(append([]string{"down"}, args...))
 	}
 	p, err := pf.provider(name, slog.New(slog.DiscardHandler))
@@ -338,7 +351,7 @@ func runDown(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("doctor", stderr, "doctor [--json] [--provider kube --kubeconfig FILE --context NAME]")
+	fs := newFlagSet("doctor", stderr, "doctor [--json] [--provider kube --kubeconfig FILE --context NAME | --provider kind]")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var pf providerFlags
 	pf.register(fs, false)
@@ -362,6 +375,8 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
+	// --provider kind (and netns): the host's report, whose providers
+	// section says whether kind can run here (a Docker engine).
 	rep := doctor.Check(ctx, doctor.Options{})
 	if *asJSON {
 		return rep.WriteJSON(stdout)

@@ -22,8 +22,15 @@ func TestUsageErrors(t *testing.T) {
 		{"bench two scenarios", []string{"bench", "a.yaml", "b.yaml"}, "exactly one scenario"},
 		{"bench unknown flag", []string{"bench", "--nope", "a.yaml"}, "flag provided but not defined"},
 		{"compare one file", []string{"compare", "a.json"}, "base and a new"},
-		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind"}, `--provider "kind": want one of netns, kube`},
+		{"unknown provider", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "nomad"}, `--provider "nomad": want one of netns, kube, kind`},
 		{"kube flag on netns", []string{"bench", "../../../scenarios/quick.yaml", "--kubeconfig", "k"}, "--kubeconfig applies to --provider kube only"},
+		{"pull policy on netns", []string{"bench", "../../../scenarios/quick.yaml", "--image-pull", "Never"}, "--image-pull applies to --provider kube only"},
+		{"kubeconfig on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--kubeconfig", "k"}, "--kubeconfig does not apply to --provider kind: it creates its own cluster"},
+		{"context on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--context", "c"}, "--context does not apply to --provider kind"},
+		{"image on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--image", "x"}, "--image does not apply to --provider kind: it builds the meshbench image"},
+		{"pull policy on kind", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kind", "--image-pull", "Never"}, "--image-pull does not apply to --provider kind"},
+		{"kubeconfig on kind down", []string{"down", "--provider", "kind", "--kubeconfig", "k"}, "--kubeconfig does not apply to --provider kind"},
+		{"unknown provider on doctor", []string{"doctor", "--provider", "nomad"}, `--provider "nomad"`},
 		{"kube without image", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube"}, "--provider kube needs --image"},
 		{"image and image repo", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-repo", "r.example/team"}, "--image and --image-repo: give one"},
 		{"image repo without kube", []string{"bench", "../../../scenarios/quick.yaml", "--image-repo", "r.example/team"}, "--image-repo applies to --provider kube only"},
@@ -70,6 +77,42 @@ func TestBenchBadDatapathFlag(t *testing.T) {
 	}
 }
 
+// TestProviderResolve checks which provider the flags and the scenario
+// choose, and that kind takes the Kubernetes side's route.
+func TestProviderResolve(t *testing.T) {
+	tests := []struct {
+		flag, scenario, want string
+		kubeSide             bool
+	}{
+		{"", "", "netns", false},
+		{"", "kind", "kind", true},
+		{"kind", "netns", "kind", true},
+		{"netns", "kind", "netns", false},
+		{"kube", "", "kube", true},
+	}
+	for _, tt := range tests {
+		f := providerFlags{Name: tt.flag}
+		got, err := f.resolve(tt.scenario)
+		if err != nil || got != tt.want || needsKube(got) != tt.kubeSide {
+			t.Errorf("resolve(flag %q, scenario %q) = %q, %v (Kubernetes side %v); want %q (%v)", tt.flag, tt.scenario, got, err, needsKube(got), tt.want, tt.kubeSide)
+		}
+	}
+}
+
+// A scenario naming kind gets the kind rules (its flags refused) and is
+// handed to the Kubernetes side.
+func TestBenchKindScenario(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kind.yaml")
+	if err := os.WriteFile(path, []byte("provider: kind\nload: {rates: [100]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), []string{"bench", path, "--image", "x"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--image does not apply to --provider kind") {
+		t.Errorf("err = %v, want the kind usage error", err)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if err := Run(context.Background(), []string{"version"}, &out, &bytes.Buffer{}); err != nil {
@@ -91,13 +134,5 @@ func TestParseInterspersed(t *testing.T) {
 	}
 	if len(pos) != 1 || pos[0] != "s.yaml" || f.out != "d" || !f.retain {
 		t.Errorf("pos %v, flags %+v", pos, f)
-	}
-}
-
-// The image holds no C library: a dynamically linked binary is refused.
-func TestCheckStatic(t *testing.T) {
-	err := checkStatic("/bin/sh")
-	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
-		t.Errorf("checkStatic(/bin/sh) = %v, want the dynamic-linking error", err)
 	}
 }

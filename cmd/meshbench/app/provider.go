@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +27,9 @@ type ProviderFlags struct {
 	Image      string
 	ImageRepo  string
 	ImagePull  string
+	// Retain is bench's --retain: the kind provider then keeps its
+	// cluster too.
+	Retain bool
 }
 
 // providerFlags is the command line's own name for them.
@@ -40,6 +42,9 @@ type providerFlags = ProviderFlags
 // 7 MiB of PSS to every process started from it, and the echo servers,
 // load client and proxies in the pods are started from meshbench.
 var Kube interface {
+	// Provider returns the provider f.Name names, kube or kind, once it
+	// has checked what it needs (the cluster answers; a Docker engine
+	// answers).
 	Provider(f ProviderFlags, logger *slog.Logger) (testbed.Provider, error)
 	Diagnose(ctx context.Context, kubeconfig, kubeContext string) ([]string, error)
 	Image(ctx context.Context, ref, out string, stdout io.Writer) error
@@ -47,6 +52,10 @@ var Kube interface {
 
 // KubeBinary is the binary with the Kubernetes side, next to meshbench.
 const KubeBinary = "meshbench-kube"
+
+// needsKube says whether provider name is on the Kubernetes side (in
+// meshbench-kube): kube, and kind, which runs kube on a cluster it makes.
+func needsKube(name string) bool { return name == "kube" || name == "kind" }
 
 // execKube replaces this process with meshbench-kube running args (a
 // command and its arguments): found next to this executable, else on
@@ -60,7 +69,7 @@ func execKube(args []string) error {
 	if _, err := os.Stat(path); err != nil {
 		p, lerr := exec.LookPath(KubeBinary)
 		if lerr != nil {
-			return fmt.Errorf("%s needs %s, which carries the Kubernetes client, and it is neither next to %s nor on PATH: 'make build' builds both", strings.Join(args[:1], " ")+" --provider kube", KubeBinary, self)
+			return fmt.Errorf("%s with --provider kube or kind needs %s, which carries the Kubernetes client and kind, and it is neither next to %s nor on PATH: 'make build' builds both", args[0], KubeBinary, self)
 		}
 		path = p
 	}
@@ -68,13 +77,15 @@ func execKube(args []string) error {
 }
 
 func (f *providerFlags) register(fs *flag.FlagSet, withImage bool) {
-	fs.StringVar(&f.Name, "provider", "", "cluster provider: "+strings.Join(scenarios.KnownProviders, " or ")+" (default: the scenario's, else netns)")
+	n := len(scenarios.KnownProviders)
+	fs.StringVar(&f.Name, "provider", "", "cluster provider: "+strings.Join(scenarios.KnownProviders[:n-1], ", ")+" or "+scenarios.KnownProviders[n-1]+
+		" (default: the scenario's, else netns); kind creates a kind cluster per datapath and repetition, on Docker")
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "kube: kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
 	fs.StringVar(&f.Context, "context", "", "kube: kubeconfig context (default: the current one)")
 	if withImage {
 		fs.StringVar(&f.Image, "image", "", "kube: the meshbench image the cluster runs, with a static meshbench at /meshbench ('meshbench image' builds one)")
 		fs.StringVar(&f.ImageRepo, "image-repo", "", "kube: build the meshbench image and push it to this repository (e.g. registry.example.com/team), with your Docker credentials; the pods run it by digest")
-		fs.StringVar(&f.ImagePull, "image-pull", "IfNotPresent", "kube: the pods' image pull policy: IfNotPresent, Always, or Never for an image loaded into the nodes")
+		fs.StringVar(&f.ImagePull, "image-pull", "", "kube: the pods' image pull policy: IfNotPresent (the default), Always, or Never for an image loaded into the nodes")
 	}
 }
 
@@ -91,10 +102,27 @@ func (f *providerFlags) resolve(scenario string) (string, error) {
 	if !slices.Contains(scenarios.KnownProviders, name) {
 		return "", fmt.Errorf("%w: --provider %q: want one of %s", ErrUsage, name, strings.Join(scenarios.KnownProviders, ", "))
 	}
-	if name != "kube" {
-		for flagName, v := range map[string]string{"kubeconfig": f.Kubeconfig, "context": f.Context, "image": f.Image, "image-repo": f.ImageRepo} {
-			if v != "" {
-				return "", fmt.Errorf("%w: --%s applies to --provider kube only", ErrUsage, flagName)
+	kubeOnly := []struct{ flag, value string }{
+		{"kubeconfig", f.Kubeconfig}, {"context", f.Context}, {"image", f.Image}, {"image-repo", f.ImageRepo}, {"image-pull", f.ImagePull},
+	}
+	switch name {
+	case "kube":
+	case "kind":
+		for _, k := range kubeOnly {
+			if k.value == "" {
+				continue
+			}
+			why := "it creates its own cluster, and its kubeconfig"
+			if strings.HasPrefix(k.flag, "image") {
+				why = "it builds the meshbench image from this meshbench and loads it into its nodes"
+			}
+			return "", fmt.Errorf("%w: --%s does not apply to --provider kind: %s", ErrUsage, k.flag, why)
+		}
+		return name, nil
+	default:
+		for _, k := range kubeOnly {
+			if k.value != "" {
+				return "", fmt.Errorf("%w: --%s applies to --provider kube only", ErrUsage, k.flag)
 			}
 		}
 		return name, nil
@@ -112,7 +140,7 @@ func (f *providerFlags) resolve(scenario string) (string, error) {
 
 // provider returns the provider named name (as resolve returned it).
 func (f *providerFlags) provider(name string, logger *slog.Logger) (testbed.Provider, error) {
-	if name != "kube" {
+	if !needsKube(name) {
 		if os.Geteuid() != 0 {
 			return nil, errors.New("the netns provider needs root to create network namespaces, cgroups and BPF programs: run it with sudo")
 		}
@@ -121,7 +149,9 @@ func (f *providerFlags) provider(name string, logger *slog.Logger) (testbed.Prov
 	if Kube == nil {
 		return nil, errors.New("the Kubernetes side is not in this binary (use meshbench-kube)")
 	}
-	return Kube.Provider(*f, logger)
+	pf := *f
+	pf.Name = name
+	return Kube.Provider(pf, logger)
 }
 
 // runImage builds the meshbench image (see Kube.Image).
@@ -155,23 +185,4 @@ func LeanBinary() (string, error) {
 		}
 	}
 	return self, nil
-}
-
-// CheckStatic fails for a dynamically linked binary: the image has no C
-// library.
-func CheckStatic(path string) error { return checkStatic(path) }
-
-// checkStatic fails for a dynamically linked binary: the image has no libc.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("image: read %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("image: %s is dynamically linked, and the image has no C library: build meshbench with CGO_ENABLED=0", path)
-		}
-	}
-	return nil
 }

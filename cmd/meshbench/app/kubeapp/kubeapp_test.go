@@ -3,10 +3,12 @@ package kubeapp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/meshbench/meshbench/cmd/meshbench/app"
+	"github.com/meshbench/meshbench/harness/testbed"
 )
 
 // A kubeconfig that cannot be loaded is reported, naming it, before
@@ -70,5 +73,41 @@ func TestPushImage(t *testing.T) {
 	}
 	if _, err := pushImage(context.Background(), bin, "Not A Repo"); err == nil || !strings.Contains(err.Error(), "--image-repo") {
 		t.Errorf("push to an invalid repository: %v", err)
+	}
+}
+
+// noDockerEngine skips the test when a Docker engine answers: the kind
+// provider would then really create clusters (TestKindProvider does).
+func noDockerEngine(t *testing.T) {
+	t.Helper()
+	if err := exec.Command("docker", "info").Run(); err == nil {
+		t.Skip("a Docker engine answers here: this test is for a host without one")
+	}
+}
+
+// Without a Docker engine, bench --provider kind fails before anything
+// is created, the output directory included: on the binary it would pack
+// (this test binary, unless it is static) or on the missing engine.
+func TestBenchKindWithoutDocker(t *testing.T) {
+	noDockerEngine(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	err := app.Run(context.Background(), []string{"bench", "../../../../scenarios/quick.yaml", "--provider", "kind", "--out", out}, &bytes.Buffer{}, &bytes.Buffer{})
+	t.Logf("bench --provider kind: %v", err)
+	if err == nil || !(strings.Contains(err.Error(), "CGO_ENABLED=0") || errors.Is(err, testbed.ErrNotSupported)) {
+		t.Fatalf("err = %v, want the static-binary or the no-Docker error", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output directory created before the provider could run (stat: %v)", err)
+	}
+}
+
+// down --provider kind reaches the kind provider, which says that no
+// Docker engine answers.
+func TestDownKindWithoutDocker(t *testing.T) {
+	noDockerEngine(t)
+	err := app.Run(context.Background(), []string{"down", "--provider", "kind"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, testbed.ErrNotSupported) || !strings.Contains(err.Error(), "Docker") {
+		t.Fatalf("err = %v, want the kind provider's no-Docker error", err)
 	}
 }
