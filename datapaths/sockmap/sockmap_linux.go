@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 
 	"github.com/meshbench/meshbench/internal/ports"
@@ -131,18 +132,24 @@ func (s *Steering) Counters(ctx context.Context) (map[string]int64, error) {
 
 // MessagesPerRequest is how many app↔sidecar messages a request needs at
 // least: its request and its response, on the client's pod and on the
-// backend's.
+// backend's. Verify wants that many per success, less the window-edge
+// slack: a pod whose hops are not spliced halves it.
 const MessagesPerRequest = 4
 
-// Tolerances of Verify, with their reasons.
-const (
-	// MinRedirectsPerSuccess: MessagesPerRequest, less 0.1 for requests on
-	// the window edges (up to 2.5% of them).
-	MinRedirectsPerSuccess = 3.9
-	// MaxMissShare: misses beyond those new connections explain (below),
-	// as a share of redirects, for anything else that takes the TCP path.
-	MaxMissShare = 0.01
-)
+// MaxMissShare is the tolerance of Verify for misses beyond those new
+// connections explain, as a share of redirects, for anything else that
+// takes the TCP path.
+const MaxMissShare = 0.01
+
+// minPerSuccess is MessagesPerRequest per success, less the window-edge
+// slack's share (rounded down to hundredths, as the figure is shown).
+func minPerSuccess(w datapaths.Work) float64 {
+	if w.Successes <= 0 {
+		return MessagesPerRequest
+	}
+	m := float64(MessagesPerRequest*max(w.Successes-w.Slack, 0)) / float64(w.Successes)
+	return math.Floor(m*100) / 100
+}
 
 // Verify implements sidecar.Steering: sk_msg must have spliced every
 // app↔sidecar message of every successful request (at least
@@ -157,8 +164,8 @@ func (s *Steering) Verify(delta map[string]int64, w datapaths.Work) []results.Pr
 	conns := w.ConnsOpened + delta["sidecar_app_conns"]
 	allowed := int64(MaxMissShare*float64(red)) + conns
 	return []results.ProofCheck{
-		datapaths.AtLeastPer("sk_msg redirects per success", red, w.Successes, MinRedirectsPerSuccess, "sk_msg redirects/req",
-			"each request is at least 4 app↔sidecar messages (request and response, on the client's and the backend's pod); 0.1 less for requests on the window edges"),
+		datapaths.AtLeastPer("sk_msg redirects per success", red, w.Successes, minPerSuccess(w), "sk_msg redirects/req",
+			"each request is at least 4 app↔sidecar messages (request and response, on the client's and the backend's pod), for every success less the window-edge slack ("+w.SlackWhy+"): a request on an edge"),
 		datapaths.Within("sk_msg messages that missed their peer", miss, 0, allowed, fmt.Sprintf("%d sk_msg misses", miss),
 			fmt.Sprintf("one per new app↔sidecar connection (%d: its first message can leave before its peer socket joined the sockhash), plus 1%% of redirects", conns)),
 		datapaths.Near("connect4 steered every connection the client opened", delta["steer_rewrites"], w.ConnsOpened, w.Slack,

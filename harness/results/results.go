@@ -290,7 +290,7 @@ type ProofCheck struct {
 	// Name says what is checked ("sk_msg redirects per success").
 	Name string `json:"name"`
 	// Got is the measured figure and Want the rule it is held to, in
-	// words (">= 3.9", "600 ± 12").
+	// words (">= 1584", "600 ± 12").
 	Got  float64 `json:"got"`
 	Want string  `json:"want"`
 	// Figure is Got as the report prints it ("4.0 sk_msg redirects/req").
