@@ -28,28 +28,26 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [none, sockmap, nodeproxy]
+datapaths: [none, sidecar, nodeproxy]
 `
 
-// TestKubeProvider runs `meshbench bench --provider kube` end to end
-// on two real Kubernetes nodes (the echo replicas on both, the client on
-// node-0, so requests cross nodes and stay on one): the pods are Deployments of the meshbench
-// image built in-process, the agent DaemonSet is reached by port-forward,
-// the echo servers and the load client start in the pods through it, the
-// client sends to the Service's ClusterIP (kube-proxy balances), and the
-// counters and metrics are read through the agents. Then sockmap: a
-// sidecar per pod (its iptables rules put into the pod through the agent,
-// started in the pod as uid 1337, reaching the xDS server over a socket
-// each agent exposes on its node), with the steering and splicing BPF
-// loaded by the node's agent and attached to the pods' kubelet cgroups,
-// and its maps read through the agent. Then nodeproxy: a proxy per node,
-// started by the agent in its own pod (hostNetwork, as a per-node proxy
-// DaemonSet runs), connect4 steering the pods' connects to the node's
-// address and getsockopt answering the proxy's SO_ORIGINAL_DST, both
-// loaded by the agent. Every proof must be verified and the host left as
-// it was. With two nodes, nodeproxy runs both hops: the destination
-// node's proxy captures what arrives on its uplink for its pods. (The
-// plain sidecar, and nodeproxy on one node, run in TestKubeChaos.)
+// TestKubeProvider runs `meshbench bench --provider kube` end to end on
+// two real Kubernetes nodes (the echo replicas on both, the client on
+// node-0, so requests cross nodes and stay on one): the pods are
+// Deployments of the meshbench image built in-process, the agent
+// DaemonSet is reached by port-forward, the echo servers and the load
+// client start in the pods through it, the client sends to the Service's
+// ClusterIP (kube-proxy balances), and the counters and metrics are read
+// through the agents. Then sidecar: a sidecar per pod (its iptables rules
+// put into the pod through the agent, started in the pod as uid 1337,
+// reaching the xDS server over a socket each agent exposes on its node).
+// Then nodeproxy: a proxy per node, started by the agent in its own pod
+// (hostNetwork, as a per-node proxy DaemonSet runs), connect4 steering the
+// pods' connects to the node's address and getsockopt answering the
+// proxy's SO_ORIGINAL_DST, both loaded by each node's agent, and the
+// destination node's proxy capturing what arrives on its uplink for its
+// pods (both hops). Every proof must be verified and the host left as it
+// was. (sockmap, and nodeproxy on one node, run in TestKubeChaos.)
 func TestKubeProvider(t *testing.T) {
 	realNodePrivileged(t)
 	meshTar, meshbench := buildMeshbenchBin(t)
@@ -97,12 +95,13 @@ func TestKubeProvider(t *testing.T) {
 			t.Errorf("%s: %d sidecars measured, want one per pod (4)", st.Datapath, proxies)
 		}
 	}
-	// sockmap's and nodeproxy's BPF was loaded on each node (by its
-	// agent).
-	for _, st := range run.Steps[1:] {
-		if fp := st.Footprint; fp == nil || fp.BPFCopies != 2 || fp.BPFBytes <= 0 {
-			t.Errorf("%s footprint %+v: want each node's BPF (2)", st.Datapath, fp)
-		}
+	// nodeproxy's BPF was loaded on each node (by its agent); the
+	// sidecar's iptables rules need none.
+	if fp := run.Steps[2].Footprint; fp == nil || fp.BPFCopies != 2 || fp.BPFBytes <= 0 {
+		t.Errorf("nodeproxy footprint %+v: want each node's BPF (2)", fp)
+	}
+	if fp := run.Steps[1].Footprint; fp != nil && fp.BPFCopies != 0 {
+		t.Errorf("sidecar footprint %+v: want no BPF", fp)
 	}
 	// The node proxies ran in the agents' pods and were measured there;
 	// node-1's received the cross-node requests on its inbound listener
@@ -156,7 +155,7 @@ load:
   duration: 8s
   warmup: 1s
   connections: 4
-datapaths: [sidecar, sockmap, nodeproxy]
+datapaths: [sockmap, nodeproxy]
 chaos:
   - name: slow-replica
     at: 500ms
@@ -186,8 +185,9 @@ chaos:
     loss: {loss: "20"}
 `
 
-// TestKubeChaos runs the sidecar, sockmap and nodeproxy datapaths with
-// chaos on a real node: the faults act through the node's agent. pod-kill
+// TestKubeChaos runs the sockmap (a sidecar per pod, plus the node's BPF)
+// and nodeproxy datapaths with chaos on a real node: the faults act
+// through the node's agent. pod-kill
 // deletes the replica's pod, as Chaos Mesh does: its Deployment replaces
 // it, the datapath's per-pod part (rules and sidecar, the node's BPF
 // attachment, the endpoints' new address) and the workload follow the
@@ -204,7 +204,7 @@ func TestKubeChaos(t *testing.T) {
 	defer cancel()
 	cp, runID := startRealNode(t, ctx, meshTar)
 	run := benchOnKube(t, ctx, meshbench, cp.KubeconfigPath(), runID, chaosScenario, "")
-	if run.Status != results.StatusOK || len(run.Steps) != 3 {
+	if run.Status != results.StatusOK || len(run.Steps) != 2 {
 		t.Fatalf("status %q (%s), %d steps", run.Status, run.Error, len(run.Steps))
 	}
 	want := map[string]string{"kill-replica": "pod-delete", "thin-replica": "tbf", "slow-replica": "nfqueue", "lossy-replica": "iptables-statistic"}
