@@ -16,6 +16,7 @@ need ip iproute2
 need tc iproute2
 need iptables iptables
 need ethtool ethtool
+need haproxy haproxy
 case "${1:-run}" in
 run) ;;
 test)

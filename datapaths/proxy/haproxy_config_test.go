@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/internal/golden"
+)
+
+// haproxyModel is a mesh of three services: HTTP with least request,
+// circuit breakers, retries and a timeout (one endpoint unhealthy); HTTP
+// hashed on a header (Maglev); TCP at random.
+func haproxyModel() controlplane.Model {
+	ip := netip.MustParseAddr
+	return controlplane.Model{
+		Proxies: []string{"sidecar~pod-a", "nodeproxy~node-1"},
+		Services: []controlplane.Service{
+			{
+				Name: "echo", Port: 8080, VIP: ip("198.19.128.1"), Protocol: controlplane.HTTP, LBPolicy: controlplane.LeastRequest,
+				CircuitBreakers: controlplane.CircuitBreakers{MaxConnections: 100, MaxPendingRequests: 10, MaxRequests: 200, MaxRetries: 5},
+				Retries:         controlplane.RetryPolicy{Attempts: 2, PerTryTimeout: 250 * time.Millisecond},
+				Timeout:         2 * time.Second,
+				Endpoints: []controlplane.Endpoint{
+					{Pod: "pod-b", IP: ip("198.18.1.2"), Port: 8080, Healthy: true},
+					{Pod: "pod-a", IP: ip("198.18.0.2"), Port: 8080, Healthy: true},
+					{Pod: "pod-c", IP: ip("198.18.1.3"), Port: 8080, Healthy: false},
+				},
+			},
+			{
+				Name: "users", Port: 9090, VIP: ip("198.19.128.2"), LBPolicy: controlplane.Maglev, HashHeader: "x-user",
+				Endpoints: []controlplane.Endpoint{{Pod: "pod-b", IP: ip("198.18.1.2"), Port: 9090, Healthy: true}},
+			},
+			{
+				Name: "db", Port: 5432, VIP: ip("198.19.128.3"), Protocol: controlplane.TCP, LBPolicy: controlplane.Random,
+				Endpoints: []controlplane.Endpoint{{Pod: "pod-a", IP: ip("198.18.0.2"), Port: 5432, Healthy: true}},
+			},
+		},
+	}
+}
+
+// compileResources compiles a proxy's xDS resources as the engine's xDS
+// client does, for tests.
+func compileResources(t *testing.T, res map[resource.Type][]types.Resource) compiledSet {
+	t.Helper()
+	c := compiledSet{clusters: map[string]*clusterCfg{}, assignments: map[string][]endpoint{}, listeners: map[string]*listenerCfg{}, routes: map[string]*routeCfg{}}
+	for _, rs := range res {
+		for _, r := range rs {
+			var err error
+			switch r := r.(type) {
+			case *clusterv3.Cluster:
+				c.clusters[r.GetName()], err = compileCluster(r)
+			case *endpointv3.ClusterLoadAssignment:
+				c.assignments[r.GetClusterName()], err = compileAssignment(r)
+			case *listenerv3.Listener:
+				c.listeners[r.GetName()], err = compileListener(r)
+			case *routev3.RouteConfiguration:
+				c.routes[r.GetName()], err = compileRoutes(r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return c
+}
+
+// TestHAProxyConfig renders the sidecar's and the node proxy's
+// configuration of the same model as haproxy.cfg, compares them with the
+// golden files (go test -update rewrites them) and has haproxy
+// check them (`haproxy -c`), which `make test` installs.
+func TestHAProxyConfig(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatal("haproxy missing: `make test` installs it (ci/install-deps.sh test)")
+	}
+	m := haproxyModel()
+	for _, node := range []string{"sidecar~pod-a", "nodeproxy~node-1"} {
+		t.Run(node, func(t *testing.T) {
+			res, err := controlplane.Resources(&m, node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := renderHAProxy(compileResources(t, res), HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var text bytes.Buffer
+			text.WriteString(cfg.text)
+			text.WriteString("\n# Not rendered as in xDS:\n")
+			for _, n := range cfg.notes {
+				text.WriteString("#   " + n + "\n")
+			}
+			golden.Check(t, filepath.Join("testdata", "haproxy_"+strings.ReplaceAll(node, "~", "_")+".golden.cfg"), text.Bytes())
+
+			// haproxy -c, with the stats socket in a temporary directory.
+			dir := t.TempDir()
+			check := strings.ReplaceAll(cfg.text, "/run/meshbench/haproxy.sock", filepath.Join(dir, "haproxy.sock"))
+			path := filepath.Join(dir, "haproxy.cfg")
+			if err := os.WriteFile(path, []byte(check), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, haproxy, "-c", "-f", path).CombinedOutput()
+			if err != nil {
+				t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, check)
+			}
+			if strings.Contains(string(out), "[WARNING]") {
+				t.Errorf("haproxy -c warns:\n%s", out)
+			}
+		})
+	}
+}
