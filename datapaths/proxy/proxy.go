@@ -224,7 +224,14 @@ func (p *Builtin) Start(ctx context.Context) error {
 		go func() { defer p.wg.Done(); p.serve(ctx, p.inbound, corev3.TrafficDirection_INBOUND) }()
 	}
 	p.wg.Add(1)
-	go func() { defer p.wg.Done(); p.runXDS(ctx) }()
+	go func() {
+		defer p.wg.Done()
+		runXDS(ctx, xdsConfig{
+			socket: p.opts.XDSSocket, nodeID: p.opts.NodeID, cluster: p.opts.Cluster,
+			connectTimeout: p.opts.ConnectTimeout, log: p.log, sink: p,
+			ready: func() { p.readyOnce.Do(func() { close(p.ready) }) }, isReady: p.IsReady, fail: p.fail,
+		})
+	}()
 	go func() {
 		<-ctx.Done()
 		closeAll()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -44,30 +45,61 @@ type typeState struct {
 	res      map[string]proto.Message
 }
 
+// xdsSink is what an xDS client configures: the builtin engine's
+// clusters and listeners, or an haproxy.
+type xdsSink interface {
+	// commit makes c, the compiled form of every accepted resource after a
+	// response of type url, the running configuration. changedClusters and
+	// changedAssignments name what that response changed; raw holds every
+	// type's accepted resources with the response's; version is the
+	// response's. It returns an error (the response is NACKed and c is
+	// dropped) when the configuration cannot run.
+	commit(c *compiledSet, url string, changedClusters, changedAssignments map[string]bool, raw map[string]map[string]proto.Message, version string) error
+}
+
+// xdsConfig is an xDS client's connection and its callbacks.
+type xdsConfig struct {
+	socket, nodeID, cluster string
+	// connectTimeout bounds the wait for a first full configuration.
+	connectTimeout time.Duration
+	log            *slog.Logger
+	sink           xdsSink
+	// ready is called after every response ACKed once the configuration
+	// is complete (the first full configuration, and every one after it:
+	// it must be idempotent); isReady says whether it was called; fail is
+	// called once when no full configuration came within connectTimeout.
+	ready   func()
+	isReady func() bool
+	fail    func(error)
+}
+
 type xdsClient struct {
-	p        *Builtin
+	cfg      xdsConfig
 	types    map[string]*typeState
 	compiled compiledSet
 }
 
-func (p *Builtin) runXDS(ctx context.Context) {
-	x := &xdsClient{p: p, types: map[string]*typeState{
+// runXDS runs an xDS client until ctx ends: it keeps a stream to the
+// control plane open (reconnecting with backoff), commits every response
+// it accepts to cfg.sink, and ACKs or NACKs it.
+func runXDS(ctx context.Context, cfg xdsConfig) {
+	x := &xdsClient{cfg: cfg, types: map[string]*typeState{
 		typeListener: {url: typeListener, wildcard: true, res: map[string]proto.Message{}},
 		typeCluster:  {url: typeCluster, wildcard: true, res: map[string]proto.Message{}},
 		typeEndpoint: {url: typeEndpoint, res: map[string]proto.Message{}},
 		typeRoute:    {url: typeRoute, res: map[string]proto.Message{}},
 	}}
-	conn, err := grpc.NewClient("unix://"+p.opts.XDSSocket,
+	conn, err := grpc.NewClient("unix://"+cfg.socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
-		p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, err))
+		cfg.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, cfg.socket, err))
 		return
 	}
 	defer conn.Close()
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	var lastErr error = errors.New("no configuration received")
-	timer := time.NewTimer(p.opts.ConnectTimeout)
+	timer := time.NewTimer(cfg.connectTimeout)
 	defer timer.Stop()
 	failed := false
 	backoff := 50 * time.Millisecond
@@ -82,9 +114,9 @@ func (p *Builtin) runXDS(ctx context.Context) {
 			case err = <-errc:
 				break wait
 			case <-timer.C:
-				if !p.IsReady() && !failed {
+				if !cfg.isReady() && !failed {
 					failed = true
-					p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, lastErr))
+					cfg.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, cfg.socket, lastErr))
 				}
 			}
 		}
@@ -94,9 +126,9 @@ func (p *Builtin) runXDS(ctx context.Context) {
 		}
 		if err != nil {
 			lastErr = err
-			p.log.Debug("xds stream ended", "err", err)
+			cfg.log.Debug("xds stream ended", "err", err)
 		}
-		if p.IsReady() {
+		if cfg.isReady() {
 			backoff = 50 * time.Millisecond
 		}
 		select {
@@ -104,9 +136,9 @@ func (p *Builtin) runXDS(ctx context.Context) {
 			return
 		case <-time.After(backoff):
 		case <-timer.C:
-			if !p.IsReady() && !failed {
+			if !cfg.isReady() && !failed {
 				failed = true
-				p.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, p.opts.XDSSocket, lastErr))
+				cfg.fail(fmt.Errorf("%w at %s: %v", ErrControlPlaneUnreachable, cfg.socket, lastErr))
 			}
 		}
 		backoff = min(backoff*2, 2*time.Second)
@@ -114,7 +146,7 @@ func (p *Builtin) runXDS(ctx context.Context) {
 }
 
 func (x *xdsClient) node() *corev3.Node {
-	return &corev3.Node{Id: x.p.opts.NodeID, Cluster: x.p.opts.Cluster, UserAgentName: "meshbench-proxy"}
+	return &corev3.Node{Id: x.cfg.nodeID, Cluster: x.cfg.cluster, UserAgentName: "meshbench-proxy"}
 }
 
 func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) error {
@@ -159,7 +191,7 @@ func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDis
 			err = x.apply(ts, res, resp.GetVersionInfo())
 		}
 		if err != nil {
-			x.p.log.Warn("rejecting configuration", "type", typeNames[ts.url], "version", resp.GetVersionInfo(), "err", err)
+			x.cfg.log.Warn("rejecting configuration", "type", typeNames[ts.url], "version", resp.GetVersionInfo(), "err", err)
 			if err := send(ts, err); err != nil {
 				return err
 			}
@@ -186,7 +218,7 @@ func (x *xdsClient) stream(ctx context.Context, client discoveryv3.AggregatedDis
 			}
 		}
 		if x.complete() {
-			x.p.readyOnce.Do(func() { close(x.p.ready) })
+			x.cfg.ready()
 		}
 	}
 }
@@ -336,9 +368,22 @@ func (x *xdsClient) apply(ts *typeState, res map[string]proto.Message, version s
 	if err != nil {
 		return err
 	}
+	raw := map[string]map[string]proto.Message{}
+	for url, t := range x.types {
+		raw[url] = t.res
+	}
+	raw[ts.url] = res
+	if err := x.cfg.sink.commit(&next, ts.url, changedClusters, changedAssignments, raw, version); err != nil {
+		return err
+	}
 	*c = next
-	p := x.p
+	return nil
+}
 
+// commit implements xdsSink: the clusters whose configuration or
+// endpoints changed are updated in place (their counters and connections
+// stay), and the listeners and routes are swapped in.
+func (p *Builtin) commit(c *compiledSet, url string, changedClusters, changedAssignments map[string]bool, raw map[string]map[string]proto.Message, version string) error {
 	// Commit the clusters whose configuration or endpoints changed.
 	p.cmu.Lock()
 	for name, cfg := range c.clusters {
@@ -371,11 +416,6 @@ func (x *xdsClient) apply(ts *typeState, res map[string]proto.Message, version s
 		rc.close()
 	}
 
-	raw := map[string]map[string]proto.Message{}
-	for url, t := range x.types {
-		raw[url] = t.res
-	}
-	raw[ts.url] = res
 	old := p.state.Load()
 	versions := map[string]string{}
 	if old != nil {
@@ -383,9 +423,9 @@ func (x *xdsClient) apply(ts *typeState, res map[string]proto.Message, version s
 			versions[k] = v
 		}
 	}
-	versions[typeNames[ts.url]] = version
+	versions[typeNames[url]] = version
 	p.state.Store(&state{version: versions, listeners: c.listeners, routes: c.routes, raw: raw})
-	p.log.Debug("configuration applied", "type", typeNames[ts.url], "version", version)
+	p.log.Debug("configuration applied", "type", typeNames[url], "version", version)
 	return nil
 }
 
