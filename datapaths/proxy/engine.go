@@ -38,6 +38,7 @@ type Engine interface {
 const (
 	EngineBuiltin = "builtin"
 	EngineEnvoy   = "envoy"
+	EngineHAProxy = "haproxy"
 	EngineAuto    = "auto"
 )
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -20,11 +21,17 @@ type HAProxyOptions struct {
 	// ListenIP is the address the listeners bind; default 0.0.0.0.
 	ListenIP string
 	// OutboundPort and InboundPort replace the outbound and inbound
-	// listeners' ports (0: the listeners' own).
+	// listeners' ports (0: the listeners' own; Disabled: no frontend).
 	OutboundPort, InboundPort int
 	// StatsSocket is the runtime API's unix socket (endpoint changes and
 	// counters go through it).
 	StatsSocket string
+	// ACLDir, when set, holds the patterns of the destination and Host
+	// ACLs in files (one per ACL, haproxyConfig.aclFiles) that the
+	// configuration loads: a pod's new address changes only their
+	// contents, which the runtime API replaces atomically, not the
+	// configuration.
+	ACLDir string
 	// SpareServers are the disabled server slots each EDS backend keeps
 	// beyond its endpoints, so that endpoints can be added through the
 	// runtime API without a reload. Default 4.
@@ -42,7 +49,9 @@ type haproxyConfig struct {
 	servers  map[string][]string
 	// frontends maps a listener's name to its frontend.
 	frontends map[string]string
-	notes     []string
+	// aclFiles are the patterns of each ACL file (with ACLDir), by path.
+	aclFiles map[string][]string
+	notes    []string
 }
 
 // haproxyName makes an xDS name a valid HAProxy proxy name (letters,
@@ -85,7 +94,16 @@ func renderHAProxy(c compiledSet, o HAProxyOptions) (*haproxyConfig, error) {
 	if o.SpareServers <= 0 {
 		o.SpareServers = 4
 	}
-	out := &haproxyConfig{backends: map[string]string{}, servers: map[string][]string{}, frontends: map[string]string{}}
+	out := &haproxyConfig{backends: map[string]string{}, servers: map[string][]string{}, frontends: map[string]string{}, aclFiles: map[string][]string{}}
+	// patterns renders an ACL's patterns inline, or in its file.
+	patterns := func(fe, acl string, values []string) string {
+		if o.ACLDir == "" {
+			return strings.Join(values, " ")
+		}
+		path := filepath.Join(o.ACLDir, fe+"."+acl+".acl")
+		out.aclFiles[path] = values
+		return "-f " + path
+	}
 	note := func(format string, args ...any) {
 		n := fmt.Sprintf(format, args...)
 		if !slices.Contains(out.notes, n) {
@@ -146,11 +164,18 @@ func renderHAProxy(c compiledSet, o HAProxyOptions) (*haproxyConfig, error) {
 	for _, ln := range sortedKeys(c.listeners) {
 		l := c.listeners[ln]
 		port := l.port
+		want := 0
+		switch l.direction {
+		case corev3.TrafficDirection_OUTBOUND:
+			want = o.OutboundPort
+		case corev3.TrafficDirection_INBOUND:
+			want = o.InboundPort
+		}
 		switch {
-		case l.direction == corev3.TrafficDirection_OUTBOUND && o.OutboundPort > 0:
-			port = o.OutboundPort
-		case l.direction == corev3.TrafficDirection_INBOUND && o.InboundPort > 0:
-			port = o.InboundPort
+		case want == Disabled:
+			continue
+		case want > 0:
+			port = want
 		}
 		fe := haproxyName("fe_", ln)
 		out.frontends[ln] = fe
@@ -180,7 +205,7 @@ func renderHAProxy(c compiledSet, o HAProxyOptions) (*haproxyConfig, error) {
 					ps[j] = p.String()
 				}
 				acls = append(acls, fmt.Sprintf("chain%d_dst", i))
-				fmt.Fprintf(&b, "    acl %s dst %s\n", acls[len(acls)-1], strings.Join(ps, " "))
+				fmt.Fprintf(&b, "    acl %s dst %s\n", acls[len(acls)-1], patterns(fe, acls[len(acls)-1], ps))
 			}
 			if len(acls) == 0 {
 				acls = append(acls, "TRUE")
@@ -216,7 +241,7 @@ func renderHAProxy(c compiledSet, o HAProxyOptions) (*haproxyConfig, error) {
 						note("virtual host %s: wildcard domains other than \"*\" are not rendered", v.name)
 					}
 					a := fmt.Sprintf("chain%d_host%d", i, k)
-					fmt.Fprintf(&b, "    acl %s req.hdr(host),lower -m str %s\n", a, strings.Join(lowerAll(v.domains), " "))
+					fmt.Fprintf(&b, "    acl %s req.hdr(host),lower -m str %s\n", a, patterns(fe, a, lowerAll(v.domains)))
 					hosts = append(hosts, vh{a, be})
 				}
 				if wildcard == "" {

@@ -95,7 +95,7 @@ func TestHAProxyConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := renderHAProxy(compileResources(t, res), HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock"})
+			cfg, err := renderHAProxy(compileResources(t, res), HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock", ACLDir: "/run/meshbench/acl"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,11 +105,22 @@ func TestHAProxyConfig(t *testing.T) {
 			for _, n := range cfg.notes {
 				text.WriteString("#   " + n + "\n")
 			}
+			text.WriteString("\n# ACL files:\n")
+			for _, path := range sortedKeys(cfg.aclFiles) {
+				text.WriteString("#   " + path + ": " + strings.Join(cfg.aclFiles[path], " ") + "\n")
+			}
 			golden.Check(t, filepath.Join("testdata", "haproxy_"+strings.ReplaceAll(node, "~", "_")+".golden.cfg"), text.Bytes())
 
-			// haproxy -c, with the stats socket in a temporary directory.
+			// haproxy -c, with the stats socket and the ACL files in a
+			// temporary directory.
 			dir := t.TempDir()
 			check := strings.ReplaceAll(cfg.text, "/run/meshbench/haproxy.sock", filepath.Join(dir, "haproxy.sock"))
+			check = strings.ReplaceAll(check, "/run/meshbench/acl", dir)
+			for path, values := range cfg.aclFiles {
+				if err := os.WriteFile(filepath.Join(dir, filepath.Base(path)), []byte(strings.Join(values, "\n")+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			path := filepath.Join(dir, "haproxy.cfg")
 			if err := os.WriteFile(path, []byte(check), 0o644); err != nil {
 				t.Fatal(err)

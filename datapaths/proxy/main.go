@@ -23,11 +23,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		admin    = fs.String("admin", DefaultAdminAddr, "admin address (/stats, /ready, /config_dump, /memory)")
 		outPort  = fs.Int("outbound-port", DefaultOutboundPort, "outbound listener port (-1: off)")
 		inPort   = fs.Int("inbound-port", DefaultInboundPort, "inbound listener port (-1: off)")
-		engine   = fs.String("engine", "builtin", "proxy engine: builtin or envoy")
+		engine   = fs.String("engine", "builtin", "proxy engine: builtin, envoy or haproxy")
 		timeout  = fs.Duration("connect-timeout", DefaultConnectTimeout, "give up when the control plane sends no configuration in this time")
 		verbose  = fs.Bool("verbose", false, "debug logging")
 		origIP   = fs.Bool("inbound-original-ip", false, "inbound: dial the original destination address instead of 127.0.0.1 (a node proxy delivering to its pods)")
-		confDir  = fs.String("config-dir", "", "envoy engine: directory for the bootstrap file")
+		confDir  = fs.String("config-dir", "", "envoy and haproxy engines: directory for the bootstrap file, or haproxy.cfg and its runtime API socket")
 		envoyBin = fs.String("envoy-binary", "", "envoy engine: binary (default: envoy on PATH)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -55,8 +55,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Binary: *envoyBin, XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
 			ConfigDir: *confDir, ConnectTimeout: *timeout, Stdout: stdout, Stderr: stderr, Logger: log,
 		})
+	case EngineHAProxy:
+		e = NewHAProxy(HAProxyEngineOptions{
+			XDSSocket: *xds, NodeID: *node, Cluster: *cluster, AdminAddr: *admin,
+			OutboundPort: *outPort, InboundPort: *inPort, ConfigDir: *confDir, ConnectTimeout: *timeout,
+			Stdout: stdout, Stderr: stderr, Logger: log,
+		})
 	default:
-		return fmt.Errorf("proxy: unknown engine %q (builtin, envoy)", *engine)
+		return fmt.Errorf("proxy: unknown engine %q (builtin, envoy, haproxy)", *engine)
 	}
 	return RunEngine(ctx, e)
 }
