@@ -355,3 +355,51 @@ chaos:
 		t.Errorf("sidecar: endpoint change not pushed to the proxies (metrics %v)", run.Steps[1].DatapathMetrics)
 	}
 }
+
+// TestRunHAProxyEngine runs HAProxy in the proxy seats: the sidecar,
+// sockmap and nodeproxy datapaths with mesh.engine haproxy, each proxy an
+// haproxy configured by the control plane through its xDS client, with
+// every proof verified from haproxy's own counters.
+func TestRunHAProxyEngine(t *testing.T) {
+	testutil.Privileged(t)
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Fatal("haproxy missing: `make test` installs it (ci/install-deps.sh test)")
+	}
+	links := testutil.BPFLinks(t)
+	opts := options(t, `
+topology:
+  nodes: 2
+  pods_per_node: 2
+  services:
+    - name: echo
+      replicas: 2
+      mesh: {engine: haproxy}
+load:
+  rates: [200]
+  duration: 2s
+  warmup: 1s
+  connections: 4
+datapaths: [sidecar, sockmap, nodeproxy]
+`)
+	run, err := harness.Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(run.Steps) != 3 {
+		t.Fatalf("got %d steps, want 3", len(run.Steps))
+	}
+	for _, s := range run.Steps {
+		t.Logf("%s/haproxy: %d requests, p50 %.0f µs, p99 %.0f µs, CPU %.0f µs/req, proof %v: %s",
+			s.Datapath, s.Requests, s.LatencyUS.P50, s.LatencyUS.P99, s.Cost.CPUMicrosPerRequest, s.Proof.Verified, s.Proof.Detail)
+		if !s.Proof.Verified || s.SuccessRatio != 1 {
+			t.Errorf("%s with haproxy: proof %+v, success %v", s.Datapath, s.Proof, s.SuccessRatio)
+		}
+		if s.DatapathMetrics["proxies_haproxy"] == 0 {
+			t.Errorf("%s: metrics %v: no haproxy proxies", s.Datapath, s.DatapathMetrics)
+		}
+	}
+	testutil.CheckNoNewLinks(t, links)
+	if out, _ := exec.Command("pgrep", "-x", "haproxy").Output(); len(out) > 0 {
+		t.Errorf("haproxy processes left after the run: %s", out)
+	}
+}

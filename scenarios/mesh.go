@@ -12,7 +12,8 @@ import (
 // Istio DestinationRule and VirtualService would carry.
 type MeshPolicy struct {
 	// Engine runs the proxies of the service's pods: "auto" (default: Envoy
-	// when an envoy binary is found, else builtin), "builtin" or "envoy".
+	// when an envoy binary is found, else builtin), "builtin", "envoy" or
+	// "haproxy" (HAProxy, configured from the same xDS).
 	Engine string `yaml:"engine" json:"engine"`
 	// Protocol is "http" (default: L7 routing, retries, per-request LB) or
 	// "tcp" (L4 passthrough, per-connection LB).
@@ -50,7 +51,7 @@ type Retries struct {
 
 // Mesh values a scenario may use.
 var (
-	Engines    = []string{"auto", "builtin", "envoy"}
+	Engines    = []string{"auto", "builtin", "envoy", "haproxy"}
 	Protocols  = []string{"http", "tcp"}
 	LBPolicies = []string{"ROUND_ROBIN", "LEAST_REQUEST", "MAGLEV", "RANDOM"}
 	RetryOns   = []string{"5xx", "connect-failure", "reset", "gateway-error", "retriable-4xx", "refused-stream"}

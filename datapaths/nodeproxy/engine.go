@@ -51,8 +51,13 @@ func proxyArgs(exec []string, f *fleet.Fleet, n *testbed.Node, engine, envoy str
 		"--admin", proxy.DefaultAdminAddr,
 		"--outbound-port", strconv.Itoa(OutboundPort),
 		"--inbound-port", strconv.Itoa(InboundPort))
-	if engine == proxy.EngineEnvoy {
+	switch engine {
+	case proxy.EngineEnvoy:
 		return append(args, "--envoy-binary", envoy, "--config-dir", f.Dir)
+	case proxy.EngineHAProxy:
+		// Its inbound ORIGINAL_DST clusters are haproxy's transparent
+		// servers (0.0.0.0:0), which dial the original address.
+		return append(args, "--config-dir", f.Dir)
 	}
 	return append(args, "--inbound-original-ip")
 }

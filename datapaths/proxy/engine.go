@@ -42,10 +42,11 @@ const (
 	EngineAuto    = "auto"
 )
 
-// ResolveEngine turns a scenario engine ("auto", "builtin", "envoy") into
-// the engine to run: auto picks Envoy when a binary is found (envoyBinary,
-// or envoy on PATH when it is ""). Envoy without a binary is an error
-// wrapping datapaths.ErrNotSupported.
+// ResolveEngine turns a scenario engine ("auto", "builtin", "envoy",
+// "haproxy") into the engine to run: auto picks Envoy when a binary is
+// found (envoyBinary, or envoy on PATH when it is ""), else builtin. Envoy
+// or haproxy without a binary is an error wrapping
+// datapaths.ErrNotSupported.
 func ResolveEngine(engine, envoyBinary string) (string, error) {
 	switch engine {
 	case "", EngineAuto:
@@ -60,6 +61,11 @@ func ResolveEngine(engine, envoyBinary string) (string, error) {
 			return "", fmt.Errorf("engine envoy: %w: %w", err, datapaths.ErrNotSupported)
 		}
 		return EngineEnvoy, nil
+	case EngineHAProxy:
+		if _, err := HAProxyAvailable(""); err != nil {
+			return "", fmt.Errorf("engine haproxy: %w: %w", err, datapaths.ErrNotSupported)
+		}
+		return EngineHAProxy, nil
 	default:
 		return "", fmt.Errorf("unknown proxy engine %q", engine)
 	}

@@ -638,7 +638,9 @@ func (h *HAProxy) Stats() (Stats, error) {
 			continue
 		}
 		s.Clusters[cn] = map[string]int64{
-			"cx_total": num(row, "stot"), "cx_active": num(row, "scur"), "cx_connect_fail": num(row, "econ"),
+			// Connections, not sessions: in HTTP mode a session (stot) is
+			// a request.
+			"cx_total": num(row, "connect"), "cx_active": num(row, "scur"), "cx_connect_fail": num(row, "econ"),
 			"rq_total": num(row, "req_tot"), "rq_2xx": num(row, "hrsp_2xx"), "rq_4xx": num(row, "hrsp_4xx"), "rq_5xx": num(row, "hrsp_5xx"),
 			"rq_retry": num(row, "wretr"), "bytes_in": num(row, "bout"), "bytes_out": num(row, "bin"),
 		}
@@ -669,7 +671,7 @@ func (h *HAProxy) Stats() (Stats, error) {
 				s.Hosts[cn] = map[string]map[string]int64{}
 			}
 			s.Hosts[cn][addr] = map[string]int64{
-				"cx_total": num(r, "stot"), "rq_total": num(r, "hrsp_1xx") + num(r, "hrsp_2xx") + num(r, "hrsp_3xx") + num(r, "hrsp_4xx") + num(r, "hrsp_5xx") + num(r, "hrsp_other"),
+				"cx_total": num(r, "connect"), "rq_total": num(r, "hrsp_1xx") + num(r, "hrsp_2xx") + num(r, "hrsp_3xx") + num(r, "hrsp_4xx") + num(r, "hrsp_5xx") + num(r, "hrsp_other"),
 				"rq_2xx": num(r, "hrsp_2xx"), "rq_error": num(r, "hrsp_4xx") + num(r, "hrsp_5xx") + num(r, "eresp"),
 				"bytes_in": num(r, "bout"), "bytes_out": num(r, "bin"),
 			}
@@ -681,7 +683,7 @@ func (h *HAProxy) Stats() (Stats, error) {
 			continue
 		}
 		m := map[string]int64{
-			"cx_total": num(row, "stot"), "cx_active": num(row, "scur"),
+			"cx_total": num(row, "conn_tot"), "cx_active": num(row, "scur"),
 			"bytes_in": num(row, "bin"), "bytes_out": num(row, "bout"),
 			// Requests no virtual host matched: denied with a 404.
 			"no_route": num(row, "dreq"), "rq_4xx": num(row, "dreq"), "rq_total": num(row, "dreq"),

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/meshbench/meshbench/datapaths/fleet"
@@ -149,13 +151,22 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			"--admin", proxy.DefaultAdminAddr,
 			"--outbound-port", strconv.Itoa(d.opts.Rules.OutboundPort),
 			"--inbound-port", strconv.Itoa(d.opts.Rules.InboundPort))
-		if engine == proxy.EngineEnvoy {
+		switch engine {
+		case proxy.EngineEnvoy:
 			if envoy == "" {
 				if envoy, err = d.envoyCopy(env.Cluster.RunID()); err != nil {
 					return err
 				}
 			}
 			args = append(args, "--envoy-binary", envoy)
+		case proxy.EngineHAProxy:
+			// The sidecar runs as uid 1337: haproxy's configuration,
+			// ACL files and runtime socket go in a directory of its own.
+			dir, err := proxyDir(d.fleet.Dir, p.Name)
+			if err != nil {
+				return err
+			}
+			args = replaceFlag(args, "--config-dir", dir)
 		}
 		sp := &sidecarProc{engine: engine, ip: p.IP, cgroup: p.CgroupPath}
 		sp.Proxy = &fleet.Proxy{
@@ -184,6 +195,31 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 		env.Logger.Info("sidecars ready", "datapath", d.opts.Name, "pods", len(pods), "push_to_ack", d.fleet.Session.Push)
 	}
 	return nil
+}
+
+// proxyDir creates dir/proxy-<pod>, owned by the sidecar's uid, for an
+// engine's files; it goes with the run directory.
+func proxyDir(dir, pod string) (string, error) {
+	d := filepath.Join(dir, "proxy-"+pod)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chown(d, ProxyUID, ProxyGID); err != nil {
+		return "", fmt.Errorf("give %s to the sidecar's uid %d: %w", d, ProxyUID, err)
+	}
+	return d, nil
+}
+
+// replaceFlag sets flag's value in args (flag value pairs), appending it
+// when absent.
+func replaceFlag(args []string, flag, value string) []string {
+	for i := range args[:len(args)-1] {
+		if args[i] == flag {
+			args[i+1] = value
+			return args
+		}
+	}
+	return append(args, flag, value)
 }
 
 // envoyCopy copies the Envoy binary (the given one, or envoy on PATH) into
