@@ -357,9 +357,10 @@ chaos:
 }
 
 // TestRunHAProxyEngine runs HAProxy in the proxy seats: the sidecar,
-// sockmap and nodeproxy datapaths with mesh.engine haproxy, each proxy an
-// haproxy configured by the control plane through its xDS client, with
-// every proof verified from haproxy's own counters.
+// sockmap and nodeproxy datapaths labelled with the haproxy engine
+// (sidecar/haproxy, ...), each proxy an haproxy configured by the control
+// plane through its xDS client, with every proof verified from haproxy's
+// own counters; and the sidecar with mesh.engine haproxy.
 func TestRunHAProxyEngine(t *testing.T) {
 	testutil.Privileged(t)
 	if _, err := exec.LookPath("haproxy"); err != nil {
@@ -379,7 +380,7 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [sidecar, sockmap, nodeproxy]
+datapaths: [sidecar, sockmap/haproxy, nodeproxy/haproxy]
 `)
 	run, err := harness.Run(context.Background(), opts)
 	if err != nil {
@@ -388,8 +389,13 @@ datapaths: [sidecar, sockmap, nodeproxy]
 	if len(run.Steps) != 3 {
 		t.Fatalf("got %d steps, want 3", len(run.Steps))
 	}
+	for i, want := range []string{"sidecar", "sockmap/haproxy", "nodeproxy/haproxy"} {
+		if run.Steps[i].Datapath != want {
+			t.Errorf("step %d: datapath %q, want %q", i, run.Steps[i].Datapath, want)
+		}
+	}
 	for _, s := range run.Steps {
-		t.Logf("%s/haproxy: %d requests, p50 %.0f µs, p99 %.0f µs, CPU %.0f µs/req, proof %v: %s",
+		t.Logf("%s: %d requests, p50 %.0f µs, p99 %.0f µs, CPU %.0f µs/req, proof %v: %s",
 			s.Datapath, s.Requests, s.LatencyUS.P50, s.LatencyUS.P99, s.Cost.CPUMicrosPerRequest, s.Proof.Verified, s.Proof.Detail)
 		if !s.Proof.Verified || s.SuccessRatio != 1 {
 			t.Errorf("%s with haproxy: proof %+v, success %v", s.Datapath, s.Proof, s.SuccessRatio)

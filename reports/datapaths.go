@@ -3,6 +3,7 @@ package reports
 import (
 	"image/color"
 
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"github.com/meshbench/meshbench/harness/results"
 )
 
@@ -98,7 +99,7 @@ var knownModels = map[string]string{
 // no proxy, all in pods is per pod, any outside a pod is per node, and a
 // datapath whose steps recorded no processes is unknown.
 func proxyModel(dp string, steps []results.Step) string {
-	if mdl, ok := knownModels[dp]; ok {
+	if mdl, ok := knownModels[baseOf(dp)]; ok {
 		return mdl
 	}
 	var procs, inPod, outPod int
@@ -137,4 +138,12 @@ var datapathNotes = map[string]string{
 // when that is how the datapath works rather than a fault.
 var noStampReasons = map[string]string{
 	"sockmap": "n/a: sk_msg moves the app↔sidecar bytes socket to socket, with no packet for the kernel to stamp",
+}
+
+// baseOf returns the datapath of a label that names its engine
+// ("sidecar/haproxy" is a sidecar): it places its proxies and lacks
+// kernel timestamps as its datapath does.
+func baseOf(dp string) string {
+	base, _ := catalog.Split(dp)
+	return base
 }

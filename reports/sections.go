@@ -177,7 +177,7 @@ func overheadRows(m *model) []overheadRow {
 			row.KernelP50, row.KernelP99 = fmtNum(s.KernelP50US.Median), fmtNum(s.KernelP99US.Median)
 			row.OverP50, row.OverP99 = fmtNum(s.OverheadP50US.Median), fmtNum(s.OverheadP99US.Median)
 		} else {
-			row.NoStamps = orDefault(noStampReasons[dp], "no kernel timestamps")
+			row.NoStamps = orDefault(noStampReasons[baseOf(dp)], "no kernel timestamps")
 		}
 		if successes > 0 {
 			row.Stamped = fmtPercent(float64(stamped) / float64(successes))

@@ -57,7 +57,7 @@ func verdictLines(m *model, ex extrapolation) (headline, lines []string) {
 			}
 		}
 		b.WriteString(".")
-		if note, ok := datapathNotes[dp]; ok {
+		if note, ok := datapathNotes[baseOf(dp)]; ok {
 			b.WriteString(" " + note)
 		}
 		b.WriteString(warnings(s))

@@ -316,7 +316,7 @@ func (s *Scenario) validateSelector(p *problems, path string, sel *ChaosSelector
 // fault between two sets of pods cannot be told apart from the rest of
 // the nodes' traffic.
 func (s *Scenario) checkChaosDatapaths(add func(path, format string, args ...any)) {
-	if !slices.Contains(s.Datapaths, catalog.NodeProxy) {
+	if !slices.ContainsFunc(s.Datapaths, func(dp string) bool { b, _ := catalog.Split(dp); return b == catalog.NodeProxy }) {
 		return
 	}
 	for i, e := range s.Chaos {

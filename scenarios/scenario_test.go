@@ -698,3 +698,22 @@ func TestNodeProxyEngine(t *testing.T) {
 		})
 	}
 }
+
+// A proxy datapath's label may name its engine; others may not, and the
+// engine must be known.
+func TestDatapathLabels(t *testing.T) {
+	base := "topology: {nodes: 1, pods_per_node: 2, services: [{name: echo, replicas: 1}]}\nload: {rates: [100], duration: 2s, warmup: 1s}\n"
+	if _, err := Parse("ok.yaml", []byte(base+"datapaths: [none, sidecar, sidecar/haproxy, sockmap/builtin, nodeproxy/haproxy]\n")); err != nil {
+		t.Errorf("labels with engines: %v", err)
+	}
+	for _, tc := range []struct{ list, want string }{
+		{"[none/haproxy]", `datapath "none/haproxy": only sidecar, sockmap, nodeproxy take an engine`},
+		{"[sidecar/nginx]", `datapath "sidecar/nginx": only sidecar, sockmap, nodeproxy take an engine after a slash, one of builtin, envoy, haproxy`},
+		{"[sidecar/haproxy, sidecar/haproxy]", `datapath "sidecar/haproxy" is listed twice`},
+	} {
+		_, err := Parse("bad.yaml", []byte(base+"datapaths: "+tc.list+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("datapaths %s: %v, want %q", tc.list, err, tc.want)
+		}
+	}
+}

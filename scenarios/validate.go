@@ -176,8 +176,14 @@ func checkDatapaths(list []string, add func(i int, format string, args ...any)) 
 	}
 	seen := map[string]int{}
 	for i, dp := range list {
-		if !slices.Contains(KnownDatapaths, dp) {
+		base, engine := catalog.Split(dp)
+		if !slices.Contains(KnownDatapaths, base) {
 			add(i, "unknown datapath %q (known: %s)", dp, strings.Join(KnownDatapaths, ", "))
+			continue
+		}
+		if strings.Contains(dp, "/") && (!slices.Contains(catalog.Proxied(), base) || !slices.Contains(catalog.LabelEngines, engine)) {
+			add(i, "datapath %q: only %s take an engine after a slash, one of %s (for example sidecar/haproxy)",
+				dp, strings.Join(catalog.Proxied(), ", "), strings.Join(catalog.LabelEngines, ", "))
 			continue
 		}
 		if _, dup := seen[dp]; dup {

@@ -2,9 +2,11 @@ package all
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/afxdp"
+	"github.com/meshbench/meshbench/datapaths/catalog"
 	"github.com/meshbench/meshbench/datapaths/nodeproxy"
 	"github.com/meshbench/meshbench/datapaths/none"
 	"github.com/meshbench/meshbench/datapaths/sidecar"
@@ -22,16 +24,24 @@ type Options struct {
 
 // New returns a fresh datapath by name, configured from sc (nil: defaults)
 // and opts.
+//
+// A proxy datapath's name may name its engine after a slash
+// ("sidecar/haproxy", catalog.Split): the datapath then runs that engine
+// whatever the services' mesh.engine, and results carry the whole label.
 func New(name string, sc *scenarios.Scenario, opts Options) (datapaths.Datapath, error) {
-	switch name {
+	base, engine := catalog.Split(name)
+	if engine != "" && !slices.Contains(catalog.Proxied(), base) {
+		return nil, fmt.Errorf("datapath %q: %s takes no engine", name, base)
+	}
+	switch base {
 	case none.Name:
 		return none.New(), nil
 	case sidecar.Name:
-		return sidecar.New(sidecar.Options{EnvoyBinary: opts.EnvoyBinary}), nil
+		return sidecar.New(sidecar.Options{Name: name, Engine: engine, EnvoyBinary: opts.EnvoyBinary}), nil
 	case sockmap.Name:
-		return sockmap.New(sockmap.Options{EnvoyBinary: opts.EnvoyBinary}), nil
+		return sockmap.New(sockmap.Options{Name: name, Engine: engine, EnvoyBinary: opts.EnvoyBinary}), nil
 	case nodeproxy.Name:
-		npo := nodeproxy.Options{EnvoyBinary: opts.EnvoyBinary}
+		npo := nodeproxy.Options{Name: name, Engine: engine, EnvoyBinary: opts.EnvoyBinary}
 		if sc != nil {
 			npo.Hops = sc.NodeProxy.Hops
 		}

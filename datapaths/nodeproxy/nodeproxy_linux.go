@@ -53,7 +53,12 @@ func New(opts Options) *Datapath {
 }
 
 // Name implements datapaths.Datapath.
-func (d *Datapath) Name() string { return Name }
+func (d *Datapath) Name() string {
+	if d.opts.Name != "" {
+		return d.opts.Name
+	}
+	return Name
+}
 
 // Install implements datapaths.Datapath. For every node it starts one
 // proxy in the node's namespace, loads the connect4 steering programs with
@@ -65,7 +70,12 @@ func (d *Datapath) Name() string { return Name }
 // captures inbound traffic.
 func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) {
 	d.env = env
-	if d.engine, err = Engine(env.Services, d.opts.EnvoyBinary); err != nil {
+	if d.opts.Engine != "" {
+		d.engine, err = proxy.ResolveEngine(d.opts.Engine, d.opts.EnvoyBinary)
+	} else {
+		d.engine, err = Engine(env.Services, d.opts.EnvoyBinary)
+	}
+	if err != nil {
 		return err
 	}
 	defer datapaths.UndoOnError(ctx, &err, d.Uninstall)

@@ -23,6 +23,9 @@ const (
 
 // Options configure the datapath.
 type Options struct {
+	// Name is the datapath's name; default "nodeproxy". Engine, when set,
+	// runs the node proxies on it whatever the services' mesh.engine.
+	Name, Engine string
 	// Hops is HopsBoth (default) or HopsSource.
 	Hops string
 	// EnvoyBinary is the Envoy binary of the envoy engine ("": envoy on

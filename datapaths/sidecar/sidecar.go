@@ -28,6 +28,9 @@ const Name = catalog.Sidecar
 type Options struct {
 	// Name is the datapath's name; default "sidecar".
 	Name string
+	// Engine, when set, runs every sidecar on this engine ("builtin",
+	// "envoy", "haproxy"), whatever the services' mesh.engine.
+	Engine string
 	// Rules are the iptables options; zero: DefaultRuleOptions.
 	Rules RuleOptions
 	// Steering, when set, carries the app↔sidecar hop instead of the
@@ -235,6 +238,9 @@ func (d *Datapath) envoyCopy(runID string) (string, error) {
 // engineFor returns the scenario engine of the service pod backs, or of the
 // first service for pods that back none (the client's).
 func (d *Datapath) engineFor(pod *testbed.Pod) string {
+	if d.opts.Engine != "" {
+		return d.opts.Engine
+	}
 	for _, s := range d.env.Services {
 		for _, b := range s.Backends {
 			if b.Name == pod.Name {

@@ -21,7 +21,10 @@ import (
 
 // New returns the sockmap datapath.
 func New(opts Options) datapaths.Datapath {
-	return sidecar.New(sidecar.Options{Name: Name, Steering: &Steering{}, EnvoyBinary: opts.EnvoyBinary})
+	if opts.Name == "" {
+		opts.Name = Name
+	}
+	return sidecar.New(sidecar.Options{Name: opts.Name, Engine: opts.Engine, Steering: &Steering{}, EnvoyBinary: opts.EnvoyBinary})
 }
 
 // Steering is the eBPF part of the datapath: it implements
