@@ -46,7 +46,9 @@ func fillCost(step *results.Step, cluster testbed.Cluster, client *testbed.Proce
 			CPUSeconds: pd.CPUSeconds, ContextSwitches: pd.ContextSwitches(),
 		}
 		for _, m := range pd.Descendants {
-			rp.Descendants = append(rp.Descendants, results.Descendant{PID: m.PID, Comm: m.Comm})
+			rp.Descendants = append(rp.Descendants, results.Descendant{
+				PID: m.PID, Comm: m.Comm, RSSBytes: m.RSSBytes, PSSBytes: m.PSSBytes, USSBytes: m.USSBytes, CPUSeconds: m.CPUSeconds,
+			})
 		}
 		step.Processes = append(step.Processes, rp)
 	}

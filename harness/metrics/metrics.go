@@ -74,6 +74,13 @@ type Member struct {
 	PPID       int    `json:"ppid"`
 	Comm       string `json:"comm"`
 	StartTicks uint64 `json:"start_ticks"`
+	// CPUSeconds, RSSBytes, PSSBytes and USSBytes are the member's own
+	// (its share of the tree's sums): cumulative CPU in a snapshot, over
+	// the interval in a Delta (in full for a member that appeared in it).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	RSSBytes   int64   `json:"rss_bytes,omitempty"`
+	PSSBytes   int64   `json:"pss_bytes,omitempty"`
+	USSBytes   int64   `json:"uss_bytes,omitempty"`
 }
 
 // ContextSwitches returns voluntary plus involuntary switches.
@@ -271,6 +278,29 @@ func Diff(before, after *Snapshot) Delta {
 	return d
 }
 
+// diffMembers returns the members of a tree at the end of an interval
+// with their CPU time over it: a member found at the start (same pid and
+// start time) counts the difference, one that appeared counts in full.
+func diffMembers(before, after []Member) []Member {
+	if len(after) == 0 {
+		return nil
+	}
+	type key struct {
+		pid   int
+		start uint64
+	}
+	prev := make(map[key]float64, len(before))
+	for _, m := range before {
+		prev[key{m.PID, m.StartTicks}] = m.CPUSeconds
+	}
+	out := make([]Member, len(after))
+	for i, m := range after {
+		out[i] = m
+		out[i].CPUSeconds = max(0, m.CPUSeconds-prev[key{m.PID, m.StartTicks}])
+	}
+	return out
+}
+
 // diffProc diffs one process. Per-thread counters are diffed thread by
 // thread; a thread whose counters went down is a reused tid and counts in
 // full.
@@ -282,7 +312,7 @@ func diffProc(b, a ProcStat) ProcDelta {
 		RSSBytes:    a.RSSBytes,
 		PSSBytes:    a.PSSBytes,
 		USSBytes:    a.USSBytes,
-		Descendants: a.Descendants,
+		Descendants: diffMembers(b.Descendants, a.Descendants),
 	}
 	prev := make(map[int]TaskStat, len(b.Tasks))
 	for _, t := range b.Tasks {

@@ -77,7 +77,10 @@ func ReadTree(pid int, skip map[int]bool) (ProcStat, error) {
 			root.PSSBytes += p.PSSBytes
 			root.USSBytes += p.USSBytes
 			root.Tasks = append(root.Tasks, p.Tasks...)
-			root.Descendants = append(root.Descendants, Member{PID: c, PPID: cst.ppid, Comm: p.Comm, StartTicks: p.StartTicks})
+			root.Descendants = append(root.Descendants, Member{
+				PID: c, PPID: cst.ppid, Comm: p.Comm, StartTicks: p.StartTicks,
+				CPUSeconds: p.CPUSeconds, RSSBytes: p.RSSBytes, PSSBytes: p.PSSBytes, USSBytes: p.USSBytes,
+			})
 			queue = append(queue, c)
 		}
 	}

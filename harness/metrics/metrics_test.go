@@ -107,3 +107,21 @@ func pids(ps []ProcStat) []int {
 	}
 	return out
 }
+
+// A tree's members keep their own figures, and their CPU over an interval:
+// a member present at both ends counts the difference, one that appeared
+// (another process with a reused pid, say) counts in full.
+func TestDiffMembers(t *testing.T) {
+	before := &Snapshot{Procs: map[int]ProcStat{10: {PID: 10, StartTicks: 1, CPUSeconds: 1, Descendants: []Member{
+		{PID: 11, StartTicks: 2, CPUSeconds: 0.5, PSSBytes: 100},
+		{PID: 12, StartTicks: 3, CPUSeconds: 0.2},
+	}}}}
+	after := &Snapshot{Procs: map[int]ProcStat{10: {PID: 10, StartTicks: 1, CPUSeconds: 3, Descendants: []Member{
+		{PID: 11, StartTicks: 2, CPUSeconds: 1.25, PSSBytes: 200, RSSBytes: 300},
+		{PID: 12, StartTicks: 9, CPUSeconds: 0.3},
+	}}}}
+	got := Diff(before, after).Procs[10].Descendants
+	if len(got) != 2 || got[0].CPUSeconds != 0.75 || got[0].PSSBytes != 200 || got[0].RSSBytes != 300 || got[1].CPUSeconds != 0.3 {
+		t.Errorf("descendants %+v: want 11 with 0.75 s and its memory at the end, 12 (new) with 0.3 s", got)
+	}
+}

@@ -389,6 +389,13 @@ type Footprint struct {
 type Descendant struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
+	// Its own share of the process's figures (a proxy engine's child, say
+	// haproxy under its meshbench wrapper): memory at the end of the step,
+	// CPU over it. 0 in results from before they were recorded.
+	RSSBytes   int64   `json:"rss_bytes,omitempty"`
+	PSSBytes   int64   `json:"pss_bytes,omitempty"`
+	USSBytes   int64   `json:"uss_bytes,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // Summary aggregates the repetitions of one datapath × rate.
