@@ -356,11 +356,11 @@ chaos:
 	}
 }
 
-// TestRunHAProxyEngine runs HAProxy in the proxy seats: the sidecar,
-// sockmap and nodeproxy datapaths labelled with the haproxy engine
-// (sidecar/haproxy, ...), each proxy an haproxy configured by the control
-// plane through its xDS client, with every proof verified from haproxy's
-// own counters; and the sidecar with mesh.engine haproxy.
+// TestRunHAProxyEngine runs HAProxy in the proxy seats: sockmap (the
+// sidecar's seat, plus the BPF) with the services' mesh.engine haproxy,
+// and nodeproxy labelled with the haproxy engine (nodeproxy/haproxy), each
+// proxy an haproxy configured by the control plane through its xDS
+// client, with every proof verified from haproxy's own counters.
 func TestRunHAProxyEngine(t *testing.T) {
 	testutil.Privileged(t)
 	if _, err := exec.LookPath("haproxy"); err != nil {
@@ -380,16 +380,16 @@ load:
   duration: 2s
   warmup: 1s
   connections: 4
-datapaths: [sidecar, sockmap/haproxy, nodeproxy/haproxy]
+datapaths: [sockmap, nodeproxy/haproxy]
 `)
 	run, err := harness.Run(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	if len(run.Steps) != 3 {
-		t.Fatalf("got %d steps, want 3", len(run.Steps))
+	if len(run.Steps) != 2 {
+		t.Fatalf("got %d steps, want 2", len(run.Steps))
 	}
-	for i, want := range []string{"sidecar", "sockmap/haproxy", "nodeproxy/haproxy"} {
+	for i, want := range []string{"sockmap", "nodeproxy/haproxy"} {
 		if run.Steps[i].Datapath != want {
 			t.Errorf("step %d: datapath %q, want %q", i, run.Steps[i].Datapath, want)
 		}

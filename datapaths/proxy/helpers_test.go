@@ -61,7 +61,7 @@ type testEnv struct {
 	res *resolver
 }
 
-func newEnv(t *testing.T) *testEnv {
+func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cp := controlplane.New(controlplane.Options{SocketPath: filepath.Join(t.TempDir(), "xds.sock")})
@@ -72,7 +72,7 @@ func newEnv(t *testing.T) *testEnv {
 	return &testEnv{cp: cp, res: &resolver{}}
 }
 
-func (e *testEnv) proxy(t *testing.T, node string) *Builtin {
+func (e *testEnv) proxy(t testing.TB, node string) *Builtin {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := NewBuiltin(Options{
@@ -88,7 +88,7 @@ func (e *testEnv) proxy(t *testing.T, node string) *Builtin {
 	return p
 }
 
-func (e *testEnv) set(t *testing.T, m controlplane.Model, nodes ...string) string {
+func (e *testEnv) set(t testing.TB, m controlplane.Model, nodes ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -113,7 +113,7 @@ type backend struct {
 	block chan struct{}
 }
 
-func newBackend(t *testing.T, name string) *backend {
+func newBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
