@@ -403,6 +403,14 @@ datapaths: [sockmap, nodeproxy/haproxy]
 		if s.DatapathMetrics["proxies_haproxy"] == 0 {
 			t.Errorf("%s: metrics %v: no haproxy proxies", s.Datapath, s.DatapathMetrics)
 		}
+		// The engines' own figures reach the results: no restart, and
+		// the runtime API's apply time (none here: no endpoint changed).
+		if r, ok := s.DatapathMetrics["haproxy_restarts"]; !ok || r != 0 {
+			t.Errorf("%s: metrics %v: want haproxy_restarts 0", s.Datapath, s.DatapathMetrics)
+		}
+		if _, ok := s.DatapathMetrics["haproxy_runtime_apply_us"]; !ok {
+			t.Errorf("%s: metrics %v: no haproxy_runtime_apply_us", s.Datapath, s.DatapathMetrics)
+		}
 	}
 	testutil.CheckNoNewLinks(t, links)
 	if out, _ := exec.Command("pgrep", "-x", "haproxy").Output(); len(out) > 0 {

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/datapaths/controlplane"
+	"github.com/meshbench/meshbench/datapaths/proxy"
 	"github.com/meshbench/meshbench/harness/testbed"
 	"github.com/meshbench/meshbench/internal/rundir"
 )
@@ -63,6 +65,30 @@ type Fleet struct {
 	runID   string
 	proxies []*Proxy
 	log     *slog.Logger
+
+	emu sync.Mutex
+	// engine holds each proxy's engine figures as last read (NoteEngine).
+	engine map[string]map[string]int64
+}
+
+// NoteEngine keeps the engine's own figures (the proxy.EngineCounterPrefix
+// counters) among a proxy's flat counters, as last read, for Metrics.
+func (f *Fleet) NoteEngine(proxyName string, flat map[string]int64) {
+	m := map[string]int64{}
+	for k, v := range flat {
+		if name, ok := strings.CutPrefix(k, proxy.EngineCounterPrefix); ok {
+			m[name] = v
+		}
+	}
+	if len(m) == 0 {
+		return
+	}
+	f.emu.Lock()
+	defer f.emu.Unlock()
+	if f.engine == nil {
+		f.engine = map[string]map[string]int64{}
+	}
+	f.engine[proxyName] = m
 }
 
 // Placement says where a fleet's proxies run.
@@ -250,12 +276,26 @@ func (f *Fleet) PodReplaced(ctx context.Context, pod *testbed.Pod) error {
 	return nil
 }
 
-// Metrics returns the control plane's push latencies.
+// Metrics returns the control plane's push latencies and the proxies'
+// engine figures as last read (NoteEngine): times ("…_us") and per-proxy
+// tallies ("…_notes") as their maximum over the proxies, counts summed.
 func (f *Fleet) Metrics() map[string]float64 {
 	if f == nil || f.Session == nil {
 		return map[string]float64{}
 	}
-	return f.Session.Metrics()
+	m := f.Session.Metrics()
+	f.emu.Lock()
+	defer f.emu.Unlock()
+	for _, em := range f.engine {
+		for k, v := range em {
+			if strings.HasSuffix(k, "_us") || strings.HasSuffix(k, "_notes") {
+				m[k] = max(m[k], float64(v))
+			} else {
+				m[k] += float64(v)
+			}
+		}
+	}
+	return m
 }
 
 // Stop stops every proxy and the control plane and removes the run

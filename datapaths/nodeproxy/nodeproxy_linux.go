@@ -203,6 +203,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		for k, val := range flat {
 			out[ns.Node.Name+"/"+k] = val
 		}
+		d.fleet.NoteEngine(ns.Node.Name, flat)
 		views[i] = v
 		out["outbound_rq"] += views[i].Outbound.Rq
 		out["inbound_rq"] += views[i].Inbound.Rq

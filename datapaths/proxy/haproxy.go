@@ -619,7 +619,7 @@ func (h *HAProxy) Stats() (Stats, error) {
 		versions[k] = v
 	}
 	h.mu.Unlock()
-	s := Stats{Version: versions, Listeners: map[string]map[string]int64{}, Clusters: map[string]map[string]int64{}}
+	s := Stats{Version: versions, Listeners: map[string]map[string]int64{}, Clusters: map[string]map[string]int64{}, Engine: h.Metrics()}
 	if cfg == nil {
 		return s, nil
 	}

@@ -268,6 +268,9 @@ func TestHAProxyEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if admin.Engine["haproxy_runtime_applies"] < 3 || admin.Engine["haproxy_restarts"] != 0 {
+		t.Errorf("/stats engine figures %v: want the runtime-API applies and no restart", admin.Engine)
+	}
 	if got := admin.View(controlplane.OutboundListener, controlplane.InboundListener).Sent[eps[2].Addr()].Rq2xx; got != int64(last["198.18.201.3"]) {
 		t.Errorf("/stats: %d 2xx sent to the replacement, want the %d it answered (hosts %v)", got, last["198.18.201.3"], admin.Hosts)
 	}

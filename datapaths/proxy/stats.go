@@ -150,6 +150,10 @@ type Stats struct {
 	// Hosts are the per-endpoint counters, by cluster and then endpoint
 	// address ("198.18.1.10:8080").
 	Hosts map[string]map[string]map[string]int64 `json:"hosts,omitempty"`
+	// Engine are an engine's figures of itself, when it keeps any (the
+	// haproxy engine: endpoint changes applied through haproxy's runtime
+	// API and the slowest one's time, restarts, settings not rendered).
+	Engine map[string]float64 `json:"engine,omitempty"`
 }
 
 func (r *registry) snapshot(version map[string]string) Stats {
@@ -197,8 +201,15 @@ func (s Stats) Flatten() map[string]int64 {
 			}
 		}
 	}
+	for k, v := range s.Engine {
+		out[EngineCounterPrefix+k] = int64(v)
+	}
 	return out
 }
+
+// EngineCounterPrefix prefixes an engine's own figures (Stats.Engine) in
+// the flat counters.
+const EngineCounterPrefix = "engine."
 
 // HostTotals returns, for every endpoint address, its counters summed over
 // the clusters that reach it (cx_total, rq_total, rq_2xx, rq_error,

@@ -371,6 +371,7 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 		for k, val := range flat {
 			out[name+"/"+k] = val
 		}
+		d.fleet.NoteEngine(name, flat)
 		views[name] = v
 		out["outbound_rq"] += v.Outbound.Rq
 		out["inbound_rq"] += v.Inbound.Rq
