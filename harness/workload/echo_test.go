@@ -140,7 +140,15 @@ func TestEcho(t *testing.T) {
 				// Every request came from this test, over loopback.
 				ByPeer: map[string]int64{"127.0.0.1": int64(tc.requests)},
 			}
-			if got := e.stats(t); !reflect.DeepEqual(got, want) {
+			// The server counts a request once its response is written,
+			// which the client can have read in full first (a 32 KiB
+			// body goes out unbuffered): wait for the last handler.
+			got := e.stats(t)
+			for deadline := time.Now().Add(2 * time.Second); !reflect.DeepEqual(got, want) && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+				got = e.stats(t)
+			}
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("stats = %+v, want %+v", got, want)
 			}
 			resp, err := noKeepAlive.Get("http://" + e.admin + "/healthz")
