@@ -35,13 +35,19 @@ func ModelFromServices(svcs []*datapaths.Service, tmpl Service, proxies []string
 // WithPodHealth returns a copy of m in which pod's endpoints are unhealthy (a
 // killed pod), or healthy again when healthy is set (a restarted pod).
 func (m Model) WithPodHealth(pod string, healthy bool) Model {
+	return m.withPod(pod, func(e *Endpoint) { e.Healthy = healthy })
+}
+
+// withPod returns a copy of m in which change has been applied to pod's
+// endpoints; m is left as it was.
+func (m Model) withPod(pod string, change func(*Endpoint)) Model {
 	out := m
 	out.Services = make([]Service, len(m.Services))
 	for i, s := range m.Services {
 		s.Endpoints = append([]Endpoint(nil), s.Endpoints...)
 		for j := range s.Endpoints {
 			if s.Endpoints[j].Pod == pod {
-				s.Endpoints[j].Healthy = healthy
+				change(&s.Endpoints[j])
 			}
 		}
 		out.Services[i] = s
@@ -52,18 +58,7 @@ func (m Model) WithPodHealth(pod string, healthy bool) Model {
 // WithPodAddress returns a copy of m in which pod's endpoints have address
 // ip (a deleted pod's replacement), their health unchanged.
 func (m Model) WithPodAddress(pod string, ip netip.Addr) Model {
-	out := m
-	out.Services = make([]Service, len(m.Services))
-	for i, s := range m.Services {
-		s.Endpoints = append([]Endpoint(nil), s.Endpoints...)
-		for j := range s.Endpoints {
-			if s.Endpoints[j].Pod == pod {
-				s.Endpoints[j].IP = ip
-			}
-		}
-		out.Services[i] = s
-	}
-	return out
+	return m.withPod(pod, func(e *Endpoint) { e.IP = ip })
 }
 
 // ModelOf derives the control plane's model from the services and their

@@ -36,22 +36,7 @@ func ReadMemory(gc bool) Memory {
 
 func (p *Builtin) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
-		s := p.Stats()
-		if r.URL.Query().Get("format") == "text" {
-			w.Header().Set("Content-Type", "text/plain")
-			_ = s.WriteText(w)
-			return
-		}
-		writeJSON(w, s)
-	})
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !p.IsReady() {
-			http.Error(w, "NOT READY: no configuration from "+p.opts.XDSSocket+" yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("LIVE\n"))
-	})
+	handleStatsReady(mux, func() (Stats, error) { return p.Stats(), nil }, p.IsReady, p.opts.XDSSocket)
 	mux.HandleFunc("/memory", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ReadMemory(r.URL.Query().Get("gc") == "1"))
 	})
@@ -80,6 +65,31 @@ func (p *Builtin) adminHandler() http.Handler {
 		writeJSON(w, out)
 	})
 	return mux
+}
+
+// handleStatsReady serves /stats (JSON, or text with ?format=text) and
+// /ready, as every engine whose admin endpoint meshbench serves does.
+func handleStatsReady(mux *http.ServeMux, stats func() (Stats, error), ready func() bool, xdsSocket string) {
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		s, err := stats()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if r.URL.Query().Get("format") == "text" {
+			w.Header().Set("Content-Type", "text/plain")
+			_ = s.WriteText(w)
+			return
+		}
+		writeJSON(w, s)
+	})
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
+		if !ready() {
+			http.Error(w, "NOT READY: no configuration from "+xdsSocket+" yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("LIVE\n"))
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -753,26 +753,7 @@ func (h *HAProxy) notes() []string {
 // (the rendered haproxy.cfg and what it could not render) and /metrics.
 func (h *HAProxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
-		s, err := h.Stats()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if r.URL.Query().Get("format") == "text" {
-			w.Header().Set("Content-Type", "text/plain")
-			_ = s.WriteText(w)
-			return
-		}
-		writeJSON(w, s)
-	})
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !h.isReady() {
-			http.Error(w, "NOT READY: no configuration from "+h.opts.XDSSocket+" yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("LIVE\n"))
-	})
+	handleStatsReady(mux, h.Stats, h.isReady, h.opts.XDSSocket)
 	mux.HandleFunc("/config", func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		cfg := h.cfg

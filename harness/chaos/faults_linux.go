@@ -166,14 +166,23 @@ func (f *podKill) settle(stop <-chan struct{}, rec *results.FaultRecord) error {
 	probers := f.probers
 	f.probers = nil
 	f.mu.Unlock()
-	if len(probers) == 0 {
-		return nil
-	}
+	return settleProbers(probers, stop, rec)
+}
+
+// settleProbers waits for every probe (nil ones skipped) to put its pod
+// back, or ends them when stop closes, and records what they did.
+func settleProbers(probers []*prober, stop <-chan struct{}, rec *results.FaultRecord) error {
 	var errs []error
+	var done []*prober
 	for _, p := range probers {
-		errs = append(errs, p.wait(stop))
+		if p != nil {
+			errs = append(errs, p.wait(stop))
+			done = append(done, p)
+		}
 	}
-	rec.Readiness = readinessRecord(probers[0].spec, probers)
+	if len(done) > 0 {
+		rec.Readiness = readinessRecord(done[0].spec, done)
+	}
 	return errors.Join(errs...)
 }
 

@@ -195,21 +195,8 @@ func (f *podDelete) Recover(ctx context.Context, t Target) error {
 // their services' endpoints, as podKill's does.
 func (f *podDelete) settle(stop <-chan struct{}, rec *results.FaultRecord) error {
 	f.mu.Lock()
-	var probers []*prober
-	for _, p := range f.probers {
-		if p != nil {
-			probers = append(probers, p)
-		}
-	}
+	probers := f.probers
 	f.probers = nil
 	f.mu.Unlock()
-	if len(probers) == 0 {
-		return nil
-	}
-	var errs []error
-	for _, p := range probers {
-		errs = append(errs, p.wait(stop))
-	}
-	rec.Readiness = readinessRecord(probers[0].spec, probers)
-	return errors.Join(errs...)
+	return settleProbers(probers, stop, rec)
 }
