@@ -610,7 +610,9 @@ func (h *HAProxy) stopHAProxyLocked() {
 // Stats reads haproxy's counters (`show stat`) into the builtin engine's
 // form: listeners from their frontends (bytes and connections) and the
 // backends they reach (requests by status), clusters from their backends,
-// hosts from the backends' servers by the address each slot was given.
+// hosts from the backends' servers by the address each slot was given;
+// with the engine's figures and the xDS settings its configuration does
+// not render as in xDS (Notes, distinct and sorted).
 func (h *HAProxy) Stats() (Stats, error) {
 	h.mu.Lock()
 	cfg, slots, lb := h.cfg, h.slots, h.listenerBackends
@@ -618,8 +620,11 @@ func (h *HAProxy) Stats() (Stats, error) {
 	for k, v := range h.versions {
 		versions[k] = v
 	}
+	notes := slices.Clone(h.notes())
 	h.mu.Unlock()
-	s := Stats{Version: versions, Listeners: map[string]map[string]int64{}, Clusters: map[string]map[string]int64{}, Engine: h.Metrics()}
+	slices.Sort(notes)
+	s := Stats{Version: versions, Listeners: map[string]map[string]int64{}, Clusters: map[string]map[string]int64{}, Engine: h.Metrics(),
+		Notes: slices.Compact(notes)}
 	if cfg == nil {
 		return s, nil
 	}

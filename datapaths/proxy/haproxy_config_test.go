@@ -1,12 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +141,77 @@ func TestHAProxyConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHAProxyStatsNotes checks that the haproxy engine's Stats carry the
+// settings its configuration does not render as in xDS, distinct and
+// sorted, and that /stats's JSON keeps them. A stand-in for haproxy's
+// runtime API answers `show stat` with no rows, so no haproxy runs.
+func TestHAProxyStatsNotes(t *testing.T) {
+	m := haproxyModel()
+	res, err := controlplane.Resources(&m, "sidecar~pod-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := renderHAProxy(compileResources(t, res), HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.notes) < 2 {
+		t.Fatalf("the model rendered %d notes, want several to sort", len(cfg.notes))
+	}
+	want := slices.Sorted(slices.Values(cfg.notes))
+	// A note said twice is kept once.
+	cfg.notes = append(slices.Clone(cfg.notes), cfg.notes[0])
+
+	h := NewHAProxy(HAProxyEngineOptions{})
+	st, err := h.Stats()
+	if err != nil || st.Notes != nil {
+		t.Fatalf("before any configuration: notes %q, err %v; want none", st.Notes, err)
+	}
+
+	h.sock = fakeRuntime(t, "# pxname,svname,scur,bin,bout\n")
+	h.cfg = cfg
+	st, err = h.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.Notes, want) {
+		t.Errorf("notes\n%q\nwant\n%q", st.Notes, want)
+	}
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(st); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseStats(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.Notes, want) {
+		t.Errorf("notes through /stats's JSON %q, want %q", back.Notes, want)
+	}
+}
+
+// fakeRuntime serves haproxy's runtime API on a Unix socket in a
+// temporary directory: every command is answered with reply.
+func fakeRuntime(t *testing.T, reply string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "runtime.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			_, _ = io.WriteString(c, reply)
+			c.Close()
+		}
+	}()
+	return sock
 }

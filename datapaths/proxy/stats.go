@@ -154,6 +154,11 @@ type Stats struct {
 	// haproxy engine: endpoint changes applied through haproxy's runtime
 	// API and the slowest one's time, restarts, settings not rendered).
 	Engine map[string]float64 `json:"engine,omitempty"`
+	// Notes are the settings of the xDS configuration the engine does not
+	// apply as configured, in its own words, distinct and sorted (the
+	// haproxy engine's, for settings HAProxy has no equivalent for); the
+	// builtin engine refuses such a configuration instead, and has none.
+	Notes []string `json:"notes,omitempty"`
 }
 
 func (r *registry) snapshot(version map[string]string) Stats {
