@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,28 +68,51 @@ type Fleet struct {
 	log     *slog.Logger
 
 	emu sync.Mutex
-	// engine holds each proxy's engine figures as last read (NoteEngine).
+	// engine holds each proxy's engine figures as last read (NoteEngine),
+	// and notes its engine's notes.
 	engine map[string]map[string]int64
+	notes  map[string][]string
 }
 
-// NoteEngine keeps the engine's own figures (the proxy.EngineCounterPrefix
-// counters) among a proxy's flat counters, as last read, for Metrics.
-func (f *Fleet) NoteEngine(proxyName string, flat map[string]int64) {
+// NoteEngine keeps, from a read of a proxy's /stats, the engine's own
+// figures (the proxy.EngineCounterPrefix counters), for Metrics, and the
+// engine's notes, for Notes, each as last read.
+func (f *Fleet) NoteEngine(proxyName string, rd proxy.Reading) {
 	m := map[string]int64{}
-	for k, v := range flat {
+	for k, v := range rd.Counters {
 		if name, ok := strings.CutPrefix(k, proxy.EngineCounterPrefix); ok {
 			m[name] = v
 		}
 	}
-	if len(m) == 0 {
-		return
+	f.emu.Lock()
+	defer f.emu.Unlock()
+	if len(m) > 0 {
+		if f.engine == nil {
+			f.engine = map[string]map[string]int64{}
+		}
+		f.engine[proxyName] = m
+	}
+	if f.notes == nil {
+		f.notes = map[string][]string{}
+	}
+	f.notes[proxyName] = slices.Clone(rd.Notes)
+}
+
+// Notes returns the distinct notes of every proxy's engine as last read
+// (NoteEngine), sorted: the settings of the mesh configuration the engines
+// did not apply as configured. It is nil when they noted none.
+func (f *Fleet) Notes() []string {
+	if f == nil {
+		return nil
 	}
 	f.emu.Lock()
 	defer f.emu.Unlock()
-	if f.engine == nil {
-		f.engine = map[string]map[string]int64{}
+	var out []string
+	for _, ns := range f.notes {
+		out = append(out, ns...)
 	}
-	f.engine[proxyName] = m
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Placement says where a fleet's proxies run.

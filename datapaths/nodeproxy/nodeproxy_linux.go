@@ -94,7 +94,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			Node: n,
 			Spec: testbed.ProcessSpec{Name: "nodeproxy", Role: results.RoleDatapath, Args: proxyArgs(env.Exec, d.fleet, n, d.engine, envoy)},
 			Ready: func(ctx context.Context) error {
-				_, _, err := proxy.ReadCounters(ctx, d.engine, n.Netns(), proxy.DefaultAdminAddr)
+				_, err := proxy.ReadCounters(ctx, d.engine, n.Netns(), proxy.DefaultAdminAddr)
 				return err
 			},
 		}}
@@ -196,15 +196,15 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	views := make([]proxy.View, len(d.nodes))
 	var client *nodeState
 	for i, ns := range d.nodes {
-		flat, v, err := proxy.ReadCounters(ctx, d.engine, ns.Node.Netns(), proxy.DefaultAdminAddr)
+		rd, err := proxy.ReadCounters(ctx, d.engine, ns.Node.Netns(), proxy.DefaultAdminAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy on node %s: %w", ns.Node.Name, err)
 		}
-		for k, val := range flat {
+		for k, val := range rd.Counters {
 			out[ns.Node.Name+"/"+k] = val
 		}
-		d.fleet.NoteEngine(ns.Node.Name, flat)
-		views[i] = v
+		d.fleet.NoteEngine(ns.Node.Name, rd)
+		views[i] = rd.View
 		out["outbound_rq"] += views[i].Outbound.Rq
 		out["inbound_rq"] += views[i].Inbound.Rq
 		if c := d.env.Client; c != nil && c.NodeIndex == ns.Node.Index {

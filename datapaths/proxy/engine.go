@@ -71,26 +71,37 @@ func ResolveEngine(engine, envoyBinary string) (string, error) {
 	}
 }
 
+// Reading is one read of a running proxy's /stats.
+type Reading struct {
+	// Counters are flattened to name → value.
+	Counters map[string]int64
+	// View is the proof's view of them.
+	View View
+	// Notes are the settings the engine does not apply as configured
+	// (Stats.Notes); none from Envoy.
+	Notes []string
+}
+
 // ReadCounters reads the counters of a running proxy of engine (as
 // ResolveEngine returns it) from its admin address inside the network
-// namespace ns: flattened to name → value, and the proof's view of
-// them (the builtin engine's JSON /stats, or Envoy's text /stats, whose view
-// has no per-endpoint counts: View.Sent is nil).
-func ReadCounters(ctx context.Context, engine string, ns nsutil.Netns, adminAddr string) (map[string]int64, View, error) {
+// namespace ns: flattened to name → value, the proof's view of them (the
+// builtin engine's JSON /stats, or Envoy's text /stats, whose view has no
+// per-endpoint counts: View.Sent is nil) and the engine's notes.
+func ReadCounters(ctx context.Context, engine string, ns nsutil.Netns, adminAddr string) (Reading, error) {
 	if engine == EngineEnvoy {
 		body, err := datapaths.Get(ctx, ns, adminAddr, "/stats")
 		if err != nil {
-			return nil, View{}, fmt.Errorf("read envoy stats: %w", err)
+			return Reading{}, fmt.Errorf("read envoy stats: %w", err)
 		}
 		st, err := ParseEnvoyStats(bytes.NewReader(body))
 		if err != nil {
-			return nil, View{}, err
+			return Reading{}, err
 		}
-		return st, EnvoyView(st), nil
+		return Reading{Counters: st, View: EnvoyView(st)}, nil
 	}
 	st, err := ReadStats(ctx, ns, adminAddr)
 	if err != nil {
-		return nil, View{}, err
+		return Reading{}, err
 	}
-	return st.Flatten(), st.View(controlplane.OutboundListener, controlplane.InboundListener), nil
+	return Reading{Counters: st.Flatten(), View: st.View(controlplane.OutboundListener, controlplane.InboundListener), Notes: st.Notes}, nil
 }

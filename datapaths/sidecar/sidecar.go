@@ -176,7 +176,7 @@ func (d *Datapath) Install(ctx context.Context, env *datapaths.Env) (err error) 
 			Pod:  p,
 			Spec: testbed.ProcessSpec{Name: "sidecar", Role: results.RoleDatapath, Args: args, UID: ProxyUID, GID: ProxyGID},
 			Ready: func(ctx context.Context) error {
-				_, _, err := readCounters(ctx, sp)
+				_, err := readCounters(ctx, sp)
 				return err
 			},
 		}
@@ -364,14 +364,15 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
 	views := map[string]proxy.View{}
 	for name, sp := range d.proxies {
-		flat, v, err := readCounters(ctx, sp)
+		rd, err := readCounters(ctx, sp)
 		if err != nil {
 			return nil, fmt.Errorf("sidecar of pod %s: %w", name, err)
 		}
-		for k, val := range flat {
+		for k, val := range rd.Counters {
 			out[name+"/"+k] = val
 		}
-		d.fleet.NoteEngine(name, flat)
+		d.fleet.NoteEngine(name, rd)
+		v := rd.View
 		views[name] = v
 		out["outbound_rq"] += v.Outbound.Rq
 		out["inbound_rq"] += v.Inbound.Rq
@@ -413,9 +414,9 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
-// readCounters reads one sidecar's counters, flat, and the proof's view of
-// them.
-func readCounters(ctx context.Context, sp *sidecarProc) (map[string]int64, proxy.View, error) {
+// readCounters reads one sidecar's counters, flat, the proof's view of
+// them and its engine's notes.
+func readCounters(ctx context.Context, sp *sidecarProc) (proxy.Reading, error) {
 	return proxy.ReadCounters(ctx, sp.engine, sp.Pod.Netns(), proxy.DefaultAdminAddr)
 }
 
