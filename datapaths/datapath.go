@@ -53,6 +53,18 @@ type MetricsReporter interface {
 	DatapathMetrics() map[string]float64
 }
 
+// EngineNotesReporter is implemented by datapaths whose proxy engine may
+// apply some settings of the mesh configuration otherwise than configured
+// (the haproxy engine renders xDS as haproxy.cfg, which has no equivalent
+// for some settings). The runner records the notes with every step.
+type EngineNotesReporter interface {
+	// EngineNotes returns the engine's notes, each a setting it did not
+	// apply as configured in its own words, distinct and sorted, as last
+	// read from the proxies (by Counters); none when it applied everything
+	// or has not been read. It does not fail.
+	EngineNotes() []string
+}
+
 // FootprintReporter is implemented by datapaths that hold memory their
 // processes' RSS does not show (BPF programs and maps), or whose per-node
 // processes grow with the pods they serve (afxdp's socket per pod). The

@@ -369,6 +369,9 @@ func (r *runner) judge(step *results.Step, w *window, cluster testbed.Cluster, d
 	if mr, isMR := dp.(datapaths.MetricsReporter); isMR {
 		step.DatapathMetrics = mr.DatapathMetrics()
 	}
+	if nr, ok := dp.(datapaths.EngineNotesReporter); ok {
+		step.EngineNotes = nr.EngineNotes()
+	}
 	if fr, ok := dp.(datapaths.FootprintReporter); ok {
 		if fp := fr.Footprint(); fp != (results.Footprint{}) {
 			step.Footprint = &fp

@@ -113,6 +113,7 @@ func (f *fakeRun) newDatapath(name string) (datapaths.Datapath, error) {
 	d := &dpfake.Datapath{ID: name, InstallErr: f.installErr[name], Trace: f.record}
 	if name == "sidecar" {
 		d.Memory = &results.Footprint{BPFBytes: 4096, BPFCopies: 1, Basis: "fake"}
+		d.Notes = []string{"cluster echo: max_retries has no equivalent"}
 	}
 	d.VerifyFunc = func(delta map[string]int64, w datapaths.Work) []results.ProofCheck {
 		f.mu.Lock()
@@ -714,6 +715,9 @@ load: {rates: [100, 200], warmup: 1s, duration: 2s}
 		}
 		if fp := s.Footprint; (s.Datapath == "sidecar") != (fp != nil && fp.BPFBytes == 4096) {
 			t.Errorf("step %d (%s): footprint %+v, want the datapath's own (none for none)", i, s.Datapath, fp)
+		}
+		if n := s.EngineNotes; (s.Datapath == "sidecar") != slices.Equal(n, []string{"cluster echo: max_retries has no equivalent"}) {
+			t.Errorf("step %d (%s): engine notes %q, want the datapath's own (none for none)", i, s.Datapath, n)
 		}
 	}
 	// The datapath's proof was given what the client counted in each

@@ -29,6 +29,8 @@ type Datapath struct {
 	VerifyFunc func(delta map[string]int64, w datapaths.Work) []results.ProofCheck
 	// Metrics, when set, is what DatapathMetrics returns.
 	Metrics map[string]float64
+	// Notes, when set, is what EngineNotes returns.
+	Notes []string
 	// Memory, when set, is what Footprint returns (else the zero
 	// Footprint: nothing to report).
 	Memory *results.Footprint
@@ -46,9 +48,10 @@ type Datapath struct {
 }
 
 var (
-	_ datapaths.Datapath          = (*Datapath)(nil)
-	_ datapaths.MetricsReporter   = (*Datapath)(nil)
-	_ datapaths.FootprintReporter = (*Datapath)(nil)
+	_ datapaths.Datapath            = (*Datapath)(nil)
+	_ datapaths.MetricsReporter     = (*Datapath)(nil)
+	_ datapaths.EngineNotesReporter = (*Datapath)(nil)
+	_ datapaths.FootprintReporter   = (*Datapath)(nil)
 )
 
 // Calls counts the calls made to a Datapath.
@@ -114,6 +117,9 @@ func (d *Datapath) ProofSource() string { return "the fake datapath's counters" 
 
 // DatapathMetrics returns Metrics.
 func (d *Datapath) DatapathMetrics() map[string]float64 { return maps.Clone(d.Metrics) }
+
+// EngineNotes returns Notes.
+func (d *Datapath) EngineNotes() []string { return slices.Clone(d.Notes) }
 
 // Footprint returns *Memory, or the zero Footprint.
 func (d *Datapath) Footprint() results.Footprint {

@@ -40,8 +40,9 @@ type nodeState struct {
 }
 
 var (
-	_ datapaths.Datapath          = (*Datapath)(nil)
-	_ datapaths.FootprintReporter = (*Datapath)(nil)
+	_ datapaths.Datapath            = (*Datapath)(nil)
+	_ datapaths.FootprintReporter   = (*Datapath)(nil)
+	_ datapaths.EngineNotesReporter = (*Datapath)(nil)
 )
 
 // New returns the nodeproxy datapath.
@@ -315,6 +316,10 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 	m["proxies_"+d.engine] = float64(len(d.nodes))
 	return m
 }
+
+// EngineNotes implements datapaths.EngineNotesReporter: the notes of the
+// node proxies' engine, over the nodes, as last read by Counters.
+func (d *Datapath) EngineNotes() []string { return d.fleet.Notes() }
 
 // Footprint implements datapaths.FootprintReporter: a proxy per node,
 // whose process the harness measures (with its Envoy child, if any), and

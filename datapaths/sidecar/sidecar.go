@@ -94,8 +94,9 @@ type sidecarProc struct {
 }
 
 var (
-	_ datapaths.Datapath          = (*Datapath)(nil)
-	_ datapaths.FootprintReporter = (*Datapath)(nil)
+	_ datapaths.Datapath            = (*Datapath)(nil)
+	_ datapaths.FootprintReporter   = (*Datapath)(nil)
+	_ datapaths.EngineNotesReporter = (*Datapath)(nil)
 )
 
 // New returns a sidecar datapath.
@@ -263,6 +264,10 @@ func (d *Datapath) DatapathMetrics() map[string]float64 {
 	}
 	return m
 }
+
+// EngineNotes implements datapaths.EngineNotesReporter: the notes of the
+// sidecars' engine, over the sidecars, as last read by Counters.
+func (d *Datapath) EngineNotes() []string { return d.fleet.Notes() }
 
 // Footprint implements datapaths.FootprintReporter: a sidecar per pod,
 // whose processes the harness measures (with their Envoy child, if any);

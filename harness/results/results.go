@@ -184,7 +184,13 @@ type Step struct {
 	// DatapathMetrics are what the datapath measured about itself at
 	// install (for example the control plane's push-to-ACK latency).
 	DatapathMetrics map[string]float64 `json:"datapath_metrics,omitempty"`
-	Cost            Cost               `json:"cost"`
+	// EngineNotes are the settings of the mesh configuration the proxy
+	// engine did not apply as configured, in its own words, distinct and
+	// sorted (the haproxy engine's notes on what haproxy.cfg does not
+	// render as in xDS); empty when it applied everything, for datapaths
+	// without a proxy engine, and in results from before they were recorded.
+	EngineNotes []string `json:"engine_notes,omitempty"`
+	Cost        Cost     `json:"cost"`
 	// Processes lists every process in the testbed's pods and nodes.
 	Processes []Process `json:"processes,omitempty"`
 	// Footprint is the memory the datapath holds besides its processes,

@@ -23,9 +23,10 @@ func TestRoundTrip(t *testing.T) {
 		Steps: []Step{{
 			Datapath: "none", OfferedRPS: 500, Repetition: 1, Duration: Duration(6 * time.Second),
 			Sequence: 1, Started: time.Date(2026, 11, 22, 0, 0, 5, 0, time.UTC),
-			LatencyUS: Latency{P50: 40, P99: 90},
-			Histogram: Histogram{SignificantFigures: 3, Buckets: []Bucket{{UpperUS: 40, Count: 10}}},
-			Proof:     Proof{Source: "x", Counters: map[string]int64{"echo_requests": 10}, Verified: true},
+			LatencyUS:   Latency{P50: 40, P99: 90},
+			Histogram:   Histogram{SignificantFigures: 3, Buckets: []Bucket{{UpperUS: 40, Count: 10}}},
+			Proof:       Proof{Source: "x", Counters: map[string]int64{"echo_requests": 10}, Verified: true},
+			EngineNotes: []string{"cluster echo: max_retries (concurrent retries) has no HAProxy equivalent"},
 		}},
 	}
 	path := filepath.Join(t.TempDir(), "results.json")
@@ -49,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := Encode(&buf, run); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"schema": "meshbench/v1"`, `"offered_rps": 500`, `"latency_us"`, `"p999"`, `"duration": "6s"`, `"repetition_order": "interleaved"`, `"overshoot_p99_us": 340`, `"sequence": 1`} {
+	for _, key := range []string{`"schema": "meshbench/v1"`, `"offered_rps": 500`, `"latency_us"`, `"p999"`, `"duration": "6s"`, `"repetition_order": "interleaved"`, `"overshoot_p99_us": 340`, `"sequence": 1`, `"engine_notes": [`} {
 		if !strings.Contains(buf.String(), key) {
 			t.Errorf("encoded results lack %s", key)
 		}
