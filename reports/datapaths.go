@@ -23,6 +23,11 @@ import (
 //     get no note.
 //   - noStampReasons: why a datapath has no kernel-side latency by design
 //     (sockmap); others without one read "no kernel timestamps".
+//   - referenceEngine, goalEngine and engineGoals: which proxy engine the
+//     engines table divides by and which one it holds to goals; a seat
+//     without the reference engine gets no ratios.
+//   - wrapperComm: the name of meshbench's own processes, so that a
+//     proxy's other descendants count as its engine's child.
 
 // baselineDatapath is the datapath every other one is measured against.
 const baselineDatapath = "none"
@@ -147,3 +152,20 @@ func baseOf(dp string) string {
 	base, _ := catalog.Split(dp)
 	return base
 }
+
+// referenceEngine is the engine the engines table divides the others by,
+// in the same seat at the same rate; goalEngine is the engine held to
+// engineGoals there.
+const (
+	referenceEngine = "haproxy"
+	goalEngine      = "builtin"
+)
+
+// engineGoals are the project's goals for goalEngine against
+// referenceEngine: the most each ratio may be.
+var engineGoals = struct{ AddedP50, CPU, PSS float64 }{AddedP50: 1.25, CPU: 1.5, PSS: 1}
+
+// wrapperComm is the comm of meshbench's own processes: a proxy that runs
+// another program (haproxy, envoy) is a meshbench wrapper, and its
+// descendants of another comm are its engine's child.
+const wrapperComm = "meshbench"

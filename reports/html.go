@@ -58,6 +58,33 @@ type overheadRow struct {
 	ConnsWarn bool
 }
 
+// engineSeat is one seat of the engines table: its engine-labelled
+// datapaths, rate by rate.
+type engineSeat struct {
+	Seat string
+	Rows []engineRow
+}
+
+// engineRow is one engine-labelled datapath × rate of the engines table.
+type engineRow struct {
+	Seat, Datapath, Rate, P50, P99, AddedP50, AddedP99 string
+	// CPU and PSS are the proxies' per request and per proxy; ChildCPU
+	// and ChildPSS their engine children's part.
+	CPU, ChildCPU, PSS, ChildPSS string
+	// Ratios are added p50, CPU per request and PSS per proxy divided by
+	// the reference engine's in the same seat at the same rate.
+	Ratios []engineRatio
+	// Warn marks a row with a ratio that misses its goal.
+	Warn bool
+}
+
+// engineRatio is one ratio of the engines table; Miss marks one that
+// misses its goal.
+type engineRatio struct {
+	Text string
+	Miss bool
+}
+
 // spreadRow shows the spread over repetitions of one datapath × rate.
 type spreadRow struct {
 	Datapath, Rate, Reps                   string
@@ -122,6 +149,9 @@ type page struct {
 	ProofWarning string
 	Summary      []summaryRow
 	Overhead     []overheadRow
+	Engines      []engineSeat
+	EngineRef    string
+	EngineGoal   string
 	Figures      []figure
 	Memory       []memoryTableRow
 	ExHeaders    []string
@@ -198,6 +228,8 @@ func buildPage(m *model, r rendered) page {
 	p.ProofWarning = proofWarning(run.Steps)
 	p.Summary = summaryRows(m, data)
 	p.Overhead = overheadRows(m)
+	p.Engines = engineSeats(m)
+	p.EngineRef, p.EngineGoal = referenceEngine, engineGoalText()
 	p.Figures = evidenceFigures(r)
 	p.Memory = memoryRows(m, data.Memory)
 	p.ExHeaders, p.Extrapolate = extrapolationTable(data.Extrapolation)

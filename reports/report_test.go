@@ -166,6 +166,7 @@ var cases = []struct {
 	{"bare", bareRun},
 	{"five", fiveRun},
 	{"unknown", unknownRun},
+	{"engines", enginesRun},
 }
 
 // TestPlotData checks the numbers every figure draws against golden JSON.
@@ -244,14 +245,23 @@ func htmlStructure(t *testing.T, doc []byte) string {
 			case class == "banner" || class == "warning" || class == "nodata" ||
 				class == "verdict" || class == "headline-line":
 				fmt.Fprintf(&b, ".%s %s\n", class, strings.TrimSpace(text(n)))
-			case n.Data == "tr" && attr(n.Parent, "id") == "" && n.Parent != nil && n.Parent.Parent != nil && attr(n.Parent.Parent, "id") == "overhead-table" && n.Parent.Data == "tbody":
+			case n.Data == "tr" && attr(n.Parent, "id") == "" && n.Parent != nil && n.Parent.Parent != nil && rowTables[attr(n.Parent.Parent, "id")] != "" && n.Parent.Data == "tbody":
+				// Cells marked as warnings end in "!", rows in "(warn)".
 				var cells []string
 				for c := n.FirstChild; c != nil; c = c.NextSibling {
 					if c.Type == html.ElementNode {
-						cells = append(cells, strings.TrimSpace(text(c)))
+						cell := strings.TrimSpace(text(c))
+						if attr(c, "class") == "warn" {
+							cell += "!"
+						}
+						cells = append(cells, cell)
 					}
 				}
-				fmt.Fprintf(&b, "overhead %s\n", strings.Join(cells, " | "))
+				name := rowTables[attr(n.Parent.Parent, "id")]
+				if class == "warn" {
+					name += "(warn)"
+				}
+				fmt.Fprintf(&b, "%s %s\n", name, strings.Join(cells, " | "))
 			case class == "figs":
 				fmt.Fprintf(&b, ".figs %s\n", strings.TrimSpace(text(n)))
 			case n.Data == "ul" && class == "checks":
@@ -267,6 +277,10 @@ func htmlStructure(t *testing.T, doc []byte) string {
 	walk(root)
 	return b.String()
 }
+
+// rowTables are the tables whose rows htmlStructure lists, with the word
+// each row line starts with.
+var rowTables = map[string]string{"overhead-table": "overhead", "engines-table": "engines"}
 
 // TestHTMLStructure checks the report's structure against golden text.
 func TestHTMLStructure(t *testing.T) {
@@ -327,6 +341,7 @@ func TestGenerate(t *testing.T) {
 				"bare":         {"latency-vs-load.png", "throughput.png"},
 				"five":         {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar.png"},
 				"unknown":      {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-ebpf-l7.png", "timeline-mystery.png", "timeline-none.png", "timeline-sidecar.png"},
+				"engines":      {"cost.png", "latency-spectrum.png", "latency-vs-load.png", "memory-extrapolation.png", "memory.png", "throughput.png", "timeline-none.png", "timeline-sidecar_builtin.png"},
 			}[tc.name]
 			if strings.Join(names, ",") != strings.Join(want, ",") {
 				t.Errorf("figures = %v, want %v", names, want)
