@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/meshbench/meshbench/datapaths/catalog"
 	"github.com/meshbench/meshbench/harness/results"
@@ -196,4 +197,53 @@ func engineGoalText() string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) + "×" }
 	return fmt.Sprintf("Goal for %s against %s in the same seat: added p50 at most %s, CPU per request at most %s, PSS per proxy at most %s (no higher); a ratio that misses it is marked.",
 		goalEngine, referenceEngine, f(engineGoals.AddedP50), f(engineGoals.CPU), f(engineGoals.PSS))
+}
+
+// engineNotesRows lists, per datapath, the settings its proxy engine did
+// not apply as configured (Step.EngineNotes over its steps, distinct and
+// sorted): every datapath of the engines table, then any other that has
+// notes, in run order.
+func engineNotesRows(m *model, seats []engineSeat) []engineNotesRow {
+	var dps []string
+	for _, es := range seats {
+		for _, r := range es.Rows {
+			if !slices.Contains(dps, r.Datapath) {
+				dps = append(dps, r.Datapath)
+			}
+		}
+	}
+	var rows []engineNotesRow
+	for _, dp := range m.datapaths {
+		row := engineNotesRow{Datapath: dp, Text: "none"}
+		tally := 0.0
+		for _, s := range m.byDP[dp] {
+			row.Notes = append(row.Notes, s.EngineNotes...)
+			for k, v := range s.DatapathMetrics {
+				if strings.HasSuffix(k, "_unrendered_notes") {
+					tally = max(tally, v)
+				}
+			}
+		}
+		slices.Sort(row.Notes)
+		row.Notes = slices.Compact(row.Notes)
+		if len(row.Notes) == 0 && tally > 0 {
+			// Results from before the notes were recorded kept their count.
+			row.Text = fmt.Sprintf("%s, not listed in these results (recorded before the notes were)", fmtNum(tally))
+		}
+		if len(row.Notes) > 0 || tally > 0 || slices.Contains(dps, dp) {
+			rows = append(rows, row)
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b engineNotesRow) int {
+		return rank(dps, a.Datapath) - rank(dps, b.Datapath)
+	})
+	return rows
+}
+
+// rank is the place of s in list, or len(list) when it is not there.
+func rank(list []string, s string) int {
+	if i := slices.Index(list, s); i >= 0 {
+		return i
+	}
+	return len(list)
 }

@@ -1,7 +1,9 @@
 package reports
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/meshbench/meshbench/harness/results"
@@ -157,6 +159,58 @@ func TestEngineSeatsAbsent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEngineNotesRows checks the notes listed per datapath: distinct and
+// sorted over its repetitions, "none" without any, a count kept by older
+// results without the notes, and the order (the engines table's datapaths,
+// then others with notes).
+func TestEngineNotesRows(t *testing.T) {
+	noted := func(s results.Step, notes ...string) results.Step {
+		s.EngineNotes = notes
+		return s
+	}
+	counted := func(s results.Step, n float64) results.Step {
+		s.DatapathMetrics = map[string]float64{"proxies": 2, "haproxy_unrendered_notes": n}
+		return s
+	}
+	run := engineRun(
+		noted(engineStep("sockmap/haproxy", 100, 1, 200, 400), "cluster b: max_retries has no equivalent"),
+		engineStep("none", 100, 1, 100, 200),
+		engineStep("sidecar/builtin", 100, 1, 200, 400),
+		noted(engineStep("sidecar/haproxy", 100, 1, 200, 400), "cluster b: max_retries has no equivalent", "cluster a: Maglev is a hash ring"),
+		noted(engineStep("sidecar/haproxy", 100, 2, 200, 400), "cluster a: Maglev is a hash ring"),
+		counted(engineStep("nodeproxy/haproxy", 100, 1, 200, 400), 3),
+		engineStep("nodeproxy/builtin", 100, 1, 200, 400),
+		counted(engineStep("sidecar", 100, 1, 200, 400), 0),
+	)
+	m := newModel(run)
+	got := engineNotesRows(m, engineSeats(m))
+	want := []engineNotesRow{
+		{Datapath: "sockmap/haproxy", Text: "none", Notes: []string{"cluster b: max_retries has no equivalent"}},
+		{Datapath: "sidecar/builtin", Text: "none"},
+		{Datapath: "sidecar/haproxy", Text: "none", Notes: []string{"cluster a: Maglev is a hash ring", "cluster b: max_retries has no equivalent"}},
+		{Datapath: "nodeproxy/haproxy", Text: "3, not listed in these results (recorded before the notes were)"},
+		{Datapath: "nodeproxy/builtin", Text: "none"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("notes rows:\n got %s\nwant %s", fmtNotesRows(got), fmtNotesRows(want))
+	}
+
+	// Without an engines table, only the datapaths with notes are listed.
+	m = newModel(engineRun(engineStep("none", 100, 1, 100, 200), noted(engineStep("sidecar/haproxy", 100, 1, 200, 400), "x")))
+	if got := engineNotesRows(m, engineSeats(m)); !slices.EqualFunc(got, []engineNotesRow{{Datapath: "sidecar/haproxy", Text: "none", Notes: []string{"x"}}},
+		func(a, b engineNotesRow) bool { return reflect.DeepEqual(a, b) }) {
+		t.Errorf("notes rows without an engines table: %s", fmtNotesRows(got))
+	}
+}
+
+func fmtNotesRows(rows []engineNotesRow) string {
+	var s string
+	for _, r := range rows {
+		s += fmt.Sprintf("\n  %s: %q %q", r.Datapath, r.Text, r.Notes)
+	}
+	return s
 }
 
 // enginesRun makes the fixture's sidecar two engines in the sidecar seat:

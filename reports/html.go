@@ -85,6 +85,13 @@ type engineRatio struct {
 	Miss bool
 }
 
+// engineNotesRow is one datapath's engine notes, or Text ("none") without
+// any.
+type engineNotesRow struct {
+	Datapath, Text string
+	Notes          []string
+}
+
 // spreadRow shows the spread over repetitions of one datapath × rate.
 type spreadRow struct {
 	Datapath, Rate, Reps                   string
@@ -152,6 +159,7 @@ type page struct {
 	Engines      []engineSeat
 	EngineRef    string
 	EngineGoal   string
+	EngineNotes  []engineNotesRow
 	Figures      []figure
 	Memory       []memoryTableRow
 	ExHeaders    []string
@@ -230,6 +238,7 @@ func buildPage(m *model, r rendered) page {
 	p.Overhead = overheadRows(m)
 	p.Engines = engineSeats(m)
 	p.EngineRef, p.EngineGoal = referenceEngine, engineGoalText()
+	p.EngineNotes = engineNotesRows(m, p.Engines)
 	p.Figures = evidenceFigures(r)
 	p.Memory = memoryRows(m, data.Memory)
 	p.ExHeaders, p.Extrapolate = extrapolationTable(data.Extrapolation)

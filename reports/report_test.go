@@ -262,6 +262,18 @@ func htmlStructure(t *testing.T, doc []byte) string {
 					name += "(warn)"
 				}
 				fmt.Fprintf(&b, "%s %s\n", name, strings.Join(cells, " | "))
+			case class == "engine-note":
+				fmt.Fprintf(&b, ".engine-note %s\n", strings.TrimSpace(text(n.FirstChild)))
+				for c := n.FirstChild; c != nil; c = c.NextSibling {
+					if c.Type == html.TextNode && strings.TrimSpace(c.Data) != ":" {
+						fmt.Fprintf(&b, "  %s\n", strings.TrimSpace(strings.TrimPrefix(c.Data, ":")))
+					}
+					if c.Type == html.ElementNode && c.Data == "ul" {
+						for li := c.FirstChild; li != nil; li = li.NextSibling {
+							fmt.Fprintf(&b, "  - %s\n", strings.TrimSpace(text(li)))
+						}
+					}
+				}
 			case class == "figs":
 				fmt.Fprintf(&b, ".figs %s\n", strings.TrimSpace(text(n)))
 			case n.Data == "ul" && class == "checks":
