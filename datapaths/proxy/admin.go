@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sort"
 
@@ -40,6 +41,11 @@ func (p *Builtin) adminHandler() http.Handler {
 	mux.HandleFunc("/memory", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ReadMemory(r.URL.Query().Get("gc") == "1"))
 	})
+	// Go's profiles, to profile the proxy under load in its seat (go tool
+	// pprof http://127.0.0.1:15000/debug/pprof/profile?seconds=10 from the
+	// proxy's network namespace).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/config_dump", func(w http.ResponseWriter, r *http.Request) {
 		st := p.state.Load()
 		out := map[string]any{"node": p.opts.NodeID}

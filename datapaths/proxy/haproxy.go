@@ -63,6 +63,8 @@ type HAProxyEngineOptions struct {
 	// ConnectTimeout bounds the wait for the first configuration; default
 	// 10s.
 	ConnectTimeout time.Duration
+	// Threads is haproxy's nbthread (its worker threads); default 1.
+	Threads int
 	// Netns is the network namespace haproxy runs in; "": this process's
 	// (the proxy process is started in its pod's). Tests set it.
 	Netns          string
@@ -249,7 +251,7 @@ func (h *HAProxy) commit(c *compiledSet, url string, _, _ map[string]bool, _ map
 		return nil
 	}
 	cfg, err := renderHAProxy(*c, HAProxyOptions{ListenIP: h.opts.ListenIP, OutboundPort: h.opts.OutboundPort, InboundPort: h.opts.InboundPort,
-		StatsSocket: h.sock, ACLDir: h.aclDir()})
+		StatsSocket: h.sock, ACLDir: h.aclDir(), Threads: h.opts.Threads})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ type HAProxyOptions struct {
 	// beyond its endpoints, so that endpoints can be added through the
 	// runtime API without a reload. Default 4.
 	SpareServers int
+	// Threads is haproxy's nbthread; default 1.
+	Threads int
 }
 
 // haproxyConfig is a rendered haproxy.cfg and what the rendering knows of
@@ -151,7 +153,7 @@ func renderHAProxy(c compiledSet, o HAProxyOptions) (*haproxyConfig, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Rendered by meshbench's haproxy engine from its xDS configuration.\n")
 	fmt.Fprintf(&b, "global\n")
-	fmt.Fprintf(&b, "    nbthread 1\n")
+	fmt.Fprintf(&b, "    nbthread %d\n", max(o.Threads, 1))
 	if o.StatsSocket != "" {
 		fmt.Fprintf(&b, "    stats socket %s mode 600 level admin\n", o.StatsSocket)
 	}

@@ -100,7 +100,11 @@ func TestHAProxyConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := renderHAProxy(compileResources(t, res), HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock", ACLDir: "/run/meshbench/acl"})
+			o := HAProxyOptions{StatsSocket: "/run/meshbench/haproxy.sock", ACLDir: "/run/meshbench/acl"}
+			if strings.HasPrefix(node, "nodeproxy") {
+				o.Threads = 2 // --concurrency 2: nbthread 2
+			}
+			cfg, err := renderHAProxy(compileResources(t, res), o)
 			if err != nil {
 				t.Fatal(err)
 			}
