@@ -86,20 +86,22 @@ func (p *Builtin) proxyHTTP(ctx context.Context, dc net.Conn, dst netip.AddrPort
 				return
 			}
 		}
-		body, err := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+		body, err := readBody(req.Body, req.ContentLength, maxBody)
 		req.Body.Close()
 		var resp *http.Response
 		switch {
+		case errors.Is(err, errBodyTooLarge):
+			resp = localReply(http.StatusRequestEntityTooLarge, "request body too large", req, true)
 		case err != nil:
 			return
-		case len(body) > maxBody:
-			resp = localReply(http.StatusRequestEntityTooLarge, "request body too large", req, true)
 		default:
-			resp = p.routeHTTP(ctx, req, body, src, dst, dir, hc, ls)
+			resp = p.routeHTTP(ctx, req, body.bytes(), src, dst, dir, hc, ls)
 		}
 		ls.status(resp.StatusCode)
 		resp.Close = resp.Close || req.Close
-		if err := resp.Write(bw); err != nil {
+		err = resp.Write(bw) // closes resp.Body: a pooled one goes back
+		body.release()
+		if err != nil {
 			return
 		}
 		if err := bw.Flush(); err != nil {
@@ -285,12 +287,14 @@ func (p *Builtin) try(ctx context.Context, cl *cluster, h *host, req *http.Reque
 			h.stats.RqError.Add(1)
 		}
 	}()
+	// The downstream request's headers go upstream as they are, less the
+	// hop-by-hop ones: nothing reads them after this.
+	for _, k := range hopHeaders {
+		req.Header.Del(k)
+	}
 	out := &http.Request{
 		Method: req.Method, URL: req.URL, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: req.Header.Clone(), Host: req.Host, ContentLength: int64(len(body)), Body: http.NoBody,
-	}
-	for _, k := range hopHeaders {
-		out.Header.Del(k)
+		Header: req.Header, Host: req.Host, ContentLength: int64(len(body)), Body: http.NoBody,
 	}
 	for fresh := 0; fresh < 2; fresh++ {
 		uc, err := cl.get(ctx, h)
@@ -340,10 +344,10 @@ func (p *Builtin) try(ctx context.Context, cl *cluster, h *host, req *http.Reque
 		}
 		resp.TransferEncoding = nil
 		resp.Close = false
-		resp.ContentLength = int64(len(rbody))
+		resp.ContentLength = int64(len(rbody.bytes()))
 		resp.Body = http.NoBody
-		if len(rbody) > 0 {
-			resp.Body = io.NopCloser(bytes.NewReader(rbody))
+		if rbody != nil {
+			resp.Body = newBufBody(rbody)
 		}
 		resp.Request = req
 		if req.Method == http.MethodHead {
@@ -371,7 +375,7 @@ func (c *countReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func roundTrip(uc *upConn, out *http.Request) (*http.Response, []byte, int, error) {
+func roundTrip(uc *upConn, out *http.Request) (*http.Response, *bodyBuf, int, error) {
 	if err := out.Write(uc.bw); err != nil {
 		return nil, nil, 0, err
 	}
@@ -388,7 +392,11 @@ func roundTrip(uc *upConn, out *http.Request) (*http.Response, []byte, int, erro
 	if err != nil {
 		return nil, nil, cr.n, err
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	n := resp.ContentLength
+	if resp.Body == http.NoBody { // HEAD, 204, 304
+		n = 0
+	}
+	b, err := readBody(resp.Body, n, maxBody)
 	resp.Body.Close()
 	if err != nil {
 		return nil, nil, cr.n, err

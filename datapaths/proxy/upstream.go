@@ -108,6 +108,14 @@ func (c *cluster) broadcastLocked() {
 	c.wake = make(chan struct{})
 }
 
+// releasedLocked wakes the pending requests, if any, after a connection
+// was released (a new channel per release cost an allocation per request).
+func (c *cluster) releasedLocked() {
+	if c.pending > 0 {
+		c.broadcastLocked()
+	}
+}
+
 // upConn is a pooled upstream HTTP/1.1 connection.
 type upConn struct {
 	conn   net.Conn
@@ -154,7 +162,7 @@ func (c *cluster) get(ctx context.Context, h *host) (*upConn, error) {
 			if err != nil {
 				c.mu.Lock()
 				c.cxActive--
-				c.broadcastLocked()
+				c.releasedLocked()
 				c.mu.Unlock()
 				return nil, err
 			}
@@ -215,12 +223,12 @@ func (c *cluster) put(uc *upConn, reusable bool) {
 	c.mu.Lock()
 	if reusable && !uc.host.removed && !c.closed {
 		uc.host.idle = append(uc.host.idle, uc)
-		c.broadcastLocked()
+		c.releasedLocked()
 		c.mu.Unlock()
 		return
 	}
 	c.cxActive--
-	c.broadcastLocked()
+	c.releasedLocked()
 	c.mu.Unlock()
 	uc.conn.Close()
 	c.stats.CxActive.Add(-1)
@@ -244,7 +252,7 @@ func (c *cluster) acquireConn() bool {
 func (c *cluster) releaseConn() {
 	c.mu.Lock()
 	c.cxActive--
-	c.broadcastLocked()
+	c.releasedLocked()
 	c.mu.Unlock()
 }
 
