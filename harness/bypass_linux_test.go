@@ -108,6 +108,14 @@ func TestBypassFailsProof(t *testing.T) {
 		},
 		failing: "backend sidecars answered what was sent to each of them",
 	}, {
+		// The same hops with HAProxy in the seats: its own counters (the
+		// stats socket) must tell the same.
+		name: "sidecar/haproxy: one backend's sidecar is skipped", datapath: "sidecar/haproxy",
+		bypass: func(ctx context.Context, env *datapaths.Env) error {
+			return iptables(env.Load.Backends[0], "-t", "nat", "-I", "ISTIO_INBOUND", "1", "-j", "RETURN")(ctx, env)
+		},
+		failing: "backend sidecars answered what was sent to each of them",
+	}, {
 		name: "sockmap: the backends' sockets are not spliced", datapath: "sockmap",
 		bypass: func(ctx context.Context, env *datapaths.Env) error {
 			for _, p := range env.Load.Backends {
@@ -120,6 +128,12 @@ func TestBypassFailsProof(t *testing.T) {
 		failing: "sk_msg redirects per success",
 	}, {
 		name: "nodeproxy: connect4 detached from the client pod", datapath: "nodeproxy", direct: true,
+		bypass: func(ctx context.Context, env *datapaths.Env) error {
+			return detachCgroup(env.Client, ebpf.AttachCGroupInet4Connect)
+		},
+		failing: "client node's proxy answered the successes",
+	}, {
+		name: "nodeproxy/haproxy: connect4 detached from the client pod", datapath: "nodeproxy/haproxy", direct: true,
 		bypass: func(ctx context.Context, env *datapaths.Env) error {
 			return detachCgroup(env.Client, ebpf.AttachCGroupInet4Connect)
 		},

@@ -183,3 +183,32 @@ func (s *Scenario) nodeProxyEngineConflict(add func(path, format string, args ..
 		"%q, but topology.services[%d].mesh.engine is %q: nodeproxy runs one proxy per node for every service, so it runs one engine; make the services agree (or use \"auto\"), or leave nodeproxy out of datapaths",
 		engines[c], by, engine)
 }
+
+// ExternalEngines returns, sorted and distinct, the proxy engines the run
+// names that need a program besides meshbench (envoy, haproxy): the
+// engine of a datapath label (sidecar/haproxy), and a service's
+// mesh.engine when a proxied datapath without an engine in its label
+// runs. "auto" is left out: it resolves where the run is.
+func (s *Scenario) ExternalEngines() []string {
+	var out []string
+	add := func(e string) {
+		if e != "" && e != "auto" && e != "builtin" && !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	for _, dp := range s.Datapaths {
+		base, engine := catalog.Split(dp)
+		if !slices.Contains(catalog.Proxied(), base) {
+			continue
+		}
+		if engine != "" {
+			add(engine)
+			continue
+		}
+		for _, svc := range s.Topology.Services {
+			add(svc.Mesh.Engine)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

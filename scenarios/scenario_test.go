@@ -717,3 +717,29 @@ func TestDatapathLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestExternalEngines checks which engines a run needs besides meshbench:
+// those of datapath labels, and the services' mesh.engine for a proxied
+// datapath whose label names none.
+func TestExternalEngines(t *testing.T) {
+	for _, tt := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"builtin and auto only", "datapaths: [none, sidecar/builtin, nodeproxy]\n", nil},
+		{"labels", "datapaths: [sidecar/haproxy, nodeproxy/haproxy, sockmap/builtin]\n", []string{"haproxy"}},
+		{"a service's engine, for a datapath without a label", "datapaths: [none, sidecar]\ntopology:\n  services:\n    - {name: echo, replicas: 2, mesh: {engine: envoy}}\n", []string{"envoy"}},
+		{"a service's engine, but no proxied datapath", "datapaths: [none, afxdp]\ntopology:\n  services:\n    - {name: echo, replicas: 2, mesh: {engine: haproxy}}\n", nil},
+		{"both, sorted", "datapaths: [sidecar/haproxy, sockmap]\ntopology:\n  services:\n    - {name: echo, replicas: 2, mesh: {engine: envoy}}\n", []string{"envoy", "haproxy"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, err := Parse("x.yaml", []byte("load:\n  rates: [100]\n"+tt.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sc.ExternalEngines(); !slices.Equal(got, tt.want) {
+				t.Errorf("ExternalEngines() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

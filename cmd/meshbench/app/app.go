@@ -203,6 +203,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if sc.Provider == "kube" && f.Image == "" && f.ImageRepo == "" {
 		return fmt.Errorf("%w: --provider kube needs --image (an image the cluster can pull holding a static meshbench at /meshbench: build one with 'meshbench image --out meshbench.tar', then load it into the nodes or push it) or --image-repo (a repository meshbench pushes the image it builds to)", ErrUsage)
 	}
+	if engines := sc.ExternalEngines(); len(engines) > 0 && (sc.Provider == "kind" || sc.Provider == "kube" && f.Image == "") {
+		// The image meshbench builds (kind, --image-repo) holds meshbench
+		// alone: a proxy on another engine would fail in every pod.
+		return fmt.Errorf("%w: engine %s: the image meshbench builds for --provider %s holds only meshbench, not %s; run the builtin engine there (a datapath label such as sidecar/builtin, or mesh.engine: builtin), or, on kube, give --image an image of your own with %s on PATH",
+			ErrUsage, strings.Join(engines, ", "), sc.Provider, strings.Join(engines, " or "), strings.Join(engines, " and "))
+	}
 	if sc.Provider == "kind" {
 		// The kind provider packs this binary (meshbench) into the image
 		// its nodes run: it must be static.

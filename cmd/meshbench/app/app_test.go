@@ -35,6 +35,8 @@ func TestUsageErrors(t *testing.T) {
 		{"image and image repo", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-repo", "r.example/team"}, "--image and --image-repo: give one"},
 		{"image repo without kube", []string{"bench", "../../../scenarios/quick.yaml", "--image-repo", "r.example/team"}, "--image-repo applies to --provider kube only"},
 		{"bad pull policy", []string{"bench", "../../../scenarios/quick.yaml", "--provider", "kube", "--image", "x", "--image-pull", "sometimes"}, `--image-pull "sometimes"`},
+		{"haproxy on kind", []string{"bench", "../../../scenarios/engines.yaml", "--provider", "kind"}, "engine haproxy: the image meshbench builds for --provider kind holds only meshbench"},
+		{"haproxy on kube, image pushed", []string{"bench", "../../../scenarios/quick.yaml", "--datapaths", "none,nodeproxy/haproxy", "--provider", "kube", "--image-repo", "r.example/team"}, "engine haproxy: the image meshbench builds for --provider kube"},
 		{"image without out", []string{"image"}, "image needs --out"},
 		{"pause with arguments", []string{"pause", "x"}, "pause takes no arguments"},
 	}
