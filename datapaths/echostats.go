@@ -86,22 +86,19 @@ func GetJSON(ctx context.Context, ns nsutil.Netns, addr, path string, v any) err
 // WaitEcho waits until the echo server in every pod answers /stats, or ctx
 // ends. It returns the last error of each pod that never answered.
 func WaitEcho(ctx context.Context, pods []*testbed.Pod) error {
-	var errs []error
-pods:
-	for _, p := range pods {
+	errs, _ := ReadAll(ctx, pods, func(ctx context.Context, p *testbed.Pod) (error, error) {
 		for {
 			_, err := ReadEchoStats(ctx, p)
 			if err == nil {
-				continue pods
+				return nil, nil
 			}
 			select {
 			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("echo in pod %s not ready: %w", p.Name, err))
-				continue pods
+				return fmt.Errorf("echo in pod %s not ready: %w", p.Name, err), nil
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-	}
+	})
 	return errors.Join(errs...)
 }
 

@@ -148,14 +148,20 @@ func Detail(checks []results.ProofCheck) string {
 // Prove holds the counter deltas of one window to w with verify (a
 // Datapath's Verify) and returns the proof, verified when every check
 // passed. A window without a successful request proves nothing: its proof
-// fails.
+// fails. The proof keeps the deltas that are not zero.
 func Prove(source string, verify func(map[string]int64, Work) []results.ProofCheck, delta map[string]int64, w Work) results.Proof {
 	var checks []results.ProofCheck
 	if w.Successes <= 0 {
 		checks = append(checks, Fail("the client had successful requests", fmt.Sprintf("%d successes, %d failures", w.Successes, w.Failures())))
 	}
 	checks = append(checks, verify(delta, w)...)
-	p := results.Proof{Source: source, Counters: delta, Checks: checks, Detail: Detail(checks)}
+	changed := make(map[string]int64)
+	for k, v := range delta {
+		if v != 0 {
+			changed[k] = v
+		}
+	}
+	p := results.Proof{Source: source, Counters: changed, Checks: checks, Detail: Detail(checks)}
 	p.Verify()
 	return p
 }

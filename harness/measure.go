@@ -179,6 +179,13 @@ type reading struct {
 	start, end time.Time
 }
 
+// readBudget bounds the read after a step (every proxy's counters, then
+// every process and namespace) for a cluster of pods pods: 10 s, and 20 ms
+// more per pod (a 512-pod cluster: 20 s).
+func readBudget(pods int) time.Duration {
+	return 10*time.Second + time.Duration(pods)*20*time.Millisecond
+}
+
 // snapshotFunc reads processes and network namespaces (Options.Snapshot).
 type snapshotFunc func(ctx context.Context, pids []int, netns []string) (*metrics.Snapshot, error)
 
@@ -334,7 +341,7 @@ func (r *runner) runWindow(ctx context.Context, cluster testbed.Cluster, env *da
 	case snapErr != nil:
 		return w, fmt.Errorf("snapshot before load: %w", snapErr)
 	}
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBudget(len(cluster.Pods())))
 	defer cancel()
 	if w.r2, err = r.read(mctx, snapshot, dp, env.Client); err != nil {
 		return w, err

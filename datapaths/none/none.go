@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshbench/meshbench/datapaths"
 	"github.com/meshbench/meshbench/harness/results"
+	"github.com/meshbench/meshbench/harness/testbed"
 )
 
 // Name is the datapath's name in scenarios and results.
@@ -80,21 +81,25 @@ func (d *Datapath) Counters(ctx context.Context) (map[string]int64, error) {
 	}
 	out := map[string]int64{}
 	seen := map[string]bool{}
+	var backends []*testbed.Pod
 	for _, svc := range d.env.Services {
 		for _, p := range svc.Backends {
-			if seen[p.Name] {
-				continue
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				backends = append(backends, p)
 			}
-			seen[p.Name] = true
-			st, err := datapaths.ReadEchoStats(ctx, p)
-			if err != nil {
-				return nil, err
-			}
-			out["echo_requests/"+p.Name] = st.Requests
-			out["echo_requests"] += st.Requests
-			out["echo_from_client/"+p.Name] = st.ByPeer[client]
-			out["echo_from_client"] += st.ByPeer[client]
 		}
+	}
+	stats, err := datapaths.ReadAll(ctx, backends, datapaths.ReadEchoStats)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range backends {
+		st := stats[i]
+		out["echo_requests/"+p.Name] = st.Requests
+		out["echo_requests"] += st.Requests
+		out["echo_from_client/"+p.Name] = st.ByPeer[client]
+		out["echo_from_client"] += st.ByPeer[client]
 	}
 	return out, nil
 }
