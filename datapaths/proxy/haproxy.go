@@ -677,10 +677,13 @@ func (h *HAProxy) Stats() (Stats, error) {
 			if s.Hosts[cn] == nil {
 				s.Hosts[cn] = map[string]map[string]int64{}
 			}
-			s.Hosts[cn][addr] = map[string]int64{
+			hm := map[string]int64{
 				"cx_total": num(r, "connect"), "rq_total": num(r, "hrsp_1xx") + num(r, "hrsp_2xx") + num(r, "hrsp_3xx") + num(r, "hrsp_4xx") + num(r, "hrsp_5xx") + num(r, "hrsp_other"),
 				"rq_2xx": num(r, "hrsp_2xx"), "rq_error": num(r, "hrsp_4xx") + num(r, "hrsp_5xx") + num(r, "eresp"),
 				"bytes_in": num(r, "bout"), "bytes_out": num(r, "bin"),
+			}
+			if counted(hm) {
+				s.Hosts[cn][addr] = hm
 			}
 		}
 	}
