@@ -356,6 +356,9 @@ func setupNode(n, fab *ns, fabBr int, id string, nd *testbed.Node, nodes int) (i
 		if err := n.nl.RouteAdd(r); err != nil {
 			return 0, fmt.Errorf("route %s via %s: %w", podCIDR(j), nodeIP(j), err)
 		}
+		if err := staticNeighbor(n, up.Index, nodeIP(j), mac(macUplink, nodeIP(j))); err != nil {
+			return 0, err
+		}
 	}
 	return br.Index, nil
 }
@@ -395,7 +398,27 @@ func setupPod(n, node *ns, bridge, index int, nd *testbed.Node, pod *testbed.Pod
 	if err := n.nl.RouteAdd(r); err != nil {
 		return fmt.Errorf("route %s via %s: %w", podSupernet, nd.Gateway, err)
 	}
+	if err := staticNeighbor(n, eth.Attrs().Index, nd.Gateway, mac(macBridge, nd.Gateway)); err != nil {
+		return err
+	}
+	if err := staticNeighbor(node, bridge, pod.IP, podMAC); err != nil {
+		return err
+	}
 	return setTxChecksum(n.ctl, pod.PodVeth, false)
+}
+
+// staticNeighbor adds a permanent neighbor entry for ip on the link: the
+// testbed knows every MAC, so its routers (a pod's gateway, a node's pods
+// and the other nodes) need no ARP. The kernel's neighbor table is one for
+// every namespace, and its garbage collector's hard limit (gc_thresh3,
+// 1024 by default) counts dynamic entries only: at 512 pods the dynamic
+// ones overflowed it and the last pods' connections failed.
+func staticNeighbor(n *ns, link int, ip netip.Addr, hw net.HardwareAddr) error {
+	nb := &netlink.Neigh{LinkIndex: link, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: net.IP(ip.AsSlice()), HardwareAddr: hw}
+	if err := n.nl.NeighSet(nb); err != nil {
+		return fmt.Errorf("neighbor %s on link %d: %w", ip, link, err)
+	}
+	return nil
 }
 
 // RunID returns the cluster's run id.
