@@ -218,8 +218,9 @@ func TestEstimatesInComments(t *testing.T) {
 		datapaths []string
 		want      string
 	}{
-		{"default.yaml", KnownDatapaths, "≈ 8m52s"},
+		{"default.yaml", KnownDatapaths, "≈ 9m1s"},
 		{"quick.yaml", []string{"none"}, "About 13s per datapath"},
+		{"scale.yaml", []string{"none", "sidecar", "sockmap", "nodeproxy", "afxdp"}, "estimated ≈ 11m33s"},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%d", tt.file, len(tt.datapaths)), func(t *testing.T) {
@@ -426,14 +427,15 @@ load:
 	if got := sc.Plan(); !slices.Equal(got, want) {
 		t.Errorf("Plan() = %v, want %v", got, want)
 	}
-	// 8 steps × (1s + 4s + StepOverhead) + 4 cycles × CycleOverhead +
-	// calibration (4s + 1s + StepOverhead).
-	want0 := 8*(5*time.Second+StepOverhead) + 4*CycleOverhead + 5*time.Second + StepOverhead
-	if got := sc.EstimatedDuration(); got != want0 {
-		t.Errorf("EstimatedDuration() = %s, want %s", got, want0)
+	// 8 steps × (1s + 4s + StepOverhead) + 4 cycles × (CycleOverhead + 4
+	// pods × PodOverhead) + 2 sidecar cycles × 4 pods × SidecarOverhead +
+	// calibration (4s + 1s + StepOverhead), to the second.
+	want0 := 8*(5*time.Second+StepOverhead) + 4*(CycleOverhead+4*PodOverhead) + 2*4*SidecarOverhead + 5*time.Second + StepOverhead
+	if got := sc.EstimatedDuration(); got != want0.Round(time.Second) {
+		t.Errorf("EstimatedDuration() = %s, want %s", got, want0.Round(time.Second))
 	}
 	*sc.Load.Calibrate = false
-	if got, want := sc.EstimatedDuration(), want0-5*time.Second-StepOverhead; got != want {
+	if got, want := sc.EstimatedDuration(), (want0 - 5*time.Second - StepOverhead).Round(time.Second); got != want {
 		t.Errorf("EstimatedDuration() without calibration = %s, want %s", got, want)
 	}
 }
