@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -390,13 +392,53 @@ func (s *Server) pendingLocked(version string, nodeIDs []string) ([]string, erro
 // PushLatency sets the model and measures the time until every listed
 // proxy has ACKed it: the control plane's config-push latency.
 func (s *Server) PushLatency(ctx context.Context, m Model, nodeIDs []string) (time.Duration, string, error) {
-	start := time.Now()
-	version, err := s.SetModel(ctx, m)
+	lats, version, err := s.PushLatencies(ctx, m, nodeIDs)
 	if err != nil {
 		return 0, version, err
 	}
-	if err := s.WaitAcked(ctx, version, nodeIDs); err != nil {
-		return 0, version, err
+	return slices.Max(append(lats, 0)), version, nil
+}
+
+// PushLatencies is PushLatency with each proxy's own time from the push
+// to its ACK of every resource type, in nodeIDs' order: the spread over
+// proxies, not only the slowest.
+func (s *Server) PushLatencies(ctx context.Context, m Model, nodeIDs []string) ([]time.Duration, string, error) {
+	start := time.Now()
+	version, err := s.SetModel(ctx, m)
+	if err != nil {
+		return nil, version, err
 	}
-	return time.Since(start), version, nil
+	lats := make([]time.Duration, len(nodeIDs))
+	done := make([]bool, len(nodeIDs))
+	left := len(nodeIDs)
+	for left > 0 {
+		s.mu.Lock()
+		missing, err := s.pendingLocked(version, nodeIDs)
+		ch := s.changed
+		s.mu.Unlock()
+		if err != nil {
+			return nil, version, err
+		}
+		pending := map[string]bool{}
+		for _, m := range missing {
+			id, _, _ := strings.Cut(m, " ")
+			pending[id] = true
+		}
+		now := time.Since(start)
+		for i, id := range nodeIDs {
+			if !done[i] && !pending[id] {
+				done[i], lats[i] = true, now
+				left--
+			}
+		}
+		if left == 0 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, version, fmt.Errorf("wait for ack of %s: %w (missing: %v)", version, ctx.Err(), missing)
+		}
+	}
+	return lats, version, nil
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -30,8 +32,11 @@ type Session struct {
 	// every running proxy ACKed (MeasurePush); EndpointPush the slowest
 	// push of an endpoint change (SetPodHealth).
 	Startup, Push, EndpointPush time.Duration
-	pushed                      time.Time
-	version                     string
+	// PushSpread is each running proxy's own time to ACK the push
+	// MeasurePush timed, in the order of ids.
+	PushSpread []time.Duration
+	pushed     time.Time
+	version    string
 }
 
 // StartSession starts a control plane on socket and pushes m, whose Proxies
@@ -68,11 +73,11 @@ func (m *Session) WaitAcked(ctx context.Context) error {
 func (m *Session) MeasurePush(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	lat, _, err := m.srv.PushLatency(ctx, m.model, m.waited())
+	lats, _, err := m.srv.PushLatencies(ctx, m.model, m.waited())
 	if err != nil {
 		return fmt.Errorf("measure push latency: %w", err)
 	}
-	m.Push = lat
+	m.Push, m.PushSpread = slices.Max(append(lats, 0)), lats
 	return nil
 }
 
@@ -149,6 +154,13 @@ func (m *Session) Metrics() map[string]float64 {
 	if m.EndpointPush > 0 {
 		out["xds_endpoint_push_to_ack_us"] = float64(m.EndpointPush.Microseconds())
 	}
+	if len(m.PushSpread) > 0 {
+		// The spread over proxies of the same push (its maximum is
+		// xds_push_to_ack_us).
+		sorted := slices.Sorted(slices.Values(m.PushSpread))
+		out["xds_push_to_ack_p50_us"] = float64(quantile(sorted, 0.50).Microseconds())
+		out["xds_push_to_ack_p99_us"] = float64(quantile(sorted, 0.99).Microseconds())
+	}
 	return out
 }
 
@@ -164,3 +176,12 @@ func (m *Session) Stop() {
 
 // ErrNotRunning is returned by a datapath's mesh operations before install.
 var ErrNotRunning = errors.New("control plane not running")
+
+// quantile returns the q-quantile of sorted (nearest rank); 0 when empty.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(i, 0)]
+}

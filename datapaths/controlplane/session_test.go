@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,6 +40,16 @@ func TestSessionPodReplaced(t *testing.T) {
 	deleted := start("pod-1")
 	if err := s.WaitAcked(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The measured push: one time per proxy, the slowest of them Push.
+	if err := s.MeasurePush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.PushSpread) != 2 || slices.Max(s.PushSpread) != s.Push || slices.Min(s.PushSpread) <= 0 {
+		t.Errorf("push spread %v, push %v: want one time per proxy, the largest the push's", s.PushSpread, s.Push)
+	}
+	if met := s.Metrics(); met["xds_push_to_ack_p50_us"] <= 0 || met["xds_push_to_ack_p50_us"] > met["xds_push_to_ack_us"] || met["xds_push_to_ack_p99_us"] != met["xds_push_to_ack_us"] {
+		t.Errorf("metrics %v: want 0 < p50 ≤ max, and p99 = max of two", met)
 	}
 
 	// pod-1 is deleted: its proxy goes with it. Without Leave, the pushes
