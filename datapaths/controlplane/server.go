@@ -349,21 +349,42 @@ func (s *Server) callbacks() serverv3.Callbacks {
 // the proxy's detail, when one of them rejected that version, and ctx's
 // error (with what is still missing) when ctx ends first.
 func (s *Server) WaitAcked(ctx context.Context, version string, nodeIDs []string) error {
+	_, err := s.ackTimes(ctx, version, nodeIDs, time.Now())
+	return err
+}
+
+// ackTimes waits until every node in nodeIDs ACKed every resource type at
+// version, or one NACKed it, or ctx ends; it returns, in nodeIDs' order,
+// the time from start at which each was seen to have ACKed.
+func (s *Server) ackTimes(ctx context.Context, version string, nodeIDs []string, start time.Time) ([]time.Duration, error) {
+	times := make([]time.Duration, len(nodeIDs))
+	done := make([]bool, len(nodeIDs))
 	for {
 		s.mu.Lock()
 		missing, err := s.pendingLocked(version, nodeIDs)
 		ch := s.changed
 		s.mu.Unlock()
 		if err != nil {
-			return err
+			return nil, err
+		}
+		pending := map[string]bool{}
+		for _, m := range missing {
+			id, _, _ := strings.Cut(m, " ")
+			pending[id] = true
+		}
+		now := time.Since(start)
+		for i, id := range nodeIDs {
+			if !done[i] && !pending[id] {
+				done[i], times[i] = true, now
+			}
 		}
 		if len(missing) == 0 {
-			return nil
+			return times, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("wait for ack of %s: %w (missing: %v)", version, ctx.Err(), missing)
+			return nil, fmt.Errorf("wait for ack of %s: %w (missing: %v)", version, ctx.Err(), missing)
 		}
 	}
 }
@@ -408,37 +429,6 @@ func (s *Server) PushLatencies(ctx context.Context, m Model, nodeIDs []string) (
 	if err != nil {
 		return nil, version, err
 	}
-	lats := make([]time.Duration, len(nodeIDs))
-	done := make([]bool, len(nodeIDs))
-	left := len(nodeIDs)
-	for left > 0 {
-		s.mu.Lock()
-		missing, err := s.pendingLocked(version, nodeIDs)
-		ch := s.changed
-		s.mu.Unlock()
-		if err != nil {
-			return nil, version, err
-		}
-		pending := map[string]bool{}
-		for _, m := range missing {
-			id, _, _ := strings.Cut(m, " ")
-			pending[id] = true
-		}
-		now := time.Since(start)
-		for i, id := range nodeIDs {
-			if !done[i] && !pending[id] {
-				done[i], lats[i] = true, now
-				left--
-			}
-		}
-		if left == 0 {
-			break
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, version, fmt.Errorf("wait for ack of %s: %w (missing: %v)", version, ctx.Err(), missing)
-		}
-	}
-	return lats, version, nil
+	lats, err := s.ackTimes(ctx, version, nodeIDs, start)
+	return lats, version, err
 }
